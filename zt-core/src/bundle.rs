@@ -1,0 +1,342 @@
+//! Trust bundles: the CA certificates of one trust domain, and sets of them for
+//! federation.
+//!
+//! A bundle vouches only for SVIDs of its own trust domain: a [`BundleSet`] keys
+//! bundles by trust domain and never merges two domains' authorities, so a CA of
+//! `partner.example` can never sign an SVID that claims `example.org`.
+//!
+//! Bundles are read from PEM or from the SPIFFE bundle format (a JWK Set whose
+//! `x509-svid` entries carry the CA in `x5c`). An empty SPIFFE bundle is valid and
+//! means every SVID of that domain is invalid.
+//!
+//! ```
+//! use zt_core::{BundleSet, TrustDomain, X509Bundle};
+//!
+//! let td: TrustDomain = "example.org".parse()?;
+//! let json = br#"{"keys": [], "spiffe_sequence": 7, "spiffe_refresh_hint": 300}"#;
+//! let bundle = X509Bundle::from_spiffe_json(td.clone(), json)?;
+//! assert!(bundle.is_empty());
+//! assert_eq!(bundle.sequence(), Some(7));
+//!
+//! let set: BundleSet = [bundle].into_iter().collect();
+//! assert!(set.get(&td).is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+
+use crate::{BundleError, TrustDomain, x509};
+
+/// The largest bundle document (PEM or JSON) zt reads, in bytes.
+pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most authorities one bundle may hold.
+pub const MAX_AUTHORITIES: usize = 20_000;
+
+/// The X.509 authorities of one trust domain. Cheap to clone.
+#[derive(Clone)]
+pub struct X509Bundle {
+    inner: Arc<BundleInner>,
+}
+
+struct BundleInner {
+    trust_domain: TrustDomain,
+    authorities: Vec<CertificateDer<'static>>,
+    anchors: Vec<TrustAnchor<'static>>,
+    sequence: Option<u64>,
+    refresh_hint: Option<Duration>,
+}
+
+// === impl X509Bundle ===
+
+impl X509Bundle {
+    /// A bundle of the given DER CA certificates.
+    ///
+    /// # Errors
+    ///
+    /// When a certificate does not parse, is not a CA certificate, or there are more
+    /// than [`MAX_AUTHORITIES`].
+    pub fn new(
+        trust_domain: TrustDomain,
+        authorities: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, BundleError> {
+        Self::build(trust_domain, authorities, None, None)
+    }
+
+    /// A bundle with no authorities: every SVID of `trust_domain` is invalid.
+    pub fn empty(trust_domain: TrustDomain) -> Self {
+        Self {
+            inner: Arc::new(BundleInner {
+                trust_domain,
+                authorities: Vec::new(),
+                anchors: Vec::new(),
+                sequence: None,
+                refresh_hint: None,
+            }),
+        }
+    }
+
+    /// Reads PEM `CERTIFICATE` blocks. Text outside the blocks is ignored.
+    ///
+    /// # Errors
+    ///
+    /// When the PEM is malformed or truncated, holds no certificate (an empty or
+    /// half-written file must not revoke a trust domain by accident), or a certificate
+    /// is rejected as in [`X509Bundle::new`].
+    pub fn from_pem(trust_domain: TrustDomain, pem: &[u8]) -> Result<Self, BundleError> {
+        check_size(pem.len())?;
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BundleError::Pem(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(BundleError::NoCertificate);
+        }
+        Self::new(trust_domain, certs)
+    }
+
+    /// Reads a SPIFFE bundle document (SPIFFE Trust Domain and Bundle §4, X509-SVID §6).
+    ///
+    /// Entries whose `use` is not `x509-svid`, whose `kty` is unknown, or whose `x5c`
+    /// is missing or empty are ignored; of `x5c` only the first certificate counts.
+    /// `keys: []` yields an empty bundle.
+    ///
+    /// # Errors
+    ///
+    /// When the document is not JSON of the bundle shape (`keys` is required), an
+    /// `x5c` value is not base64, or a certificate is rejected as in
+    /// [`X509Bundle::new`].
+    pub fn from_spiffe_json(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
+        check_size(json.len())?;
+        let doc: JwkSet =
+            serde_json::from_slice(json).map_err(|e| BundleError::Json(e.to_string()))?;
+        let mut authorities = Vec::new();
+        for (index, key) in doc.keys.iter().enumerate() {
+            let x509_use = key.use_.as_deref() == Some("x509-svid");
+            let known_kty = matches!(key.kty.as_deref(), Some("EC" | "RSA" | "OKP"));
+            let Some(first) = key.x5c.as_ref().and_then(|x5c| x5c.first()) else {
+                continue;
+            };
+            if !x509_use || !known_kty {
+                continue;
+            }
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(first)
+                .map_err(|_| BundleError::Base64 { index })?;
+            authorities.push(CertificateDer::from(der));
+        }
+        let refresh_hint = doc
+            .spiffe_refresh_hint
+            .and_then(|secs| u64::try_from(secs).ok())
+            .map(Duration::from_secs);
+        Self::build(trust_domain, authorities, doc.spiffe_sequence, refresh_hint)
+    }
+
+    /// Reads PEM or a SPIFFE bundle document, whichever `data` holds: a document
+    /// whose first non-blank byte is `{` is JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`X509Bundle::from_pem`] or [`X509Bundle::from_spiffe_json`].
+    pub fn from_pem_or_json(trust_domain: TrustDomain, data: &[u8]) -> Result<Self, BundleError> {
+        match data.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Self::from_spiffe_json(trust_domain, data),
+            _ => Self::from_pem(trust_domain, data),
+        }
+    }
+
+    fn build(
+        trust_domain: TrustDomain,
+        authorities: Vec<CertificateDer<'static>>,
+        sequence: Option<u64>,
+        refresh_hint: Option<Duration>,
+    ) -> Result<Self, BundleError> {
+        if authorities.len() > MAX_AUTHORITIES {
+            return Err(BundleError::TooManyAuthorities {
+                len: authorities.len(),
+                limit: MAX_AUTHORITIES,
+            });
+        }
+        let mut anchors = Vec::with_capacity(authorities.len());
+        for (index, der) in authorities.iter().enumerate() {
+            let cert =
+                x509::parse(der).map_err(|reason| BundleError::Malformed { index, reason })?;
+            if !x509::is_ca(&cert).map_err(|reason| BundleError::Malformed { index, reason })? {
+                return Err(BundleError::NotCa { index });
+            }
+            let anchor = webpki::anchor_from_trusted_cert(der)
+                .map_err(|e| BundleError::Malformed {
+                    index,
+                    reason: format!("{e:?}"),
+                })?
+                .to_owned();
+            anchors.push(anchor);
+        }
+        Ok(Self {
+            inner: Arc::new(BundleInner {
+                trust_domain,
+                authorities,
+                anchors,
+                sequence,
+                refresh_hint,
+            }),
+        })
+    }
+
+    /// The trust domain this bundle vouches for.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.inner.trust_domain
+    }
+
+    /// The CA certificates, DER.
+    pub fn authorities(&self) -> &[CertificateDer<'static>] {
+        &self.inner.authorities
+    }
+
+    /// `true` when the bundle has no authority (every SVID of the domain is invalid).
+    pub fn is_empty(&self) -> bool {
+        self.inner.authorities.is_empty()
+    }
+
+    /// Number of authorities.
+    pub fn len(&self) -> usize {
+        self.inner.authorities.len()
+    }
+
+    /// `spiffe_sequence` of a SPIFFE bundle document, if it had one.
+    pub fn sequence(&self) -> Option<u64> {
+        self.inner.sequence
+    }
+
+    /// `spiffe_refresh_hint` of a SPIFFE bundle document, if it had one.
+    pub fn refresh_hint(&self) -> Option<Duration> {
+        self.inner.refresh_hint
+    }
+
+    /// The authorities as webpki trust anchors.
+    pub(crate) fn anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.inner.anchors
+    }
+
+    /// `true` when both bundles hold the same authorities for the same domain.
+    pub fn same_authorities(&self, other: &Self) -> bool {
+        self.inner.trust_domain == other.inner.trust_domain
+            && self.inner.authorities == other.inner.authorities
+    }
+}
+
+impl fmt::Debug for X509Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X509Bundle")
+            .field("trust_domain", &self.inner.trust_domain.as_str())
+            .field("authorities", &self.inner.authorities.len())
+            .field("sequence", &self.inner.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_size(size: usize) -> Result<(), BundleError> {
+    if size > MAX_BUNDLE_BYTES {
+        return Err(BundleError::TooLarge {
+            size,
+            limit: MAX_BUNDLE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+    #[serde(default)]
+    spiffe_sequence: Option<u64>,
+    #[serde(default)]
+    spiffe_refresh_hint: Option<i64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Jwk {
+    #[serde(default)]
+    kty: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    x5c: Option<Vec<String>>,
+}
+
+/// Bundles of several trust domains, one per domain, for federation.
+#[derive(Clone, Default)]
+pub struct BundleSet {
+    bundles: HashMap<TrustDomain, X509Bundle>,
+}
+
+// === impl BundleSet ===
+
+impl BundleSet {
+    /// An empty set: no trust domain is trusted.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `bundle`, replacing (never merging with) the bundle of the same trust
+    /// domain. Returns the replaced bundle.
+    pub fn insert(&mut self, bundle: X509Bundle) -> Option<X509Bundle> {
+        self.bundles.insert(bundle.trust_domain().clone(), bundle)
+    }
+
+    /// Adds `bundle` and returns the set, for chaining.
+    #[must_use]
+    pub fn with(mut self, bundle: X509Bundle) -> Self {
+        self.insert(bundle);
+        self
+    }
+
+    /// Removes the bundle of `trust_domain`: its SVIDs are no longer trusted.
+    pub fn remove(&mut self, trust_domain: &TrustDomain) -> Option<X509Bundle> {
+        self.bundles.remove(trust_domain)
+    }
+
+    /// The bundle of `trust_domain`.
+    pub fn get(&self, trust_domain: &TrustDomain) -> Option<&X509Bundle> {
+        self.bundles.get(trust_domain)
+    }
+
+    /// Iterates over the bundles in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &X509Bundle> {
+        self.bundles.values()
+    }
+
+    /// Number of trust domains.
+    pub fn len(&self) -> usize {
+        self.bundles.len()
+    }
+
+    /// `true` when no trust domain is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.bundles.is_empty()
+    }
+}
+
+impl FromIterator<X509Bundle> for BundleSet {
+    fn from_iter<I: IntoIterator<Item = X509Bundle>>(iter: I) -> Self {
+        let mut set = Self::new();
+        for bundle in iter {
+            set.insert(bundle);
+        }
+        set
+    }
+}
+
+impl fmt::Debug for BundleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut domains: Vec<_> = self.bundles.values().collect();
+        domains.sort_by(|a, b| a.trust_domain().cmp(b.trust_domain()));
+        f.debug_list().entries(domains).finish()
+    }
+}

@@ -1,0 +1,232 @@
+//! Errors of zt-core.
+//!
+//! Every rejection names what failed: [`SvidError`] for certificates and keys,
+//! [`BundleError`] for trust bundles, [`IdError`](crate::IdError) and
+//! [`PatternError`](crate::PatternError) for SPIFFE IDs and ID patterns. [`Error`] gathers
+//! them for APIs that can fail in more than one way.
+
+use std::sync::Arc;
+
+use crate::{IdError, PatternError, SpiffeId, TrustDomain};
+
+/// Which side of a TLS connection a peer certificate authenticates.
+///
+/// X.509-SVIDs carry an extended key usage; a certificate that only allows
+/// `serverAuth` must not authenticate a client, and the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerRole {
+    /// The peer is the TLS client (we are the server).
+    Client,
+    /// The peer is the TLS server (we are the client).
+    Server,
+}
+
+impl std::fmt::Display for PeerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        })
+    }
+}
+
+/// Why an X.509-SVID (ours or a peer's) or its private key was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SvidError {
+    /// No certificate was found in the input.
+    #[error("no certificate found")]
+    NoCertificate,
+    /// No private key was found in the input.
+    #[error("no private key found")]
+    NoPrivateKey,
+    /// More than one private key was found in the input.
+    #[error("more than one private key found")]
+    MultiplePrivateKeys,
+    /// The PEM text could not be decoded.
+    #[error("invalid PEM: {0}")]
+    Pem(String),
+    /// The input is larger than zt accepts.
+    #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the input in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The chain has more certificates than zt accepts.
+    #[error("chain of {len} certificates exceeds the limit of {limit}")]
+    ChainTooLong {
+        /// Number of certificates presented.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A certificate is not valid DER X.509.
+    #[error("certificate {index} is malformed: {reason}")]
+    Malformed {
+        /// Position in the chain (0 is the leaf).
+        index: usize,
+        /// What the parser reported.
+        reason: String,
+    },
+    /// The leaf has no URI SAN, so it carries no SPIFFE ID.
+    #[error("leaf certificate has no URI SAN")]
+    NoUriSan,
+    /// The leaf has more than one URI SAN (X509-SVID §5.2: MUST be rejected).
+    #[error("leaf certificate has {0} URI SANs, an SVID has exactly one")]
+    MultipleUriSans(usize),
+    /// The URI SAN is not a valid SPIFFE ID.
+    #[error("leaf URI SAN is not a valid SPIFFE ID: {0}")]
+    InvalidSpiffeId(#[source] IdError),
+    /// The leaf's SPIFFE ID has no path (X509-SVID §3.1, §5.2).
+    #[error("leaf SPIFFE ID {0} has no path; a leaf SVID needs a non-root path")]
+    RootId(SpiffeId),
+    /// The leaf is a CA certificate (basic constraints `cA=true`).
+    #[error("leaf certificate is a CA certificate (basic constraints cA=true)")]
+    LeafIsCa,
+    /// The leaf has no key usage extension.
+    #[error("leaf certificate has no key usage extension")]
+    MissingKeyUsage,
+    /// The leaf's key usage lacks `digitalSignature`.
+    #[error("leaf key usage does not set digitalSignature")]
+    NoDigitalSignature,
+    /// The leaf's key usage sets `keyCertSign`.
+    #[error("leaf key usage sets keyCertSign")]
+    LeafKeyCertSign,
+    /// The leaf's key usage sets `cRLSign`.
+    #[error("leaf key usage sets cRLSign")]
+    LeafCrlSign,
+    /// An intermediate certificate is not a CA.
+    #[error("intermediate certificate {index} is not a CA certificate")]
+    IntermediateNotCa {
+        /// Position in the chain.
+        index: usize,
+    },
+    /// An intermediate certificate's key usage lacks `keyCertSign`.
+    #[error("intermediate certificate {index} does not set keyCertSign in its key usage")]
+    IntermediateNoKeyCertSign {
+        /// Position in the chain.
+        index: usize,
+    },
+    /// There is no bundle for the leaf's trust domain.
+    #[error("no trust bundle for trust domain {0}")]
+    NoBundle(TrustDomain),
+    /// The bundle for the leaf's trust domain has no authorities: every SVID of
+    /// that domain is invalid.
+    #[error("trust bundle for trust domain {0} is empty")]
+    EmptyBundle(TrustDomain),
+    /// The chain does not lead to an authority of the leaf's trust domain.
+    #[error("certificate is not signed by an authority of trust domain {0}")]
+    UnknownIssuer(TrustDomain),
+    /// A certificate of the chain has expired.
+    #[error("certificate expired")]
+    Expired,
+    /// A certificate of the chain is not valid yet.
+    #[error("certificate is not valid yet")]
+    NotYetValid,
+    /// A signature in the chain does not verify.
+    #[error("invalid signature in certificate chain")]
+    BadSignature,
+    /// The extended key usage does not allow the certificate's use.
+    #[error("extended key usage does not allow use as a TLS {0}")]
+    WrongUsage(PeerRole),
+    /// Path validation failed for another reason.
+    #[error("path validation failed: {0}")]
+    Path(String),
+    /// The private key does not match the leaf certificate.
+    #[error("private key does not match the leaf certificate")]
+    KeyMismatch,
+    /// The private key cannot be used with the crypto provider.
+    #[error("private key cannot be used: {0}")]
+    UnusableKey(String),
+}
+
+/// Why a trust bundle was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// The PEM text could not be decoded.
+    #[error("invalid PEM: {0}")]
+    Pem(String),
+    /// A PEM bundle holds no certificate.
+    #[error("no CA certificate found")]
+    NoCertificate,
+    /// An authority is not valid DER X.509.
+    #[error("authority {index} is malformed: {reason}")]
+    Malformed {
+        /// Position in the bundle.
+        index: usize,
+        /// What the parser reported.
+        reason: String,
+    },
+    /// An authority is not a CA certificate.
+    #[error("authority {index} is not a CA certificate")]
+    NotCa {
+        /// Position in the bundle.
+        index: usize,
+    },
+    /// The bundle holds more authorities than zt accepts.
+    #[error("bundle of {len} authorities exceeds the limit of {limit}")]
+    TooManyAuthorities {
+        /// Number of authorities.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The input is larger than zt accepts.
+    #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the input in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The SPIFFE bundle document is not valid JSON of the expected shape.
+    #[error("invalid SPIFFE bundle document: {0}")]
+    Json(String),
+    /// An `x509-svid` entry's `x5c` value is not valid base64.
+    #[error("key {index}: x5c is not valid base64")]
+    Base64 {
+        /// Position in `keys`.
+        index: usize,
+    },
+}
+
+/// Any error of zt-core.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A SPIFFE ID or trust domain is invalid.
+    #[error("invalid SPIFFE ID: {0}")]
+    Id(#[from] IdError),
+    /// An ID pattern is invalid.
+    #[error("invalid SPIFFE ID pattern: {0}")]
+    Pattern(#[from] PatternError),
+    /// An X.509-SVID or its key was rejected.
+    #[error("invalid X.509-SVID: {0}")]
+    Svid(#[from] SvidError),
+    /// A trust bundle was rejected.
+    #[error("invalid trust bundle: {0}")]
+    Bundle(#[from] BundleError),
+    /// The SVID's trust domain has no bundle in the candidate bundle set.
+    #[error("the bundle set has no bundle for our own trust domain {0}")]
+    NoOwnBundle(TrustDomain),
+    /// No crypto provider was given and none is available by default.
+    #[error(
+        "no crypto provider: enable the `aws-lc-rs` or `ring` feature, install a process default, or pass one explicitly"
+    )]
+    NoCryptoProvider,
+    /// rustls rejected the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// An I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}

@@ -1,0 +1,409 @@
+//! The live identity: immutable [`Snapshot`]s published through an atomic pointer.
+//!
+//! A source (files, the Workload API, memory) owns the one [`IdentityPublisher`];
+//! everything that reads — TLS resolvers and verifiers, per-request re-verification,
+//! readiness checks — holds a cheap [`Identity`] handle. A candidate SVID and bundle
+//! set are validated as a whole before they are swapped in, so a bad candidate never
+//! replaces a good snapshot. Before the first good snapshot, the identity is not
+//! ready and every handshake fails closed.
+//!
+//! ```
+//! # #[cfg(feature = "dev")] {
+//! use zt_core::{BundleSet, IdentityPublisher, dev::DevCa};
+//!
+//! let ca = DevCa::new("example.org".parse()?)?;
+//! let publisher = IdentityPublisher::new()?;
+//! let identity = publisher.identity();
+//! assert!(!identity.status().is_ready());
+//!
+//! let svid = ca.mint(&"spiffe://example.org/api".parse()?)?;
+//! let snapshot = publisher.publish(svid, BundleSet::new().with(ca.bundle()))?;
+//! assert_eq!(snapshot.generation(), 1);
+//! assert!(identity.status().is_ready());
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
+
+use crate::{BundleSet, Error, SpiffeId, X509Svid};
+
+/// One consistent state of our identity: our SVID with its key, the bundles we
+/// trust, and a generation number that grows with every publication.
+pub struct Snapshot {
+    svid: X509Svid,
+    bundles: BundleSet,
+    generation: u64,
+    certified_key: Arc<CertifiedKey>,
+    published_at: SystemTime,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Our SVID.
+    pub fn svid(&self) -> &X509Svid {
+        &self.svid
+    }
+
+    /// Our SPIFFE ID.
+    pub fn id(&self) -> &SpiffeId {
+        self.svid.id()
+    }
+
+    /// The trusted bundles, ours and federated ones.
+    pub fn bundles(&self) -> &BundleSet {
+        &self.bundles
+    }
+
+    /// The generation: 1 for the first snapshot, growing by one with each publication.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When this snapshot was published.
+    pub fn published_at(&self) -> SystemTime {
+        self.published_at
+    }
+
+    /// Our chain and loaded key, as rustls presents them.
+    pub fn certified_key(&self) -> &Arc<CertifiedKey> {
+        &self.certified_key
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("svid", &self.svid)
+            .field("bundles", &self.bundles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Readiness and the last outcome of the identity source, for health checks and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    generation: u64,
+    id: Option<SpiffeId>,
+    not_after: Option<SystemTime>,
+    last_error: Option<String>,
+    withdrawn: Option<String>,
+}
+
+// === impl Status ===
+
+impl Status {
+    /// `true` when a good snapshot is serving.
+    pub fn is_ready(&self) -> bool {
+        self.generation > 0 && self.withdrawn.is_none()
+    }
+
+    /// Why the identity is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        Some(match (&self.withdrawn, &self.last_error) {
+            (Some(reason), _) => format!("identity withdrawn: {reason}"),
+            (None, Some(err)) => format!("no valid identity yet: {err}"),
+            (None, None) => "no identity published yet".to_owned(),
+        })
+    }
+
+    /// The generation of the serving snapshot (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The SPIFFE ID of the serving snapshot.
+    pub fn id(&self) -> Option<&SpiffeId> {
+        self.id.as_ref()
+    }
+
+    /// When the serving SVID expires.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+
+    /// Time left before the serving SVID expires (zero once expired).
+    pub fn expires_in(&self, now: SystemTime) -> Option<Duration> {
+        self.not_after
+            .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
+    /// The error of the last rejected candidate, cleared by the next good one.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+}
+
+struct Shared {
+    current: ArcSwapOption<Snapshot>,
+    status: watch::Sender<Status>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// Read handle on the live identity. Cheap to clone; every clone sees the same state.
+#[derive(Clone)]
+pub struct Identity {
+    shared: Arc<Shared>,
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// The serving snapshot, or `None` before the first or after a withdrawal.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.shared.current.load_full()
+    }
+
+    /// One atomic load of the serving snapshot, for hot paths.
+    pub(crate) fn load(&self) -> arc_swap::Guard<Option<Arc<Snapshot>>> {
+        self.shared.current.load()
+    }
+
+    /// The generation of the serving snapshot, 0 when there is none.
+    pub fn generation(&self) -> u64 {
+        self.shared
+            .current
+            .load()
+            .as_ref()
+            .map_or(0, |s| s.generation)
+    }
+
+    /// Readiness and the last outcome.
+    pub fn status(&self) -> Status {
+        self.shared.status.borrow().clone()
+    }
+
+    /// A subscription to changes: publications, rejected candidates, withdrawals.
+    pub fn changes(&self) -> Changes {
+        Changes {
+            rx: self.shared.status.subscribe(),
+        }
+    }
+
+    /// Waits until a good snapshot serves.
+    pub async fn ready(&self) -> Arc<Snapshot> {
+        let mut changes = self.changes();
+        loop {
+            if let Some(snapshot) = self.snapshot() {
+                return snapshot;
+            }
+            // The publisher lives as long as a source holds it; if it is gone, no
+            // snapshot can ever arrive, so waiting forever is the honest answer.
+            if !changes.changed().await {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The crypto provider candidates are validated with.
+    pub fn crypto_provider(&self) -> &Arc<CryptoProvider> {
+        &self.shared.provider
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("status", &*self.shared.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A subscription to identity changes.
+#[derive(Debug)]
+pub struct Changes {
+    rx: watch::Receiver<Status>,
+}
+
+impl Changes {
+    /// Waits for the next change. Returns `false` once the publisher is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
+    /// The status as of the latest change.
+    pub fn status(&self) -> Status {
+        self.rx.borrow().clone()
+    }
+}
+
+/// Anything that maintains a live [`Identity`]: watched files, the SPIFFE Workload
+/// API, memory.
+pub trait IdentitySource: fmt::Debug + Send + Sync {
+    /// A read handle on the identity this source maintains.
+    fn identity(&self) -> Identity;
+}
+
+impl IdentitySource for Identity {
+    fn identity(&self) -> Identity {
+        self.clone()
+    }
+}
+
+/// The write side of an [`Identity`]: validates candidates and publishes them.
+///
+/// Held by exactly one source; not `Clone` so two writers cannot race.
+pub struct IdentityPublisher {
+    shared: Arc<Shared>,
+}
+
+// === impl IdentityPublisher ===
+
+impl IdentityPublisher {
+    /// A publisher using [`default_provider`](crate::default_provider).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCryptoProvider`] when there is no default provider.
+    pub fn new() -> Result<Self, Error> {
+        Ok(Self::with_provider(crate::default_provider()?))
+    }
+
+    /// A publisher validating keys and chains with `provider`.
+    pub fn with_provider(provider: Arc<CryptoProvider>) -> Self {
+        let (status, _) = watch::channel(Status::default());
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwapOption::empty(),
+                status,
+                provider,
+            }),
+        }
+    }
+
+    /// A read handle.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Validates the candidate as a whole and, if good, makes it the serving snapshot.
+    ///
+    /// The key must match the leaf; `bundles` must hold our own trust domain's bundle
+    /// and our SVID must verify against it now, as a peer would verify it. A candidate
+    /// with the same material as the serving snapshot is not republished (the
+    /// generation stays, so connections need no re-verification).
+    ///
+    /// # Errors
+    ///
+    /// Why the candidate was rejected. The serving snapshot stays and the error is
+    /// recorded in [`Status::last_error`].
+    pub fn publish(&self, svid: X509Svid, bundles: BundleSet) -> Result<Arc<Snapshot>, Error> {
+        match self.validate(svid, bundles) {
+            Ok(Validated::Unchanged(current)) => Ok(current),
+            Ok(Validated::New(snapshot)) => Ok(snapshot),
+            Err(err) => {
+                self.reject(&err);
+                Err(err)
+            }
+        }
+    }
+
+    fn validate(&self, svid: X509Svid, bundles: BundleSet) -> Result<Validated, Error> {
+        let now = SystemTime::now();
+        let provider = &self.shared.provider;
+        let certified_key = svid.certified_key(provider)?;
+        let own_td = svid.id().trust_domain();
+        if bundles.get(own_td).is_none() {
+            return Err(Error::NoOwnBundle(own_td.clone()));
+        }
+        svid.verify(&bundles, provider, now)?;
+
+        let previous = self.shared.current.load_full();
+        if let Some(current) = &previous
+            && current.svid.chain() == svid.chain()
+            && same_bundles(&current.bundles, &bundles)
+            && self.shared.status.borrow().withdrawn.is_none()
+        {
+            self.shared
+                .status
+                .send_if_modified(|status| status.last_error.take().is_some());
+            return Ok(Validated::Unchanged(Arc::clone(current)));
+        }
+        let generation = self.shared.status.borrow().generation + 1;
+        let snapshot = Arc::new(Snapshot {
+            svid,
+            bundles,
+            generation,
+            certified_key: Arc::new(certified_key),
+            published_at: now,
+        });
+        self.shared.current.store(Some(Arc::clone(&snapshot)));
+        tracing::info!(
+            id = %snapshot.id(),
+            generation,
+            trust_domains = snapshot.bundles.len(),
+            "identity published"
+        );
+        self.shared.status.send_modify(|status| {
+            *status = Status {
+                generation,
+                id: Some(snapshot.id().clone()),
+                not_after: Some(snapshot.svid.not_after()),
+                last_error: None,
+                withdrawn: None,
+            };
+        });
+        Ok(Validated::New(snapshot))
+    }
+
+    /// Records that a candidate could not even be assembled (a file is unreadable,
+    /// the Workload API is unreachable). The serving snapshot stays.
+    pub fn reject(&self, error: &dyn fmt::Display) {
+        let message = error.to_string();
+        tracing::warn!(error = %message, "identity candidate rejected; keeping the last good state");
+        self.shared.status.send_modify(|status| {
+            status.last_error = Some(message);
+        });
+    }
+
+    /// Withdraws the serving snapshot: from now on handshakes fail closed and
+    /// connections are re-verified against nothing, until the next publication.
+    pub fn withdraw(&self, reason: &str) {
+        tracing::warn!(reason, "identity withdrawn; failing closed");
+        self.shared.current.store(None);
+        self.shared.status.send_modify(|status| {
+            status.withdrawn = Some(reason.to_owned());
+        });
+    }
+}
+
+impl fmt::Debug for IdentityPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityPublisher")
+            .field("status", &*self.shared.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentitySource for IdentityPublisher {
+    fn identity(&self) -> Identity {
+        IdentityPublisher::identity(self)
+    }
+}
+
+enum Validated {
+    Unchanged(Arc<Snapshot>),
+    New(Arc<Snapshot>),
+}
+
+fn same_bundles(a: &BundleSet, b: &BundleSet) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|bundle| {
+            b.get(bundle.trust_domain())
+                .is_some_and(|other| other.same_authorities(bundle))
+        })
+}

@@ -1,0 +1,72 @@
+//! Identity sources that need no I/O.
+//!
+//! [`StaticSource`] publishes one SVID and bundle set, validated like any other
+//! candidate, and can be updated from memory. Watched files and the SPIFFE Workload
+//! API implement the same [`IdentitySource`](crate::IdentitySource) trait.
+//!
+//! ```
+//! # #[cfg(feature = "dev")] {
+//! use zt_core::{BundleSet, IdentitySource, StaticSource, dev::DevCa};
+//!
+//! let ca = DevCa::new("example.org".parse()?)?;
+//! let svid = ca.mint(&"spiffe://example.org/api".parse()?)?;
+//! let source = StaticSource::new(svid, BundleSet::new().with(ca.bundle()))?;
+//! assert!(source.identity().status().is_ready());
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::sync::Arc;
+
+use crate::{BundleSet, Error, Identity, IdentityPublisher, IdentitySource, Snapshot, X509Svid};
+
+/// An identity held in memory: published at construction, replaced on demand.
+#[derive(Debug)]
+pub struct StaticSource {
+    publisher: IdentityPublisher,
+}
+
+impl StaticSource {
+    /// Validates and publishes `svid` with `bundles`, using the default crypto provider.
+    ///
+    /// # Errors
+    ///
+    /// As [`IdentityPublisher::publish`], or [`Error::NoCryptoProvider`].
+    pub fn new(svid: X509Svid, bundles: BundleSet) -> Result<Self, Error> {
+        Self::with_publisher(IdentityPublisher::new()?, svid, bundles)
+    }
+
+    /// As [`StaticSource::new`] with an explicit publisher (and so crypto provider).
+    ///
+    /// # Errors
+    ///
+    /// As [`IdentityPublisher::publish`].
+    pub fn with_publisher(
+        publisher: IdentityPublisher,
+        svid: X509Svid,
+        bundles: BundleSet,
+    ) -> Result<Self, Error> {
+        publisher.publish(svid, bundles)?;
+        Ok(Self { publisher })
+    }
+
+    /// Replaces the identity; a rejected candidate leaves the current one serving.
+    ///
+    /// # Errors
+    ///
+    /// As [`IdentityPublisher::publish`].
+    pub fn update(&self, svid: X509Svid, bundles: BundleSet) -> Result<Arc<Snapshot>, Error> {
+        self.publisher.publish(svid, bundles)
+    }
+
+    /// The publisher, for withdrawals and status reports.
+    pub fn publisher(&self) -> &IdentityPublisher {
+        &self.publisher
+    }
+}
+
+impl IdentitySource for StaticSource {
+    fn identity(&self) -> Identity {
+        self.publisher.identity()
+    }
+}
