@@ -125,9 +125,6 @@ pub enum SvidError {
     /// A certificate of the chain is not valid yet.
     #[error("certificate is not valid yet")]
     NotYetValid,
-    /// A signature in the chain does not verify.
-    #[error("invalid signature in certificate chain")]
-    BadSignature,
     /// The extended key usage does not allow the certificate's use.
     #[error("extended key usage does not allow use as a TLS {0}")]
     WrongUsage(PeerRole),

@@ -327,8 +327,11 @@ fn map_webpki_error(err: webpki::Error, id: &SpiffeId, role: Option<PeerRole>) -
     match err {
         E::CertExpired { .. } => SvidError::Expired,
         E::CertNotValidYet { .. } => SvidError::NotYetValid,
-        E::UnknownIssuer => SvidError::UnknownIssuer(id.trust_domain().clone()),
-        E::InvalidSignatureForPublicKey => SvidError::BadSignature,
+        // A candidate issuer whose signature does not verify (same subject, other
+        // key: a rotated or foreign CA) means the same as finding none.
+        E::UnknownIssuer | E::InvalidSignatureForPublicKey => {
+            SvidError::UnknownIssuer(id.trust_domain().clone())
+        }
         E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => {
             SvidError::WrongUsage(role.unwrap_or(PeerRole::Client))
         }

@@ -222,3 +222,37 @@ impl ClientConfigBuilder {
         Ok(config)
     }
 }
+
+/// zt's reason for refusing a peer, dug out of a handshake error.
+///
+/// rustls wraps verifier errors in `rustls::Error::InvalidCertificate`, and tokio-rustls
+/// wraps that in an `io::Error`; their `Display` shows the wrapping, not the reason.
+/// This returns the reason (`leaf certificate has 2 URI SANs, …`, `peer … is not
+/// authorized: expected …`), or `None` when `err` is not a certificate rejection.
+///
+/// ```
+/// use zt_core::rustls::{CertificateError, Error};
+/// let err = Error::InvalidCertificate(CertificateError::Expired);
+/// assert_eq!(zt_core::tls::rejection_reason(&err).as_deref(), Some("certificate expired"));
+/// ```
+pub fn rejection_reason(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let rustls_err = if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        io.get_ref()?.downcast_ref::<rustls::Error>()?
+    } else {
+        err.downcast_ref::<rustls::Error>()?
+    };
+    let rustls::Error::InvalidCertificate(cert_err) = rustls_err else {
+        return None;
+    };
+    Some(match cert_err {
+        rustls::CertificateError::Other(other) => other.0.to_string(),
+        rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+            crate::SvidError::Expired.to_string()
+        }
+        rustls::CertificateError::NotValidYet
+        | rustls::CertificateError::NotValidYetContext { .. } => {
+            crate::SvidError::NotYetValid.to_string()
+        }
+        other => format!("{other:?}"),
+    })
+}

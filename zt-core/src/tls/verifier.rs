@@ -74,7 +74,6 @@ fn svid_error_to_rustls(err: SvidError) -> rustls::Error {
     let cert_err = match err {
         SvidError::Expired => CertificateError::Expired,
         SvidError::NotYetValid => CertificateError::NotValidYet,
-        SvidError::BadSignature => CertificateError::BadSignature,
         other => CertificateError::Other(OtherError(Arc::new(other))),
     };
     rustls::Error::InvalidCertificate(cert_err)
