@@ -86,7 +86,7 @@ impl DevCa {
     /// When key generation or signing fails.
     pub fn new(trust_domain: TrustDomain) -> Result<Self, Error> {
         let key = KeyPair::generate().map_err(rcgen_error)?;
-        let params = ca_params(&trust_domain)?;
+        let params = ca_params(&trust_domain, "root", &key)?;
         let cert = params.self_signed(&key).map_err(rcgen_error)?;
         let der = cert.der().clone();
         let bundle = X509Bundle::new(trust_domain.clone(), vec![der.clone()])?;
@@ -107,7 +107,7 @@ impl DevCa {
     /// When key generation or signing fails.
     pub fn intermediate(&self) -> Result<Self, Error> {
         let key = KeyPair::generate().map_err(rcgen_error)?;
-        let params = ca_params(&self.trust_domain)?;
+        let params = ca_params(&self.trust_domain, "intermediate", &key)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_error)?;
         let mut chain_tail = vec![cert.der().clone()];
         chain_tail.extend(self.chain_tail.iter().cloned());
@@ -233,11 +233,28 @@ impl fmt::Debug for DevCa {
     }
 }
 
-fn ca_params(trust_domain: &TrustDomain) -> Result<CertificateParams, Error> {
+fn ca_params(
+    trust_domain: &TrustDomain,
+    kind: &str,
+    key: &KeyPair,
+) -> Result<CertificateParams, Error> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "zt development");
-    dn.push(DnType::CommonName, format!("zt dev CA {trust_domain}"));
+    // A name of its own per CA: RFC 5280 treats a certificate whose issuer and
+    // subject names are equal as self-issued, and path building matches issuers
+    // by name first.
+    let tag: String = key
+        .public_key_raw()
+        .iter()
+        .rev()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dn.push(
+        DnType::CommonName,
+        format!("zt dev {kind} CA {trust_domain} {tag}"),
+    );
     params.distinguished_name = dn;
     let uri = trust_domain
         .id()

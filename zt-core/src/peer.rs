@@ -148,7 +148,8 @@ impl PeerIdentity {
     /// snapshot serves or it lacks the peer's trust domain; any verification error
     /// against a changed bundle.
     pub fn reverify(&self, identity: &Identity, now: SystemTime) -> Result<(), SvidError> {
-        if now >= self.inner.not_after {
+        // notAfter is inclusive (RFC 5280 §4.1.2.5), as webpki treats it.
+        if now > self.inner.not_after {
             return Err(SvidError::Expired);
         }
         let snapshot = identity.load();

@@ -236,15 +236,7 @@ impl ClientConfigBuilder {
 /// assert_eq!(zt_core::tls::rejection_reason(&err).as_deref(), Some("certificate expired"));
 /// ```
 pub fn rejection_reason(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let rustls_err = if let Some(io) = err.downcast_ref::<std::io::Error>() {
-        io.get_ref()?.downcast_ref::<rustls::Error>()?
-    } else {
-        err.downcast_ref::<rustls::Error>()?
-    };
-    let rustls::Error::InvalidCertificate(cert_err) = rustls_err else {
-        return None;
-    };
-    Some(match cert_err {
+    Some(match certificate_error(err)? {
         rustls::CertificateError::Other(other) => other.0.to_string(),
         rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
             crate::SvidError::Expired.to_string()
@@ -255,4 +247,55 @@ pub fn rejection_reason(err: &(dyn std::error::Error + 'static)) -> Option<Strin
         }
         other => format!("{other:?}"),
     })
+}
+
+/// The typed SVID error behind a handshake failure, when zt's verifier refused the
+/// peer's certificate (an expired or not-yet-valid chain included).
+///
+/// ```
+/// use zt_core::rustls::{CertificateError, Error};
+/// let err = Error::InvalidCertificate(CertificateError::Expired);
+/// assert_eq!(zt_core::tls::svid_error(&err), Some(zt_core::SvidError::Expired));
+/// ```
+pub fn svid_error(err: &(dyn std::error::Error + 'static)) -> Option<crate::SvidError> {
+    match certificate_error(err)? {
+        rustls::CertificateError::Other(other) => {
+            other.0.downcast_ref::<crate::SvidError>().cloned()
+        }
+        rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+            Some(crate::SvidError::Expired)
+        }
+        rustls::CertificateError::NotValidYet
+        | rustls::CertificateError::NotValidYetContext { .. } => {
+            Some(crate::SvidError::NotYetValid)
+        }
+        _ => None,
+    }
+}
+
+/// The [`UnauthorizedPeer`] behind a handshake failure, when the peer was verified
+/// but its SPIFFE ID was not one the config accepts.
+pub fn unauthorized_peer(err: &(dyn std::error::Error + 'static)) -> Option<UnauthorizedPeer> {
+    match certificate_error(err)? {
+        rustls::CertificateError::Other(other) => {
+            other.0.downcast_ref::<UnauthorizedPeer>().cloned()
+        }
+        _ => None,
+    }
+}
+
+/// Digs the rustls certificate error out of an `io::Error` (tokio-rustls) or a
+/// `rustls::Error`.
+fn certificate_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    let rustls_err = if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        io.get_ref()?.downcast_ref::<rustls::Error>()?
+    } else {
+        err.downcast_ref::<rustls::Error>()?
+    };
+    match rustls_err {
+        rustls::Error::InvalidCertificate(cert_err) => Some(cert_err),
+        _ => None,
+    }
 }

@@ -1,0 +1,886 @@
+//! Shared support for the workspace integration tests.
+//!
+//! - A run-time PKI built with rcgen ([`TestCa`], [`LeafSpec`], [`Defect`]): one CA per
+//!   trust domain, intermediates, and leaves with exactly one defect each, so every
+//!   rejection test says which rule it exercises.
+//! - Endpoints over real TCP sockets on 127.0.0.1: a [`TestServer`] that reports every
+//!   handshake outcome over a channel and then echoes, zt and plain rustls configs, and
+//!   a client connect helper.
+//! - Helpers that read the reason out of a failed handshake ([`tls_error`],
+//!   [`svid_error`], [`unauthorized`]).
+//!
+//! Plain rustls configs exist to *present* certificates zt would never publish; the
+//! endpoint under test is always the zt one.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, HandshakeKind, ProtocolVersion,
+    ServerConfig, SignatureScheme, SupportedProtocolVersion,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::{TlsAcceptor, TlsConnector, client};
+use zt_core::tls::{ClientConfigBuilder, ServerConfigBuilder, UnauthorizedPeer};
+use zt_core::{
+    BundleSet, IdMatcher, Identity, IdentityPublisher, PeerIdentity, PeerRole, SpiffeId, SvidError,
+    TrustDomain, X509Bundle, X509Svid,
+};
+
+/// How long any single network step may take before the test fails. A timeout is a
+/// test failure, never a "refusal".
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS 1.3 and 1.2, as zt offers by default.
+pub static ALL_VERSIONS: &[&SupportedProtocolVersion] = rustls::DEFAULT_VERSIONS;
+/// TLS 1.2 only.
+pub static TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+/// TLS 1.3 only.
+pub static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// Parses a SPIFFE ID, panicking on a typo in the test.
+#[track_caller]
+pub fn id(s: &str) -> SpiffeId {
+    s.parse()
+        .unwrap_or_else(|err| panic!("{s:?} should parse: {err}"))
+}
+
+/// Parses a trust domain name, panicking on a typo in the test.
+#[track_caller]
+pub fn td(s: &str) -> TrustDomain {
+    TrustDomain::new(s).unwrap_or_else(|err| panic!("{s:?} should parse: {err}"))
+}
+
+/// The crypto provider every endpoint of the tests uses (aws-lc-rs).
+pub fn provider() -> Arc<CryptoProvider> {
+    zt_core::default_provider().expect("aws-lc-rs is enabled for the tests")
+}
+
+// ---------------------------------------------------------------------------------
+// PKI
+// ---------------------------------------------------------------------------------
+
+/// A certificate chain (leaf first, without the root) and the leaf's private key, as
+/// a TLS endpoint presents them.
+#[derive(Debug)]
+pub struct Credential {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Credential {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Credential {
+    /// The leaf certificate.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// The credential as a zt SVID, or why zt refuses it as one.
+    pub fn try_svid(&self) -> Result<X509Svid, SvidError> {
+        X509Svid::from_der(self.chain.clone(), self.key.clone_key())
+    }
+
+    /// The credential as a zt SVID; panics when it is not a valid one.
+    #[track_caller]
+    pub fn svid(&self) -> X509Svid {
+        self.try_svid()
+            .unwrap_or_else(|err| panic!("test credential should be a valid SVID: {err}"))
+    }
+}
+
+/// One defect a leaf certificate can have. [`LeafSpec::with`] applies exactly one to an
+/// otherwise valid leaf, so each rejection test isolates one X509-SVID rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// Only a DNS SAN (`localhost`), no URI SAN.
+    NoUriSan,
+    /// Two URI SANs, both valid SPIFFE IDs of the leaf's trust domain.
+    TwoUriSans,
+    /// One URI SAN with the `https` scheme.
+    NonSpiffeScheme,
+    /// The trust domain's root ID (`spiffe://example.org`), no path.
+    RootPath,
+    /// Basic constraints `cA=true`.
+    CaLeaf,
+    /// Key usage `digitalSignature` + `keyCertSign`.
+    KeyCertSign,
+    /// Key usage `digitalSignature` + `cRLSign`.
+    CrlSign,
+    /// Key usage `keyEncipherment` only.
+    NoDigitalSignature,
+    /// No key usage extension at all.
+    NoKeyUsage,
+    /// Validity ended an hour ago.
+    Expired,
+    /// Validity starts in an hour.
+    NotYetValid,
+    /// Extended key usage `serverAuth` only.
+    ServerAuthOnly,
+    /// Extended key usage `clientAuth` only.
+    ClientAuthOnly,
+}
+
+/// What to put in a leaf certificate. [`LeafSpec::valid`] is a valid X.509-SVID.
+#[derive(Clone, Debug)]
+pub struct LeafSpec {
+    pub uris: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub is_ca: bool,
+    pub key_usages: Vec<KeyUsagePurpose>,
+    pub extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl LeafSpec {
+    /// A valid SVID for `id`: one URI SAN, no DNS SAN, `cA=false`, key usage
+    /// `digitalSignature`, EKU `serverAuth` + `clientAuth`, valid from a minute ago for an
+    /// hour.
+    pub fn valid(id: &str) -> Self {
+        let now = SystemTime::now();
+        Self {
+            uris: vec![id.to_owned()],
+            dns_names: Vec::new(),
+            is_ca: false,
+            key_usages: vec![KeyUsagePurpose::DigitalSignature],
+            extended_key_usages: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            not_before: now - Duration::from_secs(60),
+            not_after: now + Duration::from_secs(3600),
+        }
+    }
+
+    /// This spec with `defect` applied; everything else stays valid.
+    pub fn with(mut self, defect: Defect) -> Self {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        match defect {
+            Defect::NoUriSan => {
+                self.uris.clear();
+                self.dns_names = vec!["localhost".to_owned()];
+            }
+            Defect::TwoUriSans => {
+                let first = id(&self.uris[0]);
+                let second = format!("spiffe://{}/second", first.trust_domain());
+                self.uris.push(second);
+            }
+            Defect::NonSpiffeScheme => {
+                let first = id(&self.uris[0]);
+                self.uris = vec![format!("https://{}{}", first.trust_domain(), first.path())];
+            }
+            Defect::RootPath => {
+                let first = id(&self.uris[0]);
+                self.uris = vec![first.trust_domain().id().as_str().to_owned()];
+            }
+            Defect::CaLeaf => self.is_ca = true,
+            Defect::KeyCertSign => {
+                self.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyCertSign,
+                ];
+            }
+            Defect::CrlSign => {
+                self.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+            }
+            Defect::NoDigitalSignature => self.key_usages = vec![KeyUsagePurpose::KeyEncipherment],
+            Defect::NoKeyUsage => self.key_usages.clear(),
+            Defect::Expired => {
+                self.not_before = now - 2 * hour;
+                self.not_after = now - hour;
+            }
+            Defect::NotYetValid => {
+                self.not_before = now + hour;
+                self.not_after = now + 2 * hour;
+            }
+            Defect::ServerAuthOnly => {
+                self.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            }
+            Defect::ClientAuthOnly => {
+                self.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            }
+        }
+        self
+    }
+
+    fn params(&self) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "zt integration tests");
+        dn.push(DnType::CommonName, format!("leaf #{}", next_serial()));
+        params.distinguished_name = dn;
+        for uri in &self.uris {
+            let uri = uri.clone().try_into().expect("URI SAN is IA5");
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
+        for dns in &self.dns_names {
+            let dns = dns.clone().try_into().expect("DNS SAN is IA5");
+            params.subject_alt_names.push(SanType::DnsName(dns));
+        }
+        params.is_ca = if self.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        params.key_usages = self.key_usages.clone();
+        params.extended_key_usages = self.extended_key_usages.clone();
+        params.not_before = self.not_before.into();
+        params.not_after = self.not_after.into();
+        params.use_authority_key_identifier_extension = true;
+        params
+    }
+}
+
+/// Distinct numbers for certificate names, so no two test CAs share a subject by
+/// accident (path building matches issuers by name).
+fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A CA of one trust domain: a self-signed root, or an intermediate below one.
+pub struct TestCa {
+    trust_domain: TrustDomain,
+    params: CertificateParams,
+    issuer: Issuer<'static, KeyPair>,
+    cert: CertificateDer<'static>,
+    /// The root this CA chains to (itself for a root).
+    root: CertificateDer<'static>,
+    /// Certificates that follow a leaf this CA issues: this CA and the intermediates
+    /// above it, nearest first, never the root.
+    chain_tail: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa")
+            .field("trust_domain", &self.trust_domain.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ca_params(trust_domain: &TrustDomain, common_name: String) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "zt integration tests");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let uri = trust_domain
+        .id()
+        .as_str()
+        .to_owned()
+        .try_into()
+        .expect("trust domain ID is IA5");
+    params.subject_alt_names.push(SanType::URI(uri));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = SystemTime::now();
+    params.not_before = (now - Duration::from_secs(3600)).into();
+    params.not_after = (now + Duration::from_secs(24 * 3600)).into();
+    params.use_authority_key_identifier_extension = true;
+    params
+}
+
+impl TestCa {
+    /// A new self-signed root CA (P-256) for `trust_domain`, with a name no other test
+    /// CA has.
+    pub fn new(trust_domain: &str) -> Self {
+        let trust_domain = td(trust_domain);
+        let name = format!("root CA {trust_domain} #{}", next_serial());
+        let params = ca_params(&trust_domain, name);
+        Self::root_with(trust_domain, params)
+    }
+
+    /// A different root CA (fresh key) with exactly the same subject name as `other`,
+    /// as two independently deployed CAs with a default subject would have.
+    pub fn same_name_as(other: &Self) -> Self {
+        let mut params = ca_params(&other.trust_domain, String::new());
+        params.distinguished_name = other.params.distinguished_name.clone();
+        Self::root_with(other.trust_domain.clone(), params)
+    }
+
+    fn root_with(trust_domain: TrustDomain, params: CertificateParams) -> Self {
+        let key = KeyPair::generate().expect("P-256 key generation");
+        let cert = params.self_signed(&key).expect("self-signing the root");
+        let der = cert.der().clone();
+        Self {
+            trust_domain,
+            issuer: Issuer::new(params.clone(), key),
+            params,
+            cert: der.clone(),
+            root: der,
+            chain_tail: Vec::new(),
+        }
+    }
+
+    /// A valid intermediate CA signed by this one (`cA=true`, key usage `keyCertSign` +
+    /// `cRLSign`).
+    pub fn intermediate(&self) -> Self {
+        self.intermediate_with(vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign])
+    }
+
+    /// An intermediate CA signed by this one whose key usage lacks `keyCertSign`
+    /// (`cRLSign` only); otherwise exactly like [`TestCa::intermediate`].
+    pub fn intermediate_without_key_cert_sign(&self) -> Self {
+        self.intermediate_with(vec![KeyUsagePurpose::CrlSign])
+    }
+
+    fn intermediate_with(&self, key_usages: Vec<KeyUsagePurpose>) -> Self {
+        let name = format!("intermediate CA {} #{}", self.trust_domain, next_serial());
+        let mut params = ca_params(&self.trust_domain, name);
+        params.key_usages = key_usages;
+        let key = KeyPair::generate().expect("P-256 key generation");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing the intermediate");
+        let mut chain_tail = vec![cert.der().clone()];
+        chain_tail.extend(self.chain_tail.iter().cloned());
+        Self {
+            trust_domain: self.trust_domain.clone(),
+            issuer: Issuer::new(params.clone(), key),
+            params,
+            cert: cert.der().clone(),
+            root: self.root.clone(),
+            chain_tail,
+        }
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// This CA's own certificate.
+    pub fn cert(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// The root certificate this CA chains to.
+    pub fn root_cert(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// The bundle of this CA's trust domain holding its root.
+    pub fn bundle(&self) -> X509Bundle {
+        X509Bundle::new(self.trust_domain.clone(), vec![self.root.clone()])
+            .expect("a test root is a valid authority")
+    }
+
+    /// A bundle set holding only [`TestCa::bundle`].
+    pub fn bundle_set(&self) -> BundleSet {
+        BundleSet::new().with(self.bundle())
+    }
+
+    /// Issues a leaf as `spec` says, chained through this CA's intermediates.
+    pub fn issue(&self, spec: &LeafSpec) -> Credential {
+        let key = KeyPair::generate().expect("P-256 key generation");
+        let cert = spec
+            .params()
+            .signed_by(&key, &self.issuer)
+            .expect("signing the leaf");
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(self.chain_tail.iter().cloned());
+        Credential {
+            chain,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        }
+    }
+
+    /// A valid leaf credential for `id`.
+    pub fn valid(&self, id: &str) -> Credential {
+        self.issue(&LeafSpec::valid(id))
+    }
+
+    /// A valid leaf for `id` with `defect` applied.
+    pub fn defective(&self, id: &str, defect: Defect) -> Credential {
+        self.issue(&LeafSpec::valid(id).with(defect))
+    }
+
+    /// A valid SVID for `id`.
+    pub fn svid(&self, id: &str) -> X509Svid {
+        self.valid(id).svid()
+    }
+}
+
+/// A leaf as `spec` says, signed with its own key (not issued by any CA), with a
+/// subject name of its own.
+pub fn self_signed_leaf(spec: &LeafSpec) -> Credential {
+    let key = KeyPair::generate().expect("P-256 key generation");
+    let cert = spec
+        .params()
+        .self_signed(&key)
+        .expect("self-signing the leaf");
+    Credential {
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    }
+}
+
+/// `true` when `needle` occurs anywhere in the DER of `cert`.
+pub fn der_contains(cert: &CertificateDer<'_>, needle: &[u8]) -> bool {
+    cert.as_ref().windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------
+// zt identities and configs
+// ---------------------------------------------------------------------------------
+
+/// A publisher that has published `svid` with `bundles`.
+#[track_caller]
+pub fn publisher(svid: X509Svid, bundles: BundleSet) -> IdentityPublisher {
+    let publisher = IdentityPublisher::with_provider(provider());
+    publisher
+        .publish(svid, bundles)
+        .unwrap_or_else(|err| panic!("test identity should publish: {err}"));
+    publisher
+}
+
+/// A zt server config for `identity` accepting every valid client.
+pub fn zt_server_config(identity: Identity) -> ServerConfig {
+    ServerConfigBuilder::new(identity)
+        .build()
+        .expect("zt server config")
+}
+
+/// A zt client config for `identity` expecting a server `server` matches.
+pub fn zt_client_config(identity: Identity, server: IdMatcher) -> Arc<ClientConfig> {
+    Arc::new(
+        ClientConfigBuilder::new(identity, server)
+            .build()
+            .expect("zt client config"),
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// Plain rustls configs (to present what zt would never publish)
+// ---------------------------------------------------------------------------------
+
+/// Accepts any server certificate (handshake signatures are still checked). Used only
+/// by plain test clients whose job is to present a client certificate to a zt server;
+/// the server's certificate is not what those tests examine.
+#[derive(Debug)]
+pub struct AcceptAnyServerCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AcceptAnyServerCert {
+    pub fn new() -> Self {
+        Self {
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A plain rustls client that presents `credential` (or nothing), trusts any server
+/// certificate, offers `versions`, and keeps rustls' default resumption (an in-memory
+/// session cache of its own).
+pub fn plain_client_config(
+    credential: Option<&Credential>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new()));
+    let config = match credential {
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+            .expect("client certificate and key match"),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// A plain rustls server that presents `credential`, asks for no client certificate,
+/// offers `versions`, and keeps rustls' default session handling (a session-ID cache,
+/// and two TLS 1.3 tickets per connection).
+pub fn plain_server_config(
+    credential: &Credential,
+    versions: &[&'static SupportedProtocolVersion],
+) -> ServerConfig {
+    ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(credential.chain.clone(), credential.key.clone_key())
+        .expect("server certificate and key match")
+}
+
+/// Asks for a client certificate without requiring one, accepts whatever is presented,
+/// and records every client leaf it is shown. Used to observe whether a zt client
+/// disclosed its SVID.
+#[derive(Debug)]
+pub struct RecordingClientVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+    seen: Arc<Mutex<Vec<CertificateDer<'static>>>>,
+}
+
+impl ClientCertVerifier for RecordingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.seen
+            .lock()
+            .expect("recorder lock")
+            .push(end_entity.clone().into_owned());
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A plain rustls server that presents `credential`, offers `versions`, asks for an
+/// optional client certificate and records every client leaf it receives (returned
+/// list).
+pub fn recording_server_config(
+    credential: &Credential,
+    versions: &[&'static SupportedProtocolVersion],
+) -> (ServerConfig, Arc<Mutex<Vec<CertificateDer<'static>>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let verifier = RecordingClientVerifier {
+        algorithms: provider().signature_verification_algorithms,
+        seen: Arc::clone(&seen),
+    };
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(credential.chain.clone(), credential.key.clone_key())
+        .expect("server certificate and key match");
+    (config, seen)
+}
+
+// ---------------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------------
+
+/// What a test server learned from a completed handshake.
+#[derive(Debug)]
+pub struct Accepted {
+    /// `Identity::generation()` read before the handshake began (0 for plain servers).
+    pub generation_before: u64,
+    /// The client's chain as the server received it (empty when none).
+    pub peer_chain: Vec<CertificateDer<'static>>,
+    /// `PeerIdentity::from_connection(conn, PeerRole::Client, generation_before)`.
+    pub peer: Result<PeerIdentity, SvidError>,
+    pub protocol_version: Option<ProtocolVersion>,
+    pub handshake_kind: Option<HandshakeKind>,
+}
+
+/// A TLS server on 127.0.0.1 that reports the outcome of every handshake, in the order
+/// they finish, then echoes on each accepted connection until the client closes it.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    outcomes: mpsc::UnboundedReceiver<io::Result<Accepted>>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts serving `config`. With `identity`, its generation is read before each
+    /// handshake for [`Accepted::generation_before`].
+    pub async fn start(config: ServerConfig, identity: Option<Identity>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let accept_loop = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                let generation_before = identity.as_ref().map_or(0, Identity::generation);
+                tokio::spawn(async move {
+                    match acceptor.accept(tcp).await {
+                        Err(err) => {
+                            let _ = tx.send(Err(err));
+                        }
+                        Ok(mut tls) => {
+                            let conn = tls.get_ref().1;
+                            let accepted = Accepted {
+                                generation_before,
+                                peer_chain: conn
+                                    .peer_certificates()
+                                    .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                                    .unwrap_or_default(),
+                                peer: PeerIdentity::from_connection(
+                                    conn,
+                                    PeerRole::Client,
+                                    generation_before,
+                                ),
+                                protocol_version: conn.protocol_version(),
+                                handshake_kind: conn.handshake_kind(),
+                            };
+                            let _ = tx.send(Ok(accepted));
+                            echo_until_eof(&mut tls).await;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            outcomes,
+            accept_loop,
+        }
+    }
+
+    /// Starts a zt server for `identity` accepting every valid client.
+    pub async fn zt(identity: &Identity) -> Self {
+        Self::start(zt_server_config(identity.clone()), Some(identity.clone())).await
+    }
+
+    /// The outcome of the next handshake to finish.
+    pub async fn next_handshake(&mut self) -> io::Result<Accepted> {
+        tokio::time::timeout(STEP_TIMEOUT, self.outcomes.recv())
+            .await
+            .expect("timed out waiting for the server's handshake outcome")
+            .expect("server task ended")
+    }
+
+    /// The next handshake, which must have succeeded.
+    pub async fn expect_accepted(&mut self) -> Accepted {
+        match self.next_handshake().await {
+            Ok(accepted) => accepted,
+            Err(err) => panic!("server should have accepted the handshake, but: {err}"),
+        }
+    }
+
+    /// The next handshake, which must have failed; returns the server's rustls error.
+    pub async fn expect_refused(&mut self) -> rustls::Error {
+        match self.next_handshake().await {
+            Ok(accepted) => {
+                panic!("server should have refused the handshake, but accepted {accepted:?}")
+            }
+            Err(err) => into_tls_error(err),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+async fn echo_until_eof<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let mut buf = [0_u8; 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stream.write_all(&buf[..n]).await.is_err() || stream.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A TLS client stream over TCP.
+pub type ClientStream = client::TlsStream<TcpStream>;
+
+/// Opens a TCP connection to `addr` and runs a TLS handshake for server name
+/// `localhost`. Returns the handshake's error; panics on a timeout.
+pub async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<ClientStream> {
+    let name = ServerName::try_from("localhost").expect("valid server name");
+    let attempt = async move {
+        let tcp = TcpStream::connect(addr).await?;
+        TlsConnector::from(config).connect(name, tcp).await
+    };
+    tokio::time::timeout(STEP_TIMEOUT, attempt)
+        .await
+        .expect("timed out connecting")
+}
+
+/// Sends a message and reads it back. Fails when the peer closes, errors or answers
+/// anything else; panics on a timeout.
+pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
+    const MESSAGE: &[u8] = b"zero trust, every byte";
+    let attempt = async {
+        stream.write_all(MESSAGE).await?;
+        stream.flush().await?;
+        let mut back = [0_u8; MESSAGE.len()];
+        stream.read_exact(&mut back).await?;
+        if back != MESSAGE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "echo mismatch"));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(STEP_TIMEOUT, attempt)
+        .await
+        .expect("timed out exchanging bytes")
+}
+
+/// [`connect`], then one [`echo`] round trip. A TLS 1.3 client finishes its side of the
+/// handshake before the server has verified the client certificate, so a refused client
+/// only notices on its first read: this is the helper that shows a client was refused.
+pub async fn connect_and_echo(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> io::Result<ClientStream> {
+    let mut stream = connect(addr, config).await?;
+    echo(&mut stream).await?;
+    Ok(stream)
+}
+
+/// The leaf certificate the server presented on `stream`.
+pub fn server_leaf(stream: &ClientStream) -> CertificateDer<'static> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("server presented a certificate")
+        .clone()
+        .into_owned()
+}
+
+// ---------------------------------------------------------------------------------
+// Reading the reason of a failure
+// ---------------------------------------------------------------------------------
+
+/// The rustls error inside an I/O error from tokio-rustls; panics when there is none
+/// (e.g. the connection was merely reset), since then the reason cannot be checked.
+#[track_caller]
+pub fn into_tls_error(err: io::Error) -> rustls::Error {
+    let shown = format!("{err:?}");
+    match err
+        .into_inner()
+        .map(|inner| inner.downcast::<rustls::Error>())
+    {
+        Some(Ok(tls)) => *tls,
+        _ => panic!("expected a rustls error inside the I/O error, got {shown}"),
+    }
+}
+
+/// The zt error behind `CertificateError::Other`, panicking when `err` is anything else.
+#[track_caller]
+fn other_certificate_error(
+    err: &rustls::Error,
+) -> &(dyn std::error::Error + Send + Sync + 'static) {
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => &*other.0,
+        _ => panic!("expected InvalidCertificate(Other(..)), got {err:?}"),
+    }
+}
+
+/// The [`SvidError`] a zt verifier wrapped in
+/// `InvalidCertificate(CertificateError::Other(..))`.
+#[track_caller]
+pub fn svid_error(err: &rustls::Error) -> &SvidError {
+    other_certificate_error(err)
+        .downcast_ref::<SvidError>()
+        .unwrap_or_else(|| panic!("expected a zt SvidError, got {err:?}"))
+}
+
+/// The [`UnauthorizedPeer`] a zt verifier wrapped in
+/// `InvalidCertificate(CertificateError::Other(..))`.
+#[track_caller]
+pub fn unauthorized(err: &rustls::Error) -> &UnauthorizedPeer {
+    other_certificate_error(err)
+        .downcast_ref::<UnauthorizedPeer>()
+        .unwrap_or_else(|| panic!("expected a zt UnauthorizedPeer, got {err:?}"))
+}
