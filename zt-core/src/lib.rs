@@ -15,12 +15,15 @@
 //! - [`PeerIdentity`]: the verified identity of a connection's peer, re-checked per
 //!   request against today's bundle.
 //! - [`dev`] (feature `dev`): a development CA for tests and demos.
+//! - `WorkloadApiSource` (feature `workload-api`): X.509-SVIDs and bundles streamed
+//!   from the SPIFFE Workload API (a SPIRE agent, for instance).
 //!
 //! ## Features
 //!
 //! - `aws-lc-rs` (default): aws-lc-rs is the default crypto provider.
 //! - `ring`: ring is the default crypto provider when `aws-lc-rs` is off.
 //! - `dev`: the development CA.
+//! - `workload-api`: the SPIFFE Workload API source (needs a tokio runtime).
 //!
 //! Whatever the features, every config can be given an explicit
 //! `Arc<rustls::crypto::CryptoProvider>`; see [`default_provider`].
@@ -74,6 +77,12 @@ pub use matcher::{IdMatcher, PatternError};
 pub use peer::PeerIdentity;
 pub use provider::default_provider;
 pub use source::StaticSource;
+#[cfg(feature = "workload-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
+pub use source::{
+    DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, SPIFFE_ENDPOINT_SOCKET, SvidPicker,
+    WorkloadApiError, WorkloadApiSource, WorkloadApiSourceBuilder,
+};
 pub use svid::{MAX_CHAIN_LEN, MAX_SVID_PEM_BYTES, VerifiedPeer, X509Svid, verify_peer_chain};
 
 /// Re-exported so applications name the same rustls as zt.

@@ -16,7 +16,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "workload-api")]
+mod workload;
+
 use std::sync::Arc;
+
+#[cfg(feature = "workload-api")]
+pub use workload::{
+    DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, SPIFFE_ENDPOINT_SOCKET, SvidPicker,
+    WorkloadApiError, WorkloadApiSource, WorkloadApiSourceBuilder,
+};
 
 use crate::{BundleSet, Error, Identity, IdentityPublisher, IdentitySource, Snapshot, X509Svid};
 
