@@ -14,6 +14,9 @@
 //!   handshake and authorize peers by SPIFFE ID.
 //! - [`PeerIdentity`]: the verified identity of a connection's peer, re-checked per
 //!   request against today's bundle.
+//! - `FileSource` (feature `files`, default): the identity read from PEM files
+//!   (spiffe-helper, Kubernetes TLS Secrets, csi-driver-spiffe, explicit paths) and
+//!   reloaded when they change, validated as a whole before it serves.
 //! - [`dev`] (feature `dev`): a development CA for tests and demos.
 //! - `WorkloadApiSource` (feature `workload-api`): X.509-SVIDs and bundles streamed
 //!   from the SPIFFE Workload API (a SPIRE agent, for instance).
@@ -22,6 +25,7 @@
 //!
 //! - `aws-lc-rs` (default): aws-lc-rs is the default crypto provider.
 //! - `ring`: ring is the default crypto provider when `aws-lc-rs` is off.
+//! - `files` (default): `FileSource`, watched credential files (notify, tokio).
 //! - `dev`: the development CA.
 //! - `workload-api`: the SPIFFE Workload API source (needs a tokio runtime).
 //!
@@ -67,10 +71,12 @@ mod provider;
 mod source;
 mod svid;
 pub mod tls;
+#[cfg(feature = "files")]
+mod watch;
 mod x509;
 
 pub use bundle::{BundleSet, MAX_AUTHORITIES, MAX_BUNDLE_BYTES, X509Bundle};
-pub use error::{BundleError, Error, PeerRole, SvidError};
+pub use error::{BundleError, Error, FileError, FileErrorKind, PeerRole, SvidError};
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
 pub use identity::{Changes, Identity, IdentityPublisher, IdentitySource, Snapshot, Status};
 pub use matcher::{IdMatcher, PatternError};
@@ -83,6 +89,8 @@ pub use source::{
     DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, SPIFFE_ENDPOINT_SOCKET, SvidPicker,
     WorkloadApiError, WorkloadApiSource, WorkloadApiSourceBuilder,
 };
+#[cfg(feature = "files")]
+pub use source::{FileLayout, FileSource, FileSourceBuilder};
 pub use svid::{MAX_CHAIN_LEN, MAX_SVID_PEM_BYTES, VerifiedPeer, X509Svid, verify_peer_chain};
 
 /// Re-exported so applications name the same rustls as zt.
