@@ -104,19 +104,37 @@ pub struct Status {
 
 impl Status {
     /// `true` when a good snapshot is serving.
+    ///
+    /// An SVID that expired while serving (its source stopped rotating it) makes the
+    /// identity not ready: peers refuse it, so a readiness probe must too.
     pub fn is_ready(&self) -> bool {
-        self.generation > 0 && self.withdrawn.is_none()
+        self.is_ready_at(SystemTime::now())
+    }
+
+    /// [`Status::is_ready`] as of `now`.
+    pub fn is_ready_at(&self, now: SystemTime) -> bool {
+        self.generation > 0
+            && self.withdrawn.is_none()
+            && self.not_after.is_none_or(|not_after| now <= not_after)
     }
 
     /// Why the identity is not ready, or `None` when it is.
     pub fn not_ready_reason(&self) -> Option<String> {
-        if self.is_ready() {
+        let now = SystemTime::now();
+        if self.is_ready_at(now) {
             return None;
         }
-        Some(match (&self.withdrawn, &self.last_error) {
-            (Some(reason), _) => format!("identity withdrawn: {reason}"),
-            (None, Some(err)) => format!("no valid identity yet: {err}"),
-            (None, None) => "no identity published yet".to_owned(),
+        Some(match (&self.withdrawn, &self.last_error, self.generation) {
+            (Some(reason), _, _) => format!("identity withdrawn: {reason}"),
+            (None, Some(err), 0) => format!("no valid identity yet: {err}"),
+            (None, None, 0) => "no identity published yet".to_owned(),
+            (None, last_error, _) => {
+                let mut reason = "the serving SVID has expired".to_owned();
+                if let Some(err) = last_error {
+                    reason.push_str(&format!("; last candidate rejected: {err}"));
+                }
+                reason
+            }
         })
     }
 

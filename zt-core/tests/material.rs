@@ -474,3 +474,17 @@ async fn subscribers_see_publications() {
     assert_eq!(changes.status().generation(), 1);
     assert_eq!(waiter.await.unwrap(), 1);
 }
+
+#[test]
+fn serving_svid_that_expired_makes_the_identity_not_ready() {
+    let ca = new_ca();
+    let publisher = IdentityPublisher::new().unwrap();
+    let svid = ca
+        .mint_with(SvidParams::new(id("spiffe://example.org/api")).ttl(Duration::from_secs(60)))
+        .unwrap();
+    publisher.publish(svid, BundleSet::new().with(ca.bundle())).unwrap();
+    let status = publisher.identity().status();
+    assert!(status.is_ready());
+    let later = SystemTime::now() + Duration::from_secs(120);
+    assert!(!status.is_ready_at(later));
+}
