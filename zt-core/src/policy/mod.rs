@@ -52,6 +52,7 @@ use std::sync::Arc;
 mod decision;
 mod engine;
 mod model;
+mod pattern;
 mod request;
 mod store;
 
@@ -67,7 +68,8 @@ use engine::Engine;
 pub const MAX_POLICY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Whether a policy is enforced.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Requests the policy denies are refused. The default.
     #[default]
@@ -390,7 +392,7 @@ impl Policy {
     fn from_document(document: model::Document) -> Self {
         Self {
             mode: document.mode,
-            engine: Engine::compile(document.rules),
+            engine: Engine::compile(document.rules.0),
         }
     }
 

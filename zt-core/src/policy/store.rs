@@ -136,11 +136,7 @@ impl fmt::Debug for PolicyStore {
 /// Logs a policy about to take effect; loudly when it is not enforced.
 fn announce(policy: &Policy, generation: u64) {
     match policy.mode() {
-        Mode::Enforce => tracing::info!(
-            generation,
-            rules = policy.rule_count(),
-            "policy in force"
-        ),
+        Mode::Enforce => tracing::info!(generation, rules = policy.rule_count(), "policy in force"),
         Mode::DryRun => tracing::warn!(
             generation,
             rules = policy.rule_count(),
