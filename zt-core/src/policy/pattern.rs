@@ -405,57 +405,87 @@ impl PathPattern {
         match &self.kind {
             PathKind::Exact => *self.raw == *path,
             PathKind::Segments { segments, rest } => {
-                let Some(tail) = path.strip_prefix('/') else {
-                    return false;
-                };
-                let mut actual = tail.split('/');
+                let mut remaining = path.strip_prefix('/');
                 for expected in segments {
-                    match (expected, actual.next()) {
-                        (PathSegment::Literal(literal), Some(segment)) if **literal == *segment => {
-                        }
-                        (PathSegment::One, Some(segment)) if !segment.is_empty() => {}
+                    let Some(current) = remaining else {
+                        return false;
+                    };
+                    let (segment, next) = split_segment(current);
+                    match expected {
+                        PathSegment::Literal(literal) if **literal == *segment => {}
+                        PathSegment::One if !segment.is_empty() => {}
                         _ => return false,
                     }
+                    remaining = next;
                 }
-                actual.next().is_some() == *rest
+                remaining.is_some() == *rest
             }
         }
     }
 }
 
-/// The path of an HTTP request as policies compare it: without its query
-/// string, or `None` when it is ambiguous (see [`Request`](super::Request)).
-pub(crate) fn request_path(path: &str) -> Option<&str> {
-    let path = path.split_once('?').map_or(path, |(path, _query)| path);
-    let tail = path.strip_prefix('/')?;
-    let printable = path
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'#');
-    if !printable {
-        return None;
+/// Splits `s` at its first `/` into the segment before it and the rest after
+/// it, or `None` for the rest when there is no `/`.
+fn split_segment(s: &str) -> (&str, Option<&str>) {
+    match s.as_bytes().iter().position(|&b| b == b'/') {
+        Some(slash) => (
+            s.get(..slash).unwrap_or_default(),
+            s.get(slash.saturating_add(1)..),
+        ),
+        None => (s, None),
     }
-    let mut segments = tail.split('/').peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
-            return None;
-        }
-    }
-    if has_ambiguous_encoding(path) {
-        return None;
-    }
-    Some(path)
 }
 
-/// Whether `path` percent-encodes a `.`, `/` or `\`, which some servers decode
-/// before routing and others do not.
-fn has_ambiguous_encoding(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| {
-        matches!(w, [b'%', hi, lo] if matches!(
-            (hi, lo.to_ascii_lowercase()),
-            (b'2', b'e' | b'f') | (b'5', b'c')
-        ))
-    })
+/// The path of an HTTP request as policies compare it: without its query
+/// string, or `None` when it is ambiguous (see [`Request`](super::Request)):
+/// it does not start with `/`, or it has `//`, a `.` or `..` segment, a
+/// backslash, `#`, a byte outside printable ASCII, or an encoded `.`, `/` or
+/// `\`, which some servers decode before routing and others do not.
+///
+/// One pass over the bytes: this runs on every request that meets a rule
+/// with path conditions.
+pub(crate) fn request_path(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return None;
+    }
+    let mut end = bytes.len();
+    let mut segment_start = 1;
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        match b {
+            b'?' => {
+                end = i;
+                break;
+            }
+            b'/' => {
+                // A `/` follows, so an empty segment here is `//`.
+                let segment = bytes.get(segment_start..i)?;
+                if matches!(segment, [] | [b'.'] | [b'.', b'.']) {
+                    return None;
+                }
+                segment_start = i.saturating_add(1);
+            }
+            b'%' => {
+                let encoded = bytes.get(i.saturating_add(1)..i.saturating_add(3));
+                if let Some([hi, lo]) = encoded
+                    && matches!(
+                        (hi, lo.to_ascii_lowercase()),
+                        (b'2', b'e' | b'f') | (b'5', b'c')
+                    )
+                {
+                    return None;
+                }
+            }
+            b'\\' | b'#' => return None,
+            _ if !b.is_ascii_graphic() => return None,
+            _ => {}
+        }
+    }
+    // The last segment may be empty (a trailing slash), but not a dot segment.
+    if matches!(bytes.get(segment_start..end)?, [b'.'] | [b'.', b'.']) {
+        return None;
+    }
+    path.get(..end)
 }
 
 // === GrpcPattern ===
