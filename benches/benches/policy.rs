@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 //! Policy decisions at 10, 1,000 and 10,000 rules, beside the floor any
 //! per-request lookup pays (one `ArcSwap` load and one `HashMap<SpiffeId, _>`
 //! get), and the time to load a policy of 100,000 rules.

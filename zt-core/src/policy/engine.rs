@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::model::{Action, Condition, From, Rule, To};
-use super::pattern::{Domain, Id, grpc_call, request_path};
+use super::pattern::{Domain, Id, grpc_call, request_path, split_segment};
 use super::{Protocol, Request, Verdict};
 use crate::{SpiffeId, TrustDomain};
 
@@ -67,8 +67,9 @@ impl DomainBuckets {
         let segment = if self.by_first_segment.is_empty() {
             None
         } else {
-            id.segments()
-                .next()
+            id.path()
+                .strip_prefix('/')
+                .map(|path| split_segment(path).0)
                 .and_then(|segment| self.by_first_segment.get(segment))
         };
         (&self.general, segment.map_or(&[][..], |bucket| &bucket[..]))

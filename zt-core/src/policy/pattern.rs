@@ -147,34 +147,84 @@ deserialize_from_str!(Domain, "a trust domain name such as example.org");
 
 /// An ID pattern (`*` one segment, `**` the rest), with what the index needs:
 /// its trust domain and its first path segment when that is literal.
+///
+/// Validated by [`IdMatcher::pattern`], so patterns mean exactly what they
+/// mean everywhere else in zt; matched here on bytes, because it runs on the
+/// hot path for every pattern rule a decision meets.
 #[derive(Clone, Debug)]
 pub(crate) struct IdPattern {
     pub(crate) raw: Box<str>,
-    pub(crate) matcher: IdMatcher,
     pub(crate) trust_domain: TrustDomain,
     /// The first path segment when it is literal; `None` when it is a
     /// wildcard or the pattern has no path.
     pub(crate) first_segment: Option<Box<str>>,
+    segments: Box<[IdSegment]>,
+}
+
+#[derive(Clone, Debug)]
+enum IdSegment {
+    Literal(Box<str>),
+    /// `*`: exactly one segment.
+    One,
+    /// `**`, always last: one or more segments.
+    Rest,
 }
 
 impl IdPattern {
     pub(crate) fn new(s: &str) -> Result<Self, PatternError> {
-        let matcher = IdMatcher::pattern(s)?;
+        IdMatcher::pattern(s)?;
         // The matcher accepted the pattern, so these cannot fail; they are
         // checked again rather than assumed.
         let (trust_domain, path) = split_trust_domain(s)?;
         let trust_domain = TrustDomain::new(trust_domain)?;
-        let first_segment = path
+        let segments: Box<[IdSegment]> = path
             .strip_prefix('/')
-            .and_then(|rest| rest.split('/').next())
-            .filter(|segment| !segment.contains('*'))
-            .map(Box::from);
+            .map(|rest| {
+                rest.split('/')
+                    .map(|segment| match segment {
+                        "*" => IdSegment::One,
+                        "**" => IdSegment::Rest,
+                        literal => IdSegment::Literal(literal.into()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let first_segment = match segments.first() {
+            Some(IdSegment::Literal(literal)) => Some(literal.clone()),
+            _ => None,
+        };
         Ok(Self {
             raw: s.into(),
-            matcher,
             trust_domain,
             first_segment,
+            segments,
         })
+    }
+
+    /// Same as the [`IdMatcher`] of the pattern.
+    pub(crate) fn matches(&self, id: &SpiffeId) -> bool {
+        if id.trust_domain().as_str() != self.trust_domain.as_str() {
+            return false;
+        }
+        // IDs have no empty segments, so `Some` means one more segment.
+        let mut remaining = id.path().strip_prefix('/');
+        for expected in &self.segments {
+            let Some(current) = remaining else {
+                return false;
+            };
+            let (segment, next) = split_segment(current);
+            match expected {
+                IdSegment::Rest => return true,
+                IdSegment::One => {}
+                IdSegment::Literal(literal) => {
+                    if **literal != *segment {
+                        return false;
+                    }
+                }
+            }
+            remaining = next;
+        }
+        remaining.is_none()
     }
 }
 
@@ -190,12 +240,6 @@ deserialize_from_str!(
     IdPattern,
     "a SPIFFE ID pattern such as spiffe://example.org/ns/*/sa/**"
 );
-
-impl IdPattern {
-    pub(crate) fn matches(&self, id: &SpiffeId) -> bool {
-        self.matcher.matches(id)
-    }
-}
 
 // === Method ===
 
@@ -426,7 +470,7 @@ impl PathPattern {
 
 /// Splits `s` at its first `/` into the segment before it and the rest after
 /// it, or `None` for the rest when there is no `/`.
-fn split_segment(s: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_segment(s: &str) -> (&str, Option<&str>) {
     match s.as_bytes().iter().position(|&b| b == b'/') {
         Some(slash) => (
             s.get(..slash).unwrap_or_default(),
@@ -660,6 +704,45 @@ impl ValuePattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_patterns_agree_with_id_matcher() {
+        let patterns = [
+            "spiffe://td",
+            "spiffe://td/a",
+            "spiffe://td/*",
+            "spiffe://td/**",
+            "spiffe://td/a/*",
+            "spiffe://td/a/**",
+            "spiffe://td/*/b",
+            "spiffe://td/*/b/**",
+            "spiffe://td/a/*/c",
+        ];
+        let ids = [
+            "spiffe://td",
+            "spiffe://td/a",
+            "spiffe://td/b",
+            "spiffe://td/a/b",
+            "spiffe://td/x/b",
+            "spiffe://td/a/b/c",
+            "spiffe://td/x/b/c/d",
+            "spiffe://td/ab",
+            "spiffe://tdx/a",
+            "spiffe://other/a/b",
+        ];
+        for pattern in patterns {
+            let ours = IdPattern::new(pattern).unwrap();
+            let reference = IdMatcher::pattern(pattern).unwrap();
+            for id in ids {
+                let id = SpiffeId::new(id).unwrap();
+                assert_eq!(
+                    ours.matches(&id),
+                    reference.matches(&id),
+                    "{pattern} vs {id}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn ambiguous_request_paths_are_refused() {
