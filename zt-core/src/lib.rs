@@ -17,6 +17,8 @@
 //! - `FileSource` (feature `files`, default): the identity read from PEM files
 //!   (spiffe-helper, Kubernetes TLS Secrets, csi-driver-spiffe, explicit paths) and
 //!   reloaded when they change, validated as a whole before it serves.
+//! - [`policy`]: default-deny authorization of every request on the peer's SPIFFE ID:
+//!   [`Policy`], [`PolicyStore`], [`Decision`].
 //! - [`dev`] (feature `dev`): a development CA for tests and demos.
 //! - `WorkloadApiSource` (feature `workload-api`): X.509-SVIDs and bundles streamed
 //!   from the SPIFFE Workload API (a SPIRE agent, for instance).
@@ -28,6 +30,8 @@
 //! - `files` (default): `FileSource`, watched credential files (notify, tokio).
 //! - `dev`: the development CA.
 //! - `workload-api`: the SPIFFE Workload API source (needs a tokio runtime).
+//! - `policy-yaml`, `policy-toml`: policy documents in YAML and TOML (JSON is always
+//!   available).
 //!
 //! Whatever the features, every config can be given an explicit
 //! `Arc<rustls::crypto::CryptoProvider>`; see [`default_provider`].
@@ -67,6 +71,7 @@ pub mod id;
 mod identity;
 pub mod matcher;
 mod peer;
+pub mod policy;
 mod provider;
 mod source;
 mod svid;
@@ -81,6 +86,9 @@ pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
 pub use identity::{Changes, Identity, IdentityPublisher, IdentitySource, Snapshot, Status};
 pub use matcher::{IdMatcher, PatternError};
 pub use peer::PeerIdentity;
+pub use policy::{
+    Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Protocol, Request, Verdict,
+};
 pub use provider::default_provider;
 pub use source::StaticSource;
 #[cfg(feature = "workload-api")]

@@ -482,7 +482,9 @@ fn serving_svid_that_expired_makes_the_identity_not_ready() {
     let svid = ca
         .mint_with(SvidParams::new(id("spiffe://example.org/api")).ttl(Duration::from_secs(60)))
         .unwrap();
-    publisher.publish(svid, BundleSet::new().with(ca.bundle())).unwrap();
+    publisher
+        .publish(svid, BundleSet::new().with(ca.bundle()))
+        .unwrap();
     let status = publisher.identity().status();
     assert!(status.is_ready());
     let later = SystemTime::now() + Duration::from_secs(120);
