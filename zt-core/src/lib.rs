@@ -14,6 +14,8 @@
 //!   handshake and authorize peers by SPIFFE ID.
 //! - [`PeerIdentity`]: the verified identity of a connection's peer, re-checked per
 //!   request against today's bundle.
+//! - [`policy`]: default-deny authorization of every request on the peer's SPIFFE ID:
+//!   [`Policy`], [`PolicyStore`], [`Decision`].
 //! - [`dev`] (feature `dev`): a development CA for tests and demos.
 //!
 //! ## Features
@@ -21,6 +23,8 @@
 //! - `aws-lc-rs` (default): aws-lc-rs is the default crypto provider.
 //! - `ring`: ring is the default crypto provider when `aws-lc-rs` is off.
 //! - `dev`: the development CA.
+//! - `policy-yaml`, `policy-toml`: policy documents in YAML and TOML (JSON is always
+//!   available).
 //!
 //! Whatever the features, every config can be given an explicit
 //! `Arc<rustls::crypto::CryptoProvider>`; see [`default_provider`].
@@ -60,6 +64,7 @@ pub mod id;
 mod identity;
 pub mod matcher;
 mod peer;
+pub mod policy;
 mod provider;
 mod source;
 mod svid;
@@ -72,6 +77,9 @@ pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
 pub use identity::{Changes, Identity, IdentityPublisher, IdentitySource, Snapshot, Status};
 pub use matcher::{IdMatcher, PatternError};
 pub use peer::PeerIdentity;
+pub use policy::{
+    Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Protocol, Request, Verdict,
+};
 pub use provider::default_provider;
 pub use source::StaticSource;
 pub use svid::{MAX_CHAIN_LEN, MAX_SVID_PEM_BYTES, VerifiedPeer, X509Svid, verify_peer_chain};

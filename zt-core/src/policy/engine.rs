@@ -1,0 +1,388 @@
+//! The compiled policy: rules indexed so that a decision looks at the few
+//! rules that can apply to the peer, not at every rule.
+//!
+//! A rule goes into exactly one kind of bucket, by its most selective
+//! positive `from` field:
+//!
+//! 1. `ids`: one bucket per listed ID (`by_id`);
+//! 2. else `patterns`: per trust domain, one bucket per literal first path
+//!    segment, or the trust domain's general bucket when the pattern starts
+//!    with a wildcard (`by_trust_domain`);
+//! 3. else `trust_domains`: the general bucket of each listed trust domain;
+//! 4. else (no `from`, `any: true`, or only `not_*` fields): `any_peer`.
+//!
+//! A decision reads at most four buckets: the peer's ID, its trust domain's
+//! general bucket, the bucket of its first path segment, and `any_peer`. Each
+//! rule in them is then matched in full, so the index only ever narrows the
+//! search and can never make a rule match that would not.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::model::{Action, Condition, From, Rule, To};
+use super::pattern::{Domain, Id, grpc_call, request_path};
+use super::{Protocol, Request, Verdict};
+use crate::{SpiffeId, TrustDomain};
+
+pub(crate) struct Engine {
+    rules: Box<[Rule]>,
+    by_id: HashMap<SpiffeId, Box<[usize]>>,
+    by_trust_domain: HashMap<TrustDomain, DomainBuckets>,
+    any_peer: Box<[usize]>,
+}
+
+#[derive(Default)]
+struct DomainBuckets {
+    general: Box<[usize]>,
+    by_first_segment: HashMap<Box<str>, Box<[usize]>>,
+}
+
+pub(crate) struct Outcome {
+    pub(crate) verdict: Verdict,
+    pub(crate) rule: Option<Arc<str>>,
+    pub(crate) audit: Vec<Arc<str>>,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    pub(crate) fn empty() -> Self {
+        Self::compile(Vec::new())
+    }
+
+    pub(crate) fn compile(rules: Vec<Rule>) -> Self {
+        let mut by_id: HashMap<SpiffeId, Vec<usize>> = HashMap::new();
+        let mut general: HashMap<TrustDomain, Vec<usize>> = HashMap::new();
+        let mut by_segment: HashMap<TrustDomain, HashMap<Box<str>, Vec<usize>>> = HashMap::new();
+        let mut any_peer = Vec::new();
+
+        for (index, rule) in rules.iter().enumerate() {
+            let from = rule.from.as_ref();
+            if let Some(ids) = from.and_then(|f| f.ids.as_ref()) {
+                for id in ids.iter() {
+                    push_once(by_id.entry(id.0.clone()).or_default(), index);
+                }
+            } else if let Some(patterns) = from.and_then(|f| f.patterns.as_ref()) {
+                // A rule whose patterns in a trust domain include one that
+                // starts with a wildcard goes only in that domain's general
+                // bucket, so no decision ever meets it twice.
+                let mut wild: Vec<&TrustDomain> = Vec::new();
+                for pattern in patterns.iter() {
+                    if pattern.first_segment.is_none() {
+                        wild.push(&pattern.trust_domain);
+                    }
+                }
+                for pattern in patterns.iter() {
+                    let td = &pattern.trust_domain;
+                    match &pattern.first_segment {
+                        Some(segment) if !wild.contains(&td) => push_once(
+                            by_segment
+                                .entry(td.clone())
+                                .or_default()
+                                .entry(segment.clone())
+                                .or_default(),
+                            index,
+                        ),
+                        _ => push_once(general.entry(td.clone()).or_default(), index),
+                    }
+                }
+            } else if let Some(tds) = from.and_then(|f| f.trust_domains.as_ref()) {
+                for td in tds.iter() {
+                    push_once(general.entry(td.0.clone()).or_default(), index);
+                }
+            } else {
+                any_peer.push(index);
+            }
+        }
+
+        let mut by_trust_domain: HashMap<TrustDomain, DomainBuckets> = HashMap::new();
+        for (td, list) in general {
+            by_trust_domain.entry(td).or_default().general = list.into_boxed_slice();
+        }
+        for (td, segments) in by_segment {
+            by_trust_domain.entry(td).or_default().by_first_segment = segments
+                .into_iter()
+                .map(|(segment, list)| (segment, list.into_boxed_slice()))
+                .collect();
+        }
+        Self {
+            rules: rules.into_boxed_slice(),
+            by_id: by_id
+                .into_iter()
+                .map(|(id, list)| (id, list.into_boxed_slice()))
+                .collect(),
+            by_trust_domain,
+            any_peer: any_peer.into_boxed_slice(),
+        }
+    }
+
+    pub(crate) fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Outcome {
+        let mut eval = Evaluation::new(&self.rules, peer, request);
+        if !self.by_id.is_empty()
+            && let Some(bucket) = self.by_id.get(peer)
+        {
+            eval.run(bucket, true);
+        }
+        if !self.by_trust_domain.is_empty()
+            && let Some(domain) = self.by_trust_domain.get(peer.trust_domain())
+        {
+            eval.run(&domain.general, false);
+            if !domain.by_first_segment.is_empty()
+                && let Some(segment) = peer.segments().next()
+                && let Some(bucket) = domain.by_first_segment.get(segment)
+            {
+                eval.run(bucket, false);
+            }
+        }
+        eval.run(&self.any_peer, false);
+        eval.finish()
+    }
+
+    pub(crate) fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub(crate) fn rule_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.rules.iter().map(|rule| &*rule.name)
+    }
+}
+
+/// Rule indices are pushed in increasing order, so a repeat is always last.
+fn push_once(list: &mut Vec<usize>, index: usize) {
+    if list.last() != Some(&index) {
+        list.push(index);
+    }
+}
+
+/// One decision in progress.
+struct Evaluation<'a> {
+    rules: &'a [Rule],
+    peer: &'a SpiffeId,
+    request: RequestView<'a>,
+    /// The first matching `deny` and `allow` rules, in policy order.
+    deny: Option<usize>,
+    allow: Option<usize>,
+    /// Matching `audit` rules; empty (and unallocated) in the common case.
+    audit: Vec<usize>,
+}
+
+impl<'a> Evaluation<'a> {
+    fn new(rules: &'a [Rule], peer: &'a SpiffeId, request: &'a Request<'a>) -> Self {
+        Self {
+            rules,
+            peer,
+            request: RequestView::new(request),
+            deny: None,
+            allow: None,
+            audit: Vec::new(),
+        }
+    }
+
+    /// Matches the rules of `bucket`; `id_known` when it is the peer's ID
+    /// bucket, whose rules all list the peer in `ids`.
+    fn run(&mut self, bucket: &[usize], id_known: bool) {
+        for &index in bucket {
+            let Some(rule) = self.rules.get(index) else {
+                continue;
+            };
+            let slot = match rule.action {
+                Action::Deny => &mut self.deny,
+                Action::Allow => &mut self.allow,
+                Action::Audit => {
+                    if rule_matches(rule, self.peer, id_known, &self.request) {
+                        self.audit.push(index);
+                    }
+                    continue;
+                }
+            };
+            // Only the first matching rule of each kind is reported, so a
+            // later one need not be matched at all.
+            if slot.is_some_and(|found| found < index) {
+                continue;
+            }
+            if rule_matches(rule, self.peer, id_known, &self.request) {
+                *slot = Some(index);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        let name = |index: usize| self.rules.get(index).map(|rule| Arc::clone(&rule.name));
+        let (verdict, rule) = match (self.deny, self.allow) {
+            (Some(deny), _) => (Verdict::Deny, name(deny)),
+            (None, Some(allow)) => (Verdict::Allow, name(allow)),
+            (None, None) => (Verdict::Deny, None),
+        };
+        let audit = if self.audit.is_empty() {
+            Vec::new()
+        } else {
+            self.audit.sort_unstable();
+            self.audit.dedup();
+            self.audit.iter().filter_map(|&index| name(index)).collect()
+        };
+        Outcome {
+            verdict,
+            rule,
+            audit,
+        }
+    }
+}
+
+/// The request, with the parts only some rules need worked out on first use.
+struct RequestView<'a> {
+    request: &'a Request<'a>,
+    path: OnceCell<Option<&'a str>>,
+    call: OnceCell<Option<(&'a str, &'a str)>>,
+}
+
+impl<'a> RequestView<'a> {
+    fn new(request: &'a Request<'a>) -> Self {
+        Self {
+            request,
+            path: OnceCell::new(),
+            call: OnceCell::new(),
+        }
+    }
+
+    /// The HTTP path, `None` when ambiguous.
+    fn path(&self) -> Option<&'a str> {
+        *self.path.get_or_init(|| request_path(self.request.path))
+    }
+
+    /// The gRPC service and method, `None` when the path has another shape.
+    fn call(&self) -> Option<(&'a str, &'a str)> {
+        *self.call.get_or_init(|| grpc_call(self.request.path))
+    }
+}
+
+/// The outcome of one condition: `Unknown` when the request is ambiguous for
+/// it (see `Request` and `Headers`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tri {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Tri {
+    fn from_bool(b: bool) -> Self {
+        if b { Self::Yes } else { Self::No }
+    }
+}
+
+/// Whether `rule` matches. An ambiguous condition counts as unmet for an
+/// `allow` rule and as met for `deny` and `audit` rules, so ambiguity can
+/// only ever lead to a denial.
+fn rule_matches(rule: &Rule, peer: &SpiffeId, id_known: bool, request: &RequestView<'_>) -> bool {
+    let fail_closed = |tri: Tri| match tri {
+        Tri::Yes => true,
+        Tri::No => false,
+        Tri::Unknown => rule.action != Action::Allow,
+    };
+    if let Some(from) = &rule.from
+        && !from_matches(from, peer, id_known)
+    {
+        return false;
+    }
+    if let Some(to) = &rule.to
+        && !fail_closed(to_matches(to, request))
+    {
+        return false;
+    }
+    rule.when
+        .iter()
+        .all(|condition| fail_closed(condition_matches(condition, request.request.headers)))
+}
+
+/// ID and trust domain lists are sorted (see `From::normalize`).
+fn from_matches(from: &From, peer: &SpiffeId, id_known: bool) -> bool {
+    let td = peer.trust_domain();
+    let has_id = |ids: &[Id]| ids.binary_search_by(|Id(id)| id.cmp(peer)).is_ok();
+    let has_td = |tds: &[Domain]| tds.binary_search_by(|Domain(t)| t.cmp(td)).is_ok();
+    (id_known || from.ids.as_deref().is_none_or(has_id))
+        && from.trust_domains.as_deref().is_none_or(has_td)
+        && from
+            .patterns
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| p.matches(peer)))
+        && !from.not_ids.as_deref().is_some_and(has_id)
+        && !from.not_trust_domains.as_deref().is_some_and(has_td)
+        && from
+            .not_patterns
+            .as_ref()
+            .is_none_or(|ps| !ps.iter().any(|p| p.matches(peer)))
+}
+
+fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
+    let req = request.request;
+    if to.is_grpc() {
+        if req.protocol != Protocol::Grpc {
+            return Tri::No;
+        }
+        let Some(call) = request.call() else {
+            return Tri::Unknown;
+        };
+        return Tri::from_bool(
+            to.grpc
+                .as_ref()
+                .is_none_or(|g| g.iter().any(|p| p.matches(call)))
+                && to
+                    .not_grpc
+                    .as_ref()
+                    .is_none_or(|g| !g.iter().any(|p| p.matches(call))),
+        );
+    }
+    // Validation guarantees a `to` has HTTP fields when it has no gRPC ones.
+    if req.protocol != Protocol::Http {
+        return Tri::No;
+    }
+    let method_ok = to
+        .methods
+        .as_ref()
+        .is_none_or(|ms| ms.iter().any(|m| *m.0 == *req.method))
+        && to
+            .not_methods
+            .as_ref()
+            .is_none_or(|ms| !ms.iter().any(|m| *m.0 == *req.method));
+    if !method_ok {
+        return Tri::No;
+    }
+    if to.paths.is_none() && to.not_paths.is_none() {
+        return Tri::Yes;
+    }
+    let Some(path) = request.path() else {
+        return Tri::Unknown;
+    };
+    Tri::from_bool(
+        to.paths
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| p.matches(path)))
+            && to
+                .not_paths
+                .as_ref()
+                .is_none_or(|ps| !ps.iter().any(|p| p.matches(path))),
+    )
+}
+
+fn condition_matches(condition: &Condition, headers: &dyn super::Headers) -> Tri {
+    let name = &*condition.header.0;
+    let value = headers.get(name);
+    if headers.count(name) != usize::from(value.is_some()) {
+        return Tri::Unknown;
+    }
+    let Some(value) = value else {
+        // An absent header meets no `values` and is excluded by no `not_values`.
+        return Tri::from_bool(condition.values.is_none());
+    };
+    Tri::from_bool(
+        condition
+            .values
+            .as_ref()
+            .is_none_or(|vs| vs.iter().any(|v| v.matches(value)))
+            && condition
+                .not_values
+                .as_ref()
+                .is_none_or(|vs| !vs.iter().any(|v| v.matches(value))),
+    )
+}

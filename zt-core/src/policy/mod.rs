@@ -1,0 +1,439 @@
+//! Default-deny authorization of every request, on the peer's verified SPIFFE ID.
+//!
+//! A [`Policy`] is a list of named rules, written in YAML, TOML or JSON (see
+//! `docs/policy.md` for the reference) or built in code with
+//! [`Policy::allow_patterns`]. It is validated as a whole and compiled into an
+//! index when it is loaded; [`Policy::decide`] then answers, for one peer and
+//! one [`Request`], with a [`Decision`]:
+//!
+//! - nothing is allowed unless an `allow` rule matches (default deny);
+//! - any matching `deny` rule wins over every `allow` rule;
+//! - `audit` rules never change the outcome, they are reported in the decision;
+//! - in `dry-run` mode, a request the policy would deny is let through and the
+//!   decision says so.
+//!
+//! [`PolicyStore`] holds the policy in force and swaps in a new one atomically,
+//! only once it has loaded completely.
+//!
+//! ```
+//! use zt_core::{Format, Policy, Request, SpiffeId, Verdict};
+//!
+//! let policy = Policy::parse(r#"{
+//!     "rules": [
+//!         { "name": "frontend-reads-items", "action": "allow",
+//!           "from": { "patterns": ["spiffe://example.org/frontend/**"] },
+//!           "to": { "methods": ["GET"], "paths": ["/v1/items/*"] } },
+//!         { "name": "no-legacy", "action": "deny",
+//!           "from": { "ids": ["spiffe://example.org/frontend/legacy"] } }
+//!     ]
+//! }"#, Format::Json)?;
+//!
+//! let web: SpiffeId = "spiffe://example.org/frontend/web".parse()?;
+//! let decision = policy.decide(&web, &Request::http("GET", "/v1/items/42"));
+//! assert!(decision.is_allowed());
+//! assert_eq!(decision.reason().to_string(), "allowed by rule frontend-reads-items");
+//!
+//! let decision = policy.decide(&web, &Request::http("DELETE", "/v1/items/42"));
+//! assert!(!decision.is_allowed());
+//! assert_eq!(decision.rule(), None);
+//!
+//! let legacy: SpiffeId = "spiffe://example.org/frontend/legacy".parse()?;
+//! let decision = policy.decide(&legacy, &Request::http("GET", "/v1/items/42"));
+//! assert_eq!(decision.verdict(), Verdict::Deny);
+//! assert_eq!(decision.reason().to_string(), "denied by rule no-legacy");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+mod decision;
+mod engine;
+mod model;
+mod pattern;
+mod request;
+mod store;
+
+pub use decision::{Decision, Reason, Verdict};
+pub use request::{Headers, Protocol, Request};
+pub use store::{PolicyChanges, PolicyGuard, PolicyStatus, PolicyStore};
+
+use crate::SpiffeId;
+use engine::Engine;
+
+/// Largest policy accepted, in bytes: 32 MiB, room for well over 100,000
+/// rules. Bounds the memory a bad or hostile file can make a reload use.
+pub const MAX_POLICY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Whether a policy is enforced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Requests the policy denies are refused. The default.
+    #[default]
+    Enforce,
+    /// Every request is let through; decisions still say what the policy
+    /// would have done, so it can be tried before it is enforced.
+    DryRun,
+}
+
+impl Mode {
+    /// `"enforce"` or `"dry-run"`, as written in policy files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The syntax a policy document is written in.
+///
+/// JSON is always available; YAML needs the `policy-yaml` feature and TOML the
+/// `policy-toml` feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// YAML (feature `policy-yaml`).
+    Yaml,
+    /// TOML (feature `policy-toml`).
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// The format a file name's extension names: `.yaml`/`.yml`, `.toml` or
+    /// `.json` (lowercase).
+    #[must_use]
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()? {
+            "yaml" | "yml" => Some(Self::Yaml),
+            "toml" => Some(Self::Toml),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    /// Whether this build of zt-core can parse the format.
+    #[must_use]
+    pub fn is_enabled(self) -> bool {
+        match self {
+            Self::Yaml => cfg!(feature = "policy-yaml"),
+            Self::Toml => cfg!(feature = "policy-toml"),
+            Self::Json => true,
+        }
+    }
+
+    fn feature(self) -> &'static str {
+        match self {
+            Self::Yaml => "policy-yaml",
+            Self::Toml => "policy-toml",
+            Self::Json => "(none)",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Yaml => "YAML",
+            Self::Toml => "TOML",
+            Self::Json => "JSON",
+        })
+    }
+}
+
+/// A position in a policy document, as its format's parser reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// Line, counting from 1.
+    pub line: usize,
+    /// Column, counting from 1.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// Why a policy could not be loaded. The policy in force, if any, stays.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The document is not a valid policy: a syntax error, an unknown field,
+    /// an invalid ID, pattern, path, method or header, or an invalid rule
+    /// (empty, contradictory, duplicate name). Rule errors name the rule.
+    #[error("{}", InvalidDisplay { path: path.as_deref(), format: *format, location: *location, message })]
+    Invalid {
+        /// The file, when the policy was read from one.
+        path: Option<PathBuf>,
+        /// The syntax the document was parsed as.
+        format: Format,
+        /// Where the parser was when it found the problem, when it says.
+        location: Option<Location>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A pattern given to [`Policy::allow_patterns`] is invalid.
+    #[error("invalid allow pattern {pattern:?}: {source}")]
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// Why it is invalid.
+        #[source]
+        source: crate::PatternError,
+    },
+    /// The policy is larger than [`MAX_POLICY_BYTES`].
+    #[error("{} of {size} bytes or more exceeds the limit of {limit} bytes", PathDisplay(path.as_deref()))]
+    TooLarge {
+        /// The file, when the policy was read from one.
+        path: Option<PathBuf>,
+        /// The size seen, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The file name does not tell the format.
+    #[error(
+        "cannot tell the format of policy file {}: name it .yaml, .yml, .toml or .json",
+        path.display()
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The format is not compiled into this build.
+    #[error("{format} policies need zt-core's {} feature", format.feature())]
+    FormatNotEnabled {
+        /// The format.
+        format: Format,
+    },
+    /// The file could not be read.
+    #[error("cannot read policy file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
+struct PathDisplay<'a>(Option<&'a Path>);
+
+impl fmt::Display for PathDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(path) => write!(f, "policy file {}", path.display()),
+            None => f.write_str("policy"),
+        }
+    }
+}
+
+struct InvalidDisplay<'a> {
+    path: Option<&'a Path>,
+    format: Format,
+    location: Option<Location>,
+    message: &'a str,
+}
+
+impl fmt::Display for InvalidDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {} policy", self.format)?;
+        if let Some(path) = self.path {
+            write!(f, " {}", path.display())?;
+        }
+        if let Some(location) = self.location {
+            write!(f, " at {location}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A compiled, immutable authorization policy. Cheap to share (`Arc`), safe to
+/// use from any thread.
+pub struct Policy {
+    mode: Mode,
+    engine: Engine,
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Parses and validates a whole policy document.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Invalid`] with the location the format's parser reports,
+    /// [`PolicyError::TooLarge`] beyond [`MAX_POLICY_BYTES`], or
+    /// [`PolicyError::FormatNotEnabled`].
+    pub fn parse(text: &str, format: Format) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                path: None,
+                size: u64::try_from(text.len()).unwrap_or(u64::MAX),
+                limit: MAX_POLICY_BYTES,
+            });
+        }
+        let document = model::parse(text, format)?;
+        Ok(Self::from_document(document))
+    }
+
+    /// Reads and parses the policy file at `path`; the extension names the
+    /// format (`.yaml`, `.yml`, `.toml`, `.json`). At most
+    /// [`MAX_POLICY_BYTES`] are read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Policy::parse`], plus [`PolicyError::Io`] and
+    /// [`PolicyError::UnknownFormat`]. Errors name the file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        let path = path.as_ref();
+        let format = Format::from_path(path).ok_or_else(|| PolicyError::UnknownFormat {
+            path: path.to_owned(),
+        })?;
+        if !format.is_enabled() {
+            return Err(PolicyError::FormatNotEnabled { format });
+        }
+        let io_error = |source| PolicyError::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        };
+        let file = std::fs::File::open(path).map_err(io_error)?;
+        let mut bytes = Vec::new();
+        // One byte past the limit tells "too large" from "exactly at the limit"
+        // without trusting the file's reported size.
+        let limit = u64::try_from(MAX_POLICY_BYTES)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        file.take(limit).read_to_end(&mut bytes).map_err(io_error)?;
+        if bytes.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                path: Some(path.to_owned()),
+                size: limit,
+                limit: MAX_POLICY_BYTES,
+            });
+        }
+        let with_path = |err: PolicyError| match err {
+            PolicyError::Invalid {
+                path: None,
+                format,
+                location,
+                message,
+            } => PolicyError::Invalid {
+                path: Some(path.to_owned()),
+                format,
+                location,
+                message,
+            },
+            other => other,
+        };
+        let text = String::from_utf8(bytes).map_err(|err| {
+            with_path(PolicyError::Invalid {
+                path: None,
+                format,
+                location: None,
+                message: format!(
+                    "not valid UTF-8 (first invalid byte at offset {})",
+                    err.utf8_error().valid_up_to()
+                ),
+            })
+        })?;
+        Self::parse(&text, format).map_err(with_path)
+    }
+
+    /// The policy that allows nothing.
+    #[must_use]
+    pub fn deny_all() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            engine: Engine::empty(),
+        }
+    }
+
+    /// One `allow` rule per ID pattern (see
+    /// [`IdMatcher::pattern`](crate::IdMatcher::pattern)), each allowing every
+    /// request: the `--allow PATTERN` shorthand. Each rule is named after its
+    /// pattern; duplicates are dropped. No patterns allow nothing.
+    ///
+    /// ```
+    /// use zt_core::{Policy, Request};
+    ///
+    /// let policy = Policy::allow_patterns(["spiffe://example.org/ns/prod/**"])?;
+    /// let api = "spiffe://example.org/ns/prod/api".parse()?;
+    /// let decision = policy.decide(&api, &Request::http("POST", "/anything"));
+    /// assert_eq!(decision.rule(), Some("spiffe://example.org/ns/prod/**"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::InvalidPattern`] for the first invalid pattern.
+    pub fn allow_patterns<I, S>(patterns: I) -> Result<Self, PolicyError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let document = model::Document::allow_patterns(patterns)?;
+        Ok(Self::from_document(document))
+    }
+
+    fn from_document(document: model::Document) -> Self {
+        Self {
+            mode: document.mode,
+            engine: Engine::compile(document.rules.0),
+        }
+    }
+
+    /// Decides whether `peer` may make `request`.
+    ///
+    /// `peer` must be the ID of a verified peer; the policy only looks at the
+    /// ID string. Does not allocate unless `audit` rules match.
+    #[must_use]
+    pub fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Decision {
+        let outcome = self.engine.decide(peer, request);
+        Decision::new(
+            outcome.verdict,
+            self.mode == Mode::DryRun,
+            outcome.rule,
+            outcome.audit,
+        )
+    }
+
+    /// Whether the policy is enforced or in dry-run mode.
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The number of rules.
+    #[must_use]
+    pub fn rule_count(&self) -> usize {
+        self.engine.rule_count()
+    }
+
+    /// The rule names, in policy order.
+    pub fn rule_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.engine.rule_names()
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("mode", &self.mode)
+            .field("rules", &self.rule_count())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,239 @@
+//! The live policy: a [`Policy`] swapped atomically, with change notifications.
+
+use std::fmt;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
+
+use super::{Decision, Mode, Policy, PolicyError, Request};
+use crate::SpiffeId;
+
+/// The policy in force, shared between the code that decides requests and the
+/// code that replaces the policy (a file watcher, an admin endpoint).
+///
+/// Cloning is cheap and every clone sees the same policy. Reading is one
+/// atomic load; replacing is an atomic swap, so a request is decided either
+/// entirely under the old policy or entirely under the new one. A policy that
+/// fails to load never replaces the current one.
+///
+/// Storing a dry-run policy logs a warning: it lets every request through.
+#[derive(Clone)]
+pub struct PolicyStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: ArcSwap<Policy>,
+    status: watch::Sender<PolicyStatus>,
+}
+
+// === impl PolicyStore ===
+
+impl PolicyStore {
+    /// A store serving `policy`; its generation is 1.
+    #[must_use]
+    pub fn new(policy: Policy) -> Self {
+        announce(&policy, 1);
+        let status = PolicyStatus::serving(&policy, 1);
+        let (status, _) = watch::channel(status);
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(policy),
+                status,
+            }),
+        }
+    }
+
+    /// The policy in force, for one or a few decisions.
+    ///
+    /// The guard is cheap (no reference-count traffic in the common case) but
+    /// meant to be short-lived; use [`load_full`](Self::load_full) to keep the
+    /// policy around.
+    #[must_use]
+    pub fn load(&self) -> PolicyGuard {
+        PolicyGuard {
+            guard: self.shared.current.load(),
+        }
+    }
+
+    /// The policy in force, as an owned reference.
+    #[must_use]
+    pub fn load_full(&self) -> Arc<Policy> {
+        self.shared.current.load_full()
+    }
+
+    /// Decides `request` from `peer` under the policy in force.
+    #[must_use]
+    pub fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Decision {
+        self.shared.current.load().decide(peer, request)
+    }
+
+    /// Makes `policy` the policy in force and notifies subscribers.
+    pub fn store(&self, policy: Policy) {
+        let generation = self.shared.status.borrow().generation.saturating_add(1);
+        announce(&policy, generation);
+        let status = PolicyStatus::serving(&policy, generation);
+        self.shared.current.store(Arc::new(policy));
+        self.shared.status.send_replace(status);
+    }
+
+    /// Loads the policy file at `path` (see [`Policy::load`]) and, if the whole
+    /// file is valid, makes it the policy in force.
+    ///
+    /// # Errors
+    ///
+    /// Why the file was rejected. The current policy stays in force; the error
+    /// is logged as a warning with the file name, recorded in
+    /// [`PolicyStatus::last_error`] and subscribers are notified.
+    pub fn reload_from(&self, path: impl AsRef<Path>) -> Result<(), PolicyError> {
+        let path = path.as_ref();
+        match Policy::load(path) {
+            Ok(policy) => {
+                self.store(policy);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    error = %err,
+                    "policy rejected; keeping the current policy"
+                );
+                let message = err.to_string();
+                self.shared.status.send_modify(|status| {
+                    status.last_error = Some(message);
+                });
+                Err(err)
+            }
+        }
+    }
+
+    /// A subscription to changes: stored policies and rejected reloads.
+    #[must_use]
+    pub fn changes(&self) -> PolicyChanges {
+        PolicyChanges {
+            rx: self.shared.status.subscribe(),
+        }
+    }
+
+    /// The generation of the policy in force and the last reload error.
+    #[must_use]
+    pub fn status(&self) -> PolicyStatus {
+        self.shared.status.borrow().clone()
+    }
+}
+
+impl fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyStore")
+            .field("status", &*self.shared.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logs a policy about to take effect; loudly when it is not enforced.
+fn announce(policy: &Policy, generation: u64) {
+    match policy.mode() {
+        Mode::Enforce => tracing::info!(generation, rules = policy.rule_count(), "policy in force"),
+        Mode::DryRun => tracing::warn!(
+            generation,
+            rules = policy.rule_count(),
+            "policy in DRY-RUN mode: denials are logged but NOT enforced, every request is let through"
+        ),
+    }
+}
+
+/// A short-lived read reference to the policy in force; see [`PolicyStore::load`].
+pub struct PolicyGuard {
+    guard: Guard<Arc<Policy>>,
+}
+
+impl PolicyGuard {
+    /// An owned reference to the same policy.
+    #[must_use]
+    pub fn into_arc(self) -> Arc<Policy> {
+        Guard::into_inner(self.guard)
+    }
+}
+
+impl Deref for PolicyGuard {
+    type Target = Policy;
+
+    fn deref(&self) -> &Policy {
+        &self.guard
+    }
+}
+
+impl fmt::Debug for PolicyGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self.guard, f)
+    }
+}
+
+/// The state of a [`PolicyStore`], as its subscribers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyStatus {
+    generation: u64,
+    rule_count: usize,
+    mode: Mode,
+    last_error: Option<String>,
+}
+
+// === impl PolicyStatus ===
+
+impl PolicyStatus {
+    fn serving(policy: &Policy, generation: u64) -> Self {
+        Self {
+            generation,
+            rule_count: policy.rule_count(),
+            mode: policy.mode(),
+            last_error: None,
+        }
+    }
+
+    /// 1 for the first policy, growing by one with each stored policy.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The number of rules of the policy in force.
+    #[must_use]
+    pub fn rule_count(&self) -> usize {
+        self.rule_count
+    }
+
+    /// The mode of the policy in force.
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Why the last reload was rejected; cleared when a policy is stored.
+    #[must_use]
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+}
+
+/// A subscription to [`PolicyStore`] changes; see [`PolicyStore::changes`].
+#[derive(Debug)]
+pub struct PolicyChanges {
+    rx: watch::Receiver<PolicyStatus>,
+}
+
+impl PolicyChanges {
+    /// Waits for the next change: a stored policy or a rejected reload.
+    /// Returns `false` once every handle on the store is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
+    /// The status as of the latest change, marking it seen.
+    #[must_use]
+    pub fn status(&mut self) -> PolicyStatus {
+        self.rx.borrow_and_update().clone()
+    }
+}
