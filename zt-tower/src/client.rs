@@ -18,10 +18,15 @@
 //! use zt_tower::{Connector, IdMatcher};
 //!
 //! let connector = Connector::new(source.identity(), IdMatcher::exact("spiffe://example.org/api".parse()?))?;
-//! let client: Client<_, String> = Client::builder(TokioExecutor::new()).build(connector);
+//! let client: Client<_, String> = Client::builder(TokioExecutor::new()).build(connector.clone());
 //! // let response = client.get("https://api.internal:8443/".parse()?).await?;
 //! // let server: Option<&zt_tower::PeerIdentity> = response.extensions().get();
 //! # let _ = client;
+//!
+//! // zt never sends plaintext.
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! let refused = rt.block_on(connector.connect(&"http://api.internal/".parse()?));
+//! assert!(matches!(refused, Err(zt_tower::ConnectError::Uri { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -177,15 +182,15 @@ impl Connector {
             }
             // Read before the handshake, as the server does (see PeerIdentity::from_connection).
             let generation = self.identity.generation();
-            let tls = self
-                .tls
-                .connect(server_name, tcp)
-                .await
-                .map_err(|err| match tls::rejection_reason(&err) {
-                    Some(reason) => ConnectError::ServerRefused(reason),
-                    None => ConnectError::Handshake(err),
-                })?;
-            let peer = PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, generation)?;
+            let tls =
+                self.tls.connect(server_name, tcp).await.map_err(
+                    |err| match tls::rejection_reason(&err) {
+                        Some(reason) => ConnectError::ServerRefused(reason),
+                        None => ConnectError::Handshake(err),
+                    },
+                )?;
+            let peer =
+                PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, generation)?;
             Ok(ZtStream {
                 io: TokioIo::new(tls),
                 peer,
@@ -227,7 +232,11 @@ fn target(uri: &Uri) -> Result<(String, u16), ConnectError> {
     };
     match uri.scheme_str() {
         Some("https") => {}
-        Some(_) => return Err(refuse("only https URIs are dialed; zt never sends plaintext")),
+        Some(_) => {
+            return Err(refuse(
+                "only https URIs are dialed; zt never sends plaintext",
+            ));
+        }
         None => return Err(refuse("no scheme; use an https URI")),
     }
     let host = uri.host().ok_or_else(|| refuse("no host"))?;

@@ -6,7 +6,9 @@
 //! Error` and a message that says how to fix the setup.
 //!
 //! ```
-//! use axum::{Router, routing::get};
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode};
+//! use tower::ServiceExt;
 //! use zt_tower::Peer;
 //!
 //! async fn whoami(Peer(peer): Peer) -> String {
@@ -14,7 +16,11 @@
 //! }
 //!
 //! let app: Router = Router::new().route("/whoami", get(whoami));
-//! # let _ = app;
+//! # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! // Not served by zt_tower::Server: no peer, and the rejection says so.
+//! let response = rt.block_on(app.oneshot(Request::get("/whoami").body(Body::empty())?))?;
+//! assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::ops::Deref;

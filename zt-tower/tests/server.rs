@@ -235,10 +235,18 @@ async fn connection_is_closed_at_max_connection_age() {
     let (mut conn, closed) = OneConnection::open(running.addr, &client, Version::Http2).await;
     let (status, _) = conn.get("/whoami").await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    within("connection closed at max age", closed).await.unwrap();
+    within("connection closed at max age", closed)
+        .await
+        .unwrap();
     let age = opened.elapsed();
-    assert!(age >= MAX_AGE - Duration::from_millis(50), "closed after {age:?}");
-    assert!(age < MAX_AGE + Duration::from_secs(5), "closed after {age:?}");
+    assert!(
+        age >= MAX_AGE - Duration::from_millis(50),
+        "closed after {age:?}"
+    );
+    assert!(
+        age < MAX_AGE + Duration::from_secs(5),
+        "closed after {age:?}"
+    );
 }
 
 /// A route whose handler reports that it started, then waits for a release.
@@ -287,7 +295,10 @@ async fn graceful_shutdown_lets_in_flight_request_finish() {
         }
     })
     .await;
-    assert!(!running.task.is_finished(), "server stopped with a request in flight");
+    assert!(
+        !running.task.is_finished(),
+        "server stopped with a request in flight"
+    );
 
     release.notify_one();
     let (status, body) = within("in-flight response", in_flight)
@@ -328,9 +339,15 @@ async fn graceful_shutdown_closes_requests_still_running_after_drain_timeout() {
         .await
         .unwrap()
         .unwrap();
-    assert!(stopping.elapsed() >= DRAIN, "stopped before the drain timeout");
+    assert!(
+        stopping.elapsed() >= DRAIN,
+        "stopped before the drain timeout"
+    );
     let outcome = within("in-flight request ends", in_flight).await.unwrap();
-    assert!(outcome.is_err(), "request outlived the drain timeout: {outcome:?}");
+    assert!(
+        outcome.is_err(),
+        "request outlived the drain timeout: {outcome:?}"
+    );
 }
 
 #[cfg(unix)]

@@ -48,7 +48,7 @@
 //!         .into_future(),
 //! );
 //! let _ = stop.send(());
-//! serving.await??;
+//! assert!(serving.await?.is_ok(), "stopped cleanly");
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new()?.block_on(demo())?;
 //! # }
@@ -545,8 +545,11 @@ where
         };
         drop(permit);
 
-        let peer = match PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, generation)
-        {
+        let peer = match PeerIdentity::from_connection(
+            tls.get_ref().1,
+            PeerRole::Client,
+            generation,
+        ) {
             Ok(peer) => peer,
             Err(err) => {
                 // The verifier accepted the chain, so this is not expected; fail closed.

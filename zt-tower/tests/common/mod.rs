@@ -126,7 +126,11 @@ pub async fn serve(builder: ServerBuilder, app: Router) -> Running {
 }
 
 /// A raw TLS client config for `client`, accepting the server `server_id`.
-pub fn client_config(client: &StaticSource, server_id: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub fn client_config(
+    client: &StaticSource,
+    server_id: &str,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let config = tls::ClientConfigBuilder::new(client.identity(), IdMatcher::exact(id(server_id)))
         .alpn_protocols(alpn.iter().map(|p| p.to_vec()).collect())
         .build()
@@ -231,6 +235,15 @@ impl OneConnection {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
+    /// Sends `request` on this connection: the response status.
+    pub async fn send(&mut self, request: Request<Empty<Bytes>>) -> StatusCode {
+        let response = match self {
+            Self::H1(sender) => within("response", sender.send_request(request)).await,
+            Self::H2(sender) => within("response", sender.send_request(request)).await,
+        };
+        response.expect("response").status()
+    }
+
     pub fn is_closed(&self) -> bool {
         match self {
             Self::H1(sender) => sender.is_closed(),
@@ -248,4 +261,122 @@ pub async fn get_once(
 ) -> (StatusCode, String) {
     let (mut conn, _closed) = OneConnection::open(addr, client, version).await;
     conn.get(path).await.expect("request")
+}
+
+/// Serves `app` on 127.0.0.1:0 the way an application embedding only
+/// [`zt_tower::Authorize`] would: mTLS handshake, peer identity into each request,
+/// hyper — and no close at the peer's SVID expiry, so a request can arrive after it.
+pub async fn serve_without_expiry_close(server: &StaticSource, app: Router) -> SocketAddr {
+    use tower::ServiceExt;
+    use zt_core::{PeerIdentity, PeerRole};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let identity = server.identity();
+    let config = tls::ServerConfigBuilder::new(identity.clone())
+        .alpn_protocols(vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+        .build()
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let identity = identity.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let generation = identity.generation();
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let peer =
+                    PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, generation)
+                        .unwrap();
+                let service = hyper::service::service_fn(
+                    move |mut request: Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(peer.clone());
+                        app.clone().oneshot(request)
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The `zt::authz` events emitted while a test runs, each as its fields.
+pub mod events {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    pub type Fields = BTreeMap<String, String>;
+
+    /// Records the events of target `zt::authz`.
+    #[derive(Clone, Default)]
+    pub struct Capture {
+        events: Arc<Mutex<Vec<(tracing::Level, Fields)>>>,
+    }
+
+    impl Capture {
+        /// Installs the capture for the current thread (a current-thread runtime
+        /// runs every task there) until the guard is dropped.
+        pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+            let capture = Self::default();
+            let guard = tracing::subscriber::set_default(capture.clone());
+            (capture, guard)
+        }
+
+        pub fn events(&self) -> Vec<(tracing::Level, Fields)> {
+            self.events.lock().unwrap().clone()
+        }
+    }
+
+    struct Visitor<'a>(&'a mut Fields);
+
+    impl Visit for Visitor<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name().to_owned(), value.to_owned());
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            metadata.target() == "zt::authz"
+        }
+
+        fn new_span(&self, _span: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+
+        fn record(&self, _span: &Id, _values: &Record<'_>) {}
+
+        fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields::new();
+            event.record(&mut Visitor(&mut fields));
+            self.events
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), fields));
+        }
+
+        fn enter(&self, _span: &Id) {}
+
+        fn exit(&self, _span: &Id) {}
+    }
 }
