@@ -182,15 +182,11 @@ impl<'de> Deserialize<'de> for Rules {
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Rules, A::Error> {
                 let mut rules = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                let mut names: HashMap<Arc<str>, usize> = HashMap::new();
-                while let Some(rule) = seq.next_element::<Rule>()? {
-                    let position = rules.len().saturating_add(1);
-                    if let Some(first) = names.insert(Arc::clone(&rule.name), position) {
-                        return Err(de::Error::custom(format!(
-                            "rule {}: duplicate rule name (rules {first} and {position})",
-                            quoted(&rule.name)
-                        )));
-                    }
+                let mut names = HashMap::new();
+                while let Some(rule) = seq.next_element_seed(UniqueRule {
+                    names: &mut names,
+                    position: rules.len().saturating_add(1),
+                })? {
                     rules.push(rule);
                 }
                 Ok(Rules(rules))
@@ -198,6 +194,30 @@ impl<'de> Deserialize<'de> for Rules {
         }
 
         deserializer.deserialize_seq(RulesVisitor)
+    }
+}
+
+/// Deserializes one rule and checks that its name is new, so that the error
+/// for a duplicate points at the duplicate rather than at the list.
+struct UniqueRule<'a> {
+    names: &'a mut HashMap<Arc<str>, usize>,
+    /// 1-based position in the list.
+    position: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for UniqueRule<'_> {
+    type Value = Rule;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Rule, D::Error> {
+        let rule = Rule::deserialize(deserializer)?;
+        if let Some(first) = self.names.insert(Arc::clone(&rule.name), self.position) {
+            return Err(de::Error::custom(format!(
+                "rule {}: duplicate rule name (rules {first} and {})",
+                quoted(&rule.name),
+                self.position
+            )));
+        }
+        Ok(rule)
     }
 }
 
