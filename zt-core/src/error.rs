@@ -2,9 +2,10 @@
 //!
 //! Every rejection names what failed: [`SvidError`] for certificates and keys,
 //! [`BundleError`] for trust bundles, [`IdError`](crate::IdError) and
-//! [`PatternError`](crate::PatternError) for SPIFFE IDs and ID patterns. [`Error`] gathers
-//! them for APIs that can fail in more than one way.
+//! [`PatternError`](crate::PatternError) for SPIFFE IDs and ID patterns, [`FileError`] for
+//! credential files. [`Error`] gathers them for APIs that can fail in more than one way.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{IdError, PatternError, SpiffeId, TrustDomain};
@@ -217,6 +218,15 @@ pub enum Error {
     /// rustls rejected the configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// A credential or bundle file could not be used.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A builder was given a setting it cannot work with.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An API that spawns a background task was called outside a tokio runtime.
+    #[error("no tokio runtime: call this from within a runtime (with time enabled)")]
+    NoRuntime,
     /// An I/O operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -226,4 +236,88 @@ pub enum Error {
         #[source]
         source: Arc<std::io::Error>,
     },
+}
+
+/// Why a file (an SVID, a key, a bundle) could not be used: which file, and what is
+/// wrong with it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{}: {kind}", path.display())]
+pub struct FileError {
+    path: PathBuf,
+    kind: FileErrorKind,
+}
+
+// === impl FileError ===
+
+impl FileError {
+    /// An error about the file at `path`.
+    pub fn new(path: impl Into<PathBuf>, kind: FileErrorKind) -> Self {
+        Self {
+            path: path.into(),
+            kind,
+        }
+    }
+
+    /// The file at fault, as it was configured.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What is wrong with it.
+    pub fn kind(&self) -> &FileErrorKind {
+        &self.kind
+    }
+
+    /// Classifies an I/O error met while opening or reading `path`.
+    #[cfg(feature = "files")]
+    pub(crate) fn io(path: &Path, err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match err.kind() {
+            K::NotFound => FileErrorKind::NotFound,
+            K::PermissionDenied => FileErrorKind::PermissionDenied,
+            K::IsADirectory => FileErrorKind::IsDirectory,
+            _ => FileErrorKind::Io(Arc::new(err)),
+        };
+        Self::new(path, kind)
+    }
+}
+
+/// What is wrong with a file; see [`FileError`].
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileErrorKind {
+    /// The file does not exist, or a symbolic link on its path dangles.
+    #[error("file not found")]
+    NotFound,
+    /// The path names a directory.
+    #[error("is a directory, not a file")]
+    IsDirectory,
+    /// The path names something that is neither a file nor a directory (a FIFO, a
+    /// socket, a device), which zt refuses to read.
+    #[error("not a regular file")]
+    NotAFile,
+    /// The process may not read the file.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The file is larger than zt reads for its purpose; it was not read.
+    #[error("file of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the file in bytes (at least `limit + 1` when it grew while read).
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Reading failed for another reason.
+    #[error("read failed: {0}")]
+    Io(Arc<std::io::Error>),
+    /// The file holds no valid X.509-SVID or key, or the SVID it holds was rejected.
+    #[error("invalid X.509-SVID: {0}")]
+    Svid(#[source] SvidError),
+    /// The file holds no valid trust bundle.
+    #[error("invalid trust bundle: {0}")]
+    Bundle(#[source] BundleError),
+    /// A federated bundle file was configured for our own trust domain, whose bundle
+    /// comes from the credential layout.
+    #[error("a federated bundle may not replace the bundle of our own trust domain {0}")]
+    OwnTrustDomain(TrustDomain),
 }

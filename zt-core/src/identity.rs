@@ -94,6 +94,7 @@ impl fmt::Debug for Snapshot {
 pub struct Status {
     generation: u64,
     id: Option<SpiffeId>,
+    not_before: Option<SystemTime>,
     not_after: Option<SystemTime>,
     last_error: Option<String>,
     withdrawn: Option<String>,
@@ -129,6 +130,11 @@ impl Status {
         self.id.as_ref()
     }
 
+    /// When the serving SVID became valid (the latest `notBefore` of its chain).
+    pub fn not_before(&self) -> Option<SystemTime> {
+        self.not_before
+    }
+
     /// When the serving SVID expires.
     pub fn not_after(&self) -> Option<SystemTime> {
         self.not_after
@@ -140,6 +146,14 @@ impl Status {
             .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
+    /// How much of the serving SVID's lifetime has passed at `now`: 0.0 at
+    /// `notBefore`, 1.0 at `notAfter` and after (an SVID that should have been
+    /// rotated long ago reads 1.0, not more).
+    pub fn lifetime_elapsed(&self, now: SystemTime) -> Option<f64> {
+        let (not_before, not_after) = (self.not_before?, self.not_after?);
+        Some(lifetime_fraction(not_before, not_after, now))
+    }
+
     /// The error of the last rejected candidate, cleared by the next good one.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
@@ -148,7 +162,9 @@ impl Status {
 
 struct Shared {
     current: ArcSwapOption<Snapshot>,
-    status: watch::Sender<Status>,
+    /// Read side only: the publisher owns the sender, so subscribers learn when it
+    /// is gone.
+    status: watch::Receiver<Status>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -187,9 +203,10 @@ impl Identity {
 
     /// A subscription to changes: publications, rejected candidates, withdrawals.
     pub fn changes(&self) -> Changes {
-        Changes {
-            rx: self.shared.status.subscribe(),
-        }
+        let mut rx = self.shared.status.clone();
+        // A subscription reports changes from now on, not the ones already made.
+        rx.borrow_and_update();
+        Changes { rx }
     }
 
     /// Waits until a good snapshot serves.
@@ -257,6 +274,7 @@ impl IdentitySource for Identity {
 /// Held by exactly one source; not `Clone` so two writers cannot race.
 pub struct IdentityPublisher {
     shared: Arc<Shared>,
+    status: watch::Sender<Status>,
 }
 
 // === impl IdentityPublisher ===
@@ -273,13 +291,14 @@ impl IdentityPublisher {
 
     /// A publisher validating keys and chains with `provider`.
     pub fn with_provider(provider: Arc<CryptoProvider>) -> Self {
-        let (status, _) = watch::channel(Status::default());
+        let (status, rx) = watch::channel(Status::default());
         Self {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
-                status,
+                status: rx,
                 provider,
             }),
+            status,
         }
     }
 
@@ -302,13 +321,20 @@ impl IdentityPublisher {
     /// Why the candidate was rejected. The serving snapshot stays and the error is
     /// recorded in [`Status::last_error`].
     pub fn publish(&self, svid: X509Svid, bundles: BundleSet) -> Result<Arc<Snapshot>, Error> {
-        match self.validate(svid, bundles) {
-            Ok(Validated::Unchanged(current)) => Ok(current),
-            Ok(Validated::New(snapshot)) => Ok(snapshot),
-            Err(err) => {
-                self.reject(&err);
-                Err(err)
-            }
+        self.publish_unreported(svid, bundles)
+            .inspect_err(|err| self.reject(err))
+    }
+
+    /// As [`publish`](Self::publish), but a rejection is left to the caller to
+    /// report, so that it can say which file or message the candidate came from.
+    pub(crate) fn publish_unreported(
+        &self,
+        svid: X509Svid,
+        bundles: BundleSet,
+    ) -> Result<Arc<Snapshot>, Error> {
+        match self.validate(svid, bundles)? {
+            Validated::Unchanged(current) => Ok(current),
+            Validated::New(snapshot) => Ok(snapshot),
         }
     }
 
@@ -326,14 +352,13 @@ impl IdentityPublisher {
         if let Some(current) = &previous
             && current.svid.chain() == svid.chain()
             && same_bundles(&current.bundles, &bundles)
-            && self.shared.status.borrow().withdrawn.is_none()
+            && self.status.borrow().withdrawn.is_none()
         {
-            self.shared
-                .status
+            self.status
                 .send_if_modified(|status| status.last_error.take().is_some());
             return Ok(Validated::Unchanged(Arc::clone(current)));
         }
-        let generation = self.shared.status.borrow().generation + 1;
+        let generation = self.status.borrow().generation + 1;
         let snapshot = Arc::new(Snapshot {
             svid,
             bundles,
@@ -348,10 +373,11 @@ impl IdentityPublisher {
             trust_domains = snapshot.bundles.len(),
             "identity published"
         );
-        self.shared.status.send_modify(|status| {
+        self.status.send_modify(|status| {
             *status = Status {
                 generation,
                 id: Some(snapshot.id().clone()),
+                not_before: Some(snapshot.svid.not_before()),
                 not_after: Some(snapshot.svid.not_after()),
                 last_error: None,
                 withdrawn: None,
@@ -365,7 +391,12 @@ impl IdentityPublisher {
     pub fn reject(&self, error: &dyn fmt::Display) {
         let message = error.to_string();
         tracing::warn!(error = %message, "identity candidate rejected; keeping the last good state");
-        self.shared.status.send_modify(|status| {
+        self.record_rejection(message);
+    }
+
+    /// Records a rejection the caller has already logged.
+    pub(crate) fn record_rejection(&self, message: String) {
+        self.status.send_modify(|status| {
             status.last_error = Some(message);
         });
     }
@@ -375,7 +406,7 @@ impl IdentityPublisher {
     pub fn withdraw(&self, reason: &str) {
         tracing::warn!(reason, "identity withdrawn; failing closed");
         self.shared.current.store(None);
-        self.shared.status.send_modify(|status| {
+        self.status.send_modify(|status| {
             status.withdrawn = Some(reason.to_owned());
         });
     }
@@ -384,7 +415,7 @@ impl IdentityPublisher {
 impl fmt::Debug for IdentityPublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdentityPublisher")
-            .field("status", &*self.shared.status.borrow())
+            .field("status", &*self.status.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -398,6 +429,22 @@ impl IdentitySource for IdentityPublisher {
 enum Validated {
     Unchanged(Arc<Snapshot>),
     New(Arc<Snapshot>),
+}
+
+/// The fraction of `[not_before, not_after]` that has passed at `now`, within 0.0..=1.0.
+fn lifetime_fraction(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> f64 {
+    let lifetime = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
+    let elapsed = now
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
+    if lifetime <= 0.0 {
+        return 1.0;
+    }
+    (elapsed / lifetime).clamp(0.0, 1.0)
 }
 
 fn same_bundles(a: &BundleSet, b: &BundleSet) -> bool {

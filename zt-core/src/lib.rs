@@ -16,12 +16,16 @@
 //!   request against today's bundle.
 //! - [`policy`]: default-deny authorization of every request on the peer's SPIFFE ID:
 //!   [`Policy`], [`PolicyStore`], [`Decision`].
+//! - `FileSource` (feature `files`, default): the identity read from PEM files
+//!   (spiffe-helper, Kubernetes TLS Secrets, csi-driver-spiffe, explicit paths) and
+//!   reloaded when they change, validated as a whole before it serves.
 //! - [`dev`] (feature `dev`): a development CA for tests and demos.
 //!
 //! ## Features
 //!
 //! - `aws-lc-rs` (default): aws-lc-rs is the default crypto provider.
 //! - `ring`: ring is the default crypto provider when `aws-lc-rs` is off.
+//! - `files` (default): `FileSource`, watched credential files (notify, tokio).
 //! - `dev`: the development CA.
 //! - `policy-yaml`, `policy-toml`: policy documents in YAML and TOML (JSON is always
 //!   available).
@@ -69,10 +73,12 @@ mod provider;
 mod source;
 mod svid;
 pub mod tls;
+#[cfg(feature = "files")]
+mod watch;
 mod x509;
 
 pub use bundle::{BundleSet, MAX_AUTHORITIES, MAX_BUNDLE_BYTES, X509Bundle};
-pub use error::{BundleError, Error, PeerRole, SvidError};
+pub use error::{BundleError, Error, FileError, FileErrorKind, PeerRole, SvidError};
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
 pub use identity::{Changes, Identity, IdentityPublisher, IdentitySource, Snapshot, Status};
 pub use matcher::{IdMatcher, PatternError};
@@ -82,6 +88,8 @@ pub use policy::{
 };
 pub use provider::default_provider;
 pub use source::StaticSource;
+#[cfg(feature = "files")]
+pub use source::{FileLayout, FileSource, FileSourceBuilder};
 pub use svid::{MAX_CHAIN_LEN, MAX_SVID_PEM_BYTES, VerifiedPeer, X509Svid, verify_peer_chain};
 
 /// Re-exported so applications name the same rustls as zt.

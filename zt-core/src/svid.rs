@@ -444,7 +444,7 @@ fn check_leaf_constraints(leaf: &X509Certificate<'_>) -> Result<(), SvidError> {
     Ok(())
 }
 
-fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, SvidError> {
+pub(crate) fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, SvidError> {
     check_pem_size(pem)?;
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -455,7 +455,7 @@ fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, SvidError>
     Ok(certs)
 }
 
-fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, SvidError> {
+pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, SvidError> {
     check_pem_size(pem)?;
     let mut keys = Vec::new();
     for section in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(pem) {

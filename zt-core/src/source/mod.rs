@@ -1,8 +1,9 @@
-//! Identity sources that need no I/O.
+//! Identity sources.
 //!
 //! [`StaticSource`] publishes one SVID and bundle set, validated like any other
-//! candidate, and can be updated from memory. Watched files and the SPIFFE Workload
-//! API implement the same [`IdentitySource`](crate::IdentitySource) trait.
+//! candidate, and can be updated from memory. `FileSource` (feature `files`) reads
+//! PEM files and reloads them when they change. The SPIFFE Workload API implements
+//! the same [`IdentitySource`](crate::IdentitySource) trait.
 //!
 //! ```
 //! # #[cfg(feature = "dev")] {
@@ -16,7 +17,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "files")]
+mod files;
+
 use std::sync::Arc;
+
+#[cfg(feature = "files")]
+pub use files::{FileLayout, FileSource, FileSourceBuilder};
 
 use crate::{BundleSet, Error, Identity, IdentityPublisher, IdentitySource, Snapshot, X509Svid};
 
