@@ -258,7 +258,12 @@ async fn echo_client_refuses_nginx_of_other_ca() {
 async fn nginx_refusing_client_of_other_ca_is_reported_by_echo_client() {
     let pki = Pki::new("nginx-refuses");
     let nginx = Nginx::start(&pki, &pki.server).await;
-    let output = echo_client(&pki, &pki.rogue_client, &nginx.url(), SERVER_ID).await;
+    // The client trusts both CAs (it must, to hold an SVID of the rogue one and
+    // accept nginx's); nginx trusts only ours.
+    let both = pki
+        .dir
+        .write("both.pem", &bundle_pem(&[&pki.ca, &pki.rogue_ca]));
+    let output = echo_client_trusting(&both, &pki.rogue_client, &nginx.url(), SERVER_ID).await;
     // nginx finishes the handshake and answers 400 when the client certificate
     // does not verify.
     let line = error_line(&output);

@@ -19,6 +19,7 @@
 //! - `FileSource` (feature `files`, default): the identity read from PEM files
 //!   (spiffe-helper, Kubernetes TLS Secrets, csi-driver-spiffe, explicit paths) and
 //!   reloaded when they change, validated as a whole before it serves.
+//!   `PolicyStore::watch_file` keeps a policy in step with its file the same way.
 //! - [`dev`] (feature `dev`): a development CA for tests and demos.
 //!
 //! ## Features
@@ -69,6 +70,8 @@ mod identity;
 pub mod matcher;
 mod peer;
 pub mod policy;
+#[cfg(feature = "files")]
+mod policy_watch;
 mod provider;
 mod source;
 mod svid;
@@ -86,6 +89,8 @@ pub use peer::PeerIdentity;
 pub use policy::{
     Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Protocol, Request, Verdict,
 };
+#[cfg(feature = "files")]
+pub use policy_watch::PolicyWatch;
 pub use provider::default_provider;
 pub use source::StaticSource;
 #[cfg(feature = "files")]

@@ -290,6 +290,16 @@ impl EchoServer {
 /// Runs the echo-client example against `url` with `client`'s SVID, trusting the
 /// PKI's bundle and expecting `server_id`.
 pub async fn echo_client(pki: &Pki, client: &SvidFiles, url: &str, server_id: &str) -> Output {
+    echo_client_trusting(&pki.bundle, client, url, server_id).await
+}
+
+/// As [`echo_client`], trusting the bundle file `bundle`.
+pub async fn echo_client_trusting(
+    bundle: &Path,
+    client: &SvidFiles,
+    url: &str,
+    server_id: &str,
+) -> Output {
     run(
         &example("echo-client"),
         &[
@@ -300,7 +310,7 @@ pub async fn echo_client(pki: &Pki, client: &SvidFiles, url: &str, server_id: &s
             "--key",
             s(&client.key),
             "--bundle",
-            s(&pki.bundle),
+            s(bundle),
             "--server-id",
             server_id,
         ],
