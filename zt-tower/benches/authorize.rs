@@ -8,7 +8,7 @@
 //! cargo bench -p zt-tower --bench authorize
 //! ```
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::convert::Infallible;
 use std::future::Future;
