@@ -40,7 +40,7 @@ use zt_tower::{AuthorizeLayer, Policy, PolicyStore, Server};
 const CONNECTIONS: usize = 8;
 const WARMUP: usize = 2_000;
 const REQUESTS: usize = 40_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

@@ -62,9 +62,11 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use atomic_waker::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -566,51 +568,143 @@ where
             _ => (expiry, "peer SVID expired"),
         };
 
+        if *self.phase.borrow_and_update() != Phase::Serving {
+            return;
+        }
+        let signal = Arc::new(Signal::default());
+        let watchdog = tokio::spawn(watchdog(
+            Arc::clone(&signal),
+            self.phase,
+            close_at,
+            inner.drain_timeout,
+        ));
+        let _watchdog = AbortOnDrop(watchdog);
         let service = ConnService {
             inner: self.service,
             peer: peer.clone(),
         };
-        let mut conn = pin!(inner.http.serve_connection(TokioIo::new(tls), service));
-        let mut drain_until: Option<Instant> = None;
-        if *self.phase.borrow_and_update() != Phase::Serving {
-            return;
+        let conn = inner.http.serve_connection(TokioIo::new(tls), service);
+        let ended = Driven {
+            conn,
+            signal,
+            draining: false,
         }
-        loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = tokio::time::sleep_until(close_at), if drain_until.is_none() => {
-                    tracing::debug!(?addr, peer = %peer.id(), reason = close_reason, "closing connection");
-                    conn.as_mut().graceful_shutdown();
-                    drain_until = Some(Instant::now() + inner.drain_timeout);
-                }
-                changed = self.phase.changed() => {
-                    match changed.map(|()| *self.phase.borrow_and_update()) {
-                        Ok(Phase::Serving) => {}
-                        Ok(Phase::Draining) => {
-                            conn.as_mut().graceful_shutdown();
-                            drain_until.get_or_insert_with(|| Instant::now() + inner.drain_timeout);
-                        }
-                        Ok(Phase::Closing) | Err(_) => return,
-                    }
-                }
-                () = sleep_until_opt(drain_until) => {
-                    tracing::debug!(?addr, peer = %peer.id(), "drain timeout passed; closing connection");
-                    return;
-                }
+        .await;
+        match ended {
+            Ended::Done(Ok(())) => {}
+            Ended::Done(Err(err)) => {
+                tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection ended with an error");
+            }
+            Ended::Closed => {
+                tracing::debug!(?addr, peer = %peer.id(), reason = close_reason, "connection closed");
             }
         }
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// What a connection's watchdog tells the connection task. The task reads it with
+/// one atomic load per poll, so serving requests costs nothing for deadlines and
+/// shutdown that almost never come.
+#[derive(Default)]
+struct Signal {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+const SERVE: u8 = 0;
+const DRAIN: u8 = 1;
+const CLOSE: u8 = 2;
+
+impl Signal {
+    fn raise(&self, state: u8) {
+        self.state.fetch_max(state, Ordering::AcqRel);
+        self.waker.wake();
+    }
+}
+
+/// Waits for what ends a connection — its deadline (peer SVID expiry or maximum
+/// age) or the server's shutdown — and tells the connection task to drain, then,
+/// after the drain timeout, to close.
+async fn watchdog(
+    signal: Arc<Signal>,
+    mut phase: watch::Receiver<Phase>,
+    close_at: Instant,
+    drain_timeout: Duration,
+) {
+    tokio::select! {
+        () = tokio::time::sleep_until(close_at) => {}
+        changed = phase.wait_for(|phase| *phase != Phase::Serving) => {
+            if !matches!(changed.as_deref(), Ok(Phase::Draining)) {
+                signal.raise(CLOSE);
+                return;
+            }
+        }
+    }
+    signal.raise(DRAIN);
+    tokio::select! {
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::debug!(?drain_timeout, "drain timeout passed; closing connection");
+        }
+        _ = phase.wait_for(|phase| *phase == Phase::Closing) => {}
+    }
+    signal.raise(CLOSE);
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a driven connection ended.
+enum Ended<E> {
+    /// hyper finished the connection.
+    Done(Result<(), E>),
+    /// The watchdog closed it.
+    Closed,
+}
+
+pin_project! {
+    /// Drives a hyper connection, starting its graceful shutdown or dropping it as
+    /// the watchdog says.
+    struct Driven<C> {
+        #[pin]
+        conn: C,
+        signal: Arc<Signal>,
+        draining: bool,
+    }
+}
+
+impl<I, S, B> Future for Driven<auto::Connection<'_, I, S, TokioExecutor>>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    type Output = Ended<BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // Registered before the state is read, so a raise in between still wakes us.
+        this.signal.waker.register(cx.waker());
+        match this.signal.state.load(Ordering::Acquire) {
+            SERVE => {}
+            DRAIN => {
+                if !*this.draining {
+                    *this.draining = true;
+                    this.conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ => return Poll::Ready(Ended::Closed),
+        }
+        this.conn.poll(cx).map(Ended::Done)
     }
 }
 
