@@ -576,7 +576,9 @@ where
             Arc::clone(&signal),
             self.phase,
             close_at,
+            close_reason,
             inner.drain_timeout,
+            peer.clone(),
         ));
         let _watchdog = AbortOnDrop(watchdog);
         let service = ConnService {
@@ -596,7 +598,7 @@ where
                 tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection ended with an error");
             }
             Ended::Closed => {
-                tracing::debug!(?addr, peer = %peer.id(), reason = close_reason, "connection closed");
+                tracing::debug!(?addr, peer = %peer.id(), "connection closed");
             }
         }
     }
@@ -629,10 +631,14 @@ async fn watchdog(
     signal: Arc<Signal>,
     mut phase: watch::Receiver<Phase>,
     close_at: Instant,
+    close_reason: &'static str,
     drain_timeout: Duration,
+    peer: PeerIdentity,
 ) {
     tokio::select! {
-        () = tokio::time::sleep_until(close_at) => {}
+        () = tokio::time::sleep_until(close_at) => {
+            tracing::debug!(peer = %peer.id(), reason = close_reason, "draining connection");
+        }
         changed = phase.wait_for(|phase| *phase != Phase::Serving) => {
             if !matches!(changed.as_deref(), Ok(Phase::Draining)) {
                 signal.raise(CLOSE);
@@ -643,7 +649,7 @@ async fn watchdog(
     signal.raise(DRAIN);
     tokio::select! {
         () = tokio::time::sleep(drain_timeout) => {
-            tracing::debug!(?drain_timeout, "drain timeout passed; closing connection");
+            tracing::debug!(peer = %peer.id(), ?drain_timeout, "drain timeout passed; closing connection");
         }
         _ = phase.wait_for(|phase| *phase == Phase::Closing) => {}
     }
