@@ -11,31 +11,69 @@
 //! 3. else `trust_domains`: the general bucket of each listed trust domain;
 //! 4. else (no `from`, `any: true`, or only `not_*` fields): `any_peer`.
 //!
-//! A decision reads at most four buckets: the peer's ID, its trust domain's
-//! general bucket, the bucket of its first path segment, and `any_peer`. Each
-//! rule in them is then matched in full, so the index only ever narrows the
-//! search and can never make a rule match that would not.
+//! Which trust-domain buckets apply to a peer depends on its ID alone, so each
+//! ID bucket also holds the rules of its trust domain's buckets, as long as
+//! those are few ([`MERGE_LIMIT`]): a peer named in the policy then costs one
+//! lookup. Other peers cost up to two (trust domain, first segment). The
+//! any-peer rules apply to everyone.
+//!
+//! Every rule found is then matched in full, so the index only ever narrows
+//! the search and can never make a rule match that would not.
+//!
+//! The maps hash with foldhash rather than SipHash: their keys come from the
+//! policy, and the lookup keys from peer SVIDs that a trusted CA issued, so
+//! neither side is chosen freely by an attacker, and hashing is most of the
+//! cost of a decision.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::model::{Action, Condition, From, Rule, To};
-use super::pattern::{Domain, Id, grpc_call, request_path};
+use super::pattern::{Domain, Id, grpc_call, request_path, split_segment};
 use super::{Protocol, Request, Verdict};
 use crate::{SpiffeId, TrustDomain};
 
+/// How many rules of an ID's trust-domain buckets are copied into its ID
+/// bucket; beyond this, the copies would cost more memory than the second
+/// lookup costs time.
+const MERGE_LIMIT: usize = 64;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub(crate) struct Engine {
     rules: Box<[Rule]>,
-    by_id: HashMap<SpiffeId, Box<[usize]>>,
-    by_trust_domain: HashMap<TrustDomain, DomainBuckets>,
+    by_id: Map<SpiffeId, IdBucket>,
+    by_trust_domain: Map<TrustDomain, DomainBuckets>,
     any_peer: Box<[usize]>,
+}
+
+struct IdBucket {
+    /// Sorted rule indices.
+    rules: Box<[usize]>,
+    /// Whether `rules` includes the rules of the ID's trust-domain buckets.
+    complete: bool,
 }
 
 #[derive(Default)]
 struct DomainBuckets {
     general: Box<[usize]>,
-    by_first_segment: HashMap<Box<str>, Box<[usize]>>,
+    by_first_segment: Map<Box<str>, Box<[usize]>>,
+}
+
+impl DomainBuckets {
+    /// The rules of the buckets that apply to `id`, a member of this domain.
+    fn for_id<'a>(&'a self, id: &SpiffeId) -> (&'a [usize], &'a [usize]) {
+        let segment = if self.by_first_segment.is_empty() {
+            None
+        } else {
+            id.path()
+                .strip_prefix('/')
+                .map(|path| split_segment(path).0)
+                .and_then(|segment| self.by_first_segment.get(segment))
+        };
+        (&self.general, segment.map_or(&[][..], |bucket| &bucket[..]))
+    }
 }
 
 pub(crate) struct Outcome {
@@ -52,9 +90,9 @@ impl Engine {
     }
 
     pub(crate) fn compile(rules: Vec<Rule>) -> Self {
-        let mut by_id: HashMap<SpiffeId, Vec<usize>> = HashMap::new();
-        let mut general: HashMap<TrustDomain, Vec<usize>> = HashMap::new();
-        let mut by_segment: HashMap<TrustDomain, HashMap<Box<str>, Vec<usize>>> = HashMap::new();
+        let mut by_id: Map<SpiffeId, Vec<usize>> = Map::default();
+        let mut general: Map<TrustDomain, Vec<usize>> = Map::default();
+        let mut by_segment: Map<TrustDomain, Map<Box<str>, Vec<usize>>> = Map::default();
         let mut any_peer = Vec::new();
 
         for (index, rule) in rules.iter().enumerate() {
@@ -96,7 +134,7 @@ impl Engine {
             }
         }
 
-        let mut by_trust_domain: HashMap<TrustDomain, DomainBuckets> = HashMap::new();
+        let mut by_trust_domain: Map<TrustDomain, DomainBuckets> = Map::default();
         for (td, list) in general {
             by_trust_domain.entry(td).or_default().general = list.into_boxed_slice();
         }
@@ -106,12 +144,29 @@ impl Engine {
                 .map(|(segment, list)| (segment, list.into_boxed_slice()))
                 .collect();
         }
+        let by_id = by_id
+            .into_iter()
+            .map(|(id, mut list)| {
+                let (general, segment) = by_trust_domain
+                    .get(id.trust_domain())
+                    .map_or((&[][..], &[][..]), |domain| domain.for_id(&id));
+                let complete = general.len().saturating_add(segment.len()) <= MERGE_LIMIT;
+                if complete && !(general.is_empty() && segment.is_empty()) {
+                    list.extend_from_slice(general);
+                    list.extend_from_slice(segment);
+                    list.sort_unstable();
+                    list.dedup();
+                }
+                let bucket = IdBucket {
+                    rules: list.into_boxed_slice(),
+                    complete,
+                };
+                (id, bucket)
+            })
+            .collect();
         Self {
             rules: rules.into_boxed_slice(),
-            by_id: by_id
-                .into_iter()
-                .map(|(id, list)| (id, list.into_boxed_slice()))
-                .collect(),
+            by_id,
             by_trust_domain,
             any_peer: any_peer.into_boxed_slice(),
         }
@@ -119,21 +174,21 @@ impl Engine {
 
     pub(crate) fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Outcome {
         let mut eval = Evaluation::new(&self.rules, peer, request);
+        let mut complete = false;
         if !self.by_id.is_empty()
             && let Some(bucket) = self.by_id.get(peer)
         {
-            eval.run(bucket, true);
+            // Every rule here either lists the peer in `ids` or has no `ids`.
+            eval.run(&bucket.rules, true);
+            complete = bucket.complete;
         }
-        if !self.by_trust_domain.is_empty()
+        if !complete
+            && !self.by_trust_domain.is_empty()
             && let Some(domain) = self.by_trust_domain.get(peer.trust_domain())
         {
-            eval.run(&domain.general, false);
-            if !domain.by_first_segment.is_empty()
-                && let Some(segment) = peer.segments().next()
-                && let Some(bucket) = domain.by_first_segment.get(segment)
-            {
-                eval.run(bucket, false);
-            }
+            let (general, segment) = domain.for_id(peer);
+            eval.run(general, false);
+            eval.run(segment, false);
         }
         eval.run(&self.any_peer, false);
         eval.finish()

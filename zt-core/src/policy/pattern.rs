@@ -147,34 +147,84 @@ deserialize_from_str!(Domain, "a trust domain name such as example.org");
 
 /// An ID pattern (`*` one segment, `**` the rest), with what the index needs:
 /// its trust domain and its first path segment when that is literal.
+///
+/// Validated by [`IdMatcher::pattern`], so patterns mean exactly what they
+/// mean everywhere else in zt; matched here on bytes, because it runs on the
+/// hot path for every pattern rule a decision meets.
 #[derive(Clone, Debug)]
 pub(crate) struct IdPattern {
     pub(crate) raw: Box<str>,
-    pub(crate) matcher: IdMatcher,
     pub(crate) trust_domain: TrustDomain,
     /// The first path segment when it is literal; `None` when it is a
     /// wildcard or the pattern has no path.
     pub(crate) first_segment: Option<Box<str>>,
+    segments: Box<[IdSegment]>,
+}
+
+#[derive(Clone, Debug)]
+enum IdSegment {
+    Literal(Box<str>),
+    /// `*`: exactly one segment.
+    One,
+    /// `**`, always last: one or more segments.
+    Rest,
 }
 
 impl IdPattern {
     pub(crate) fn new(s: &str) -> Result<Self, PatternError> {
-        let matcher = IdMatcher::pattern(s)?;
+        IdMatcher::pattern(s)?;
         // The matcher accepted the pattern, so these cannot fail; they are
         // checked again rather than assumed.
         let (trust_domain, path) = split_trust_domain(s)?;
         let trust_domain = TrustDomain::new(trust_domain)?;
-        let first_segment = path
+        let segments: Box<[IdSegment]> = path
             .strip_prefix('/')
-            .and_then(|rest| rest.split('/').next())
-            .filter(|segment| !segment.contains('*'))
-            .map(Box::from);
+            .map(|rest| {
+                rest.split('/')
+                    .map(|segment| match segment {
+                        "*" => IdSegment::One,
+                        "**" => IdSegment::Rest,
+                        literal => IdSegment::Literal(literal.into()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let first_segment = match segments.first() {
+            Some(IdSegment::Literal(literal)) => Some(literal.clone()),
+            _ => None,
+        };
         Ok(Self {
             raw: s.into(),
-            matcher,
             trust_domain,
             first_segment,
+            segments,
         })
+    }
+
+    /// Same as the [`IdMatcher`] of the pattern.
+    pub(crate) fn matches(&self, id: &SpiffeId) -> bool {
+        if id.trust_domain().as_str() != self.trust_domain.as_str() {
+            return false;
+        }
+        // IDs have no empty segments, so `Some` means one more segment.
+        let mut remaining = id.path().strip_prefix('/');
+        for expected in &self.segments {
+            let Some(current) = remaining else {
+                return false;
+            };
+            let (segment, next) = split_segment(current);
+            match expected {
+                IdSegment::Rest => return true,
+                IdSegment::One => {}
+                IdSegment::Literal(literal) => {
+                    if **literal != *segment {
+                        return false;
+                    }
+                }
+            }
+            remaining = next;
+        }
+        remaining.is_none()
     }
 }
 
@@ -190,12 +240,6 @@ deserialize_from_str!(
     IdPattern,
     "a SPIFFE ID pattern such as spiffe://example.org/ns/*/sa/**"
 );
-
-impl IdPattern {
-    pub(crate) fn matches(&self, id: &SpiffeId) -> bool {
-        self.matcher.matches(id)
-    }
-}
 
 // === Method ===
 
@@ -405,57 +449,87 @@ impl PathPattern {
         match &self.kind {
             PathKind::Exact => *self.raw == *path,
             PathKind::Segments { segments, rest } => {
-                let Some(tail) = path.strip_prefix('/') else {
-                    return false;
-                };
-                let mut actual = tail.split('/');
+                let mut remaining = path.strip_prefix('/');
                 for expected in segments {
-                    match (expected, actual.next()) {
-                        (PathSegment::Literal(literal), Some(segment)) if **literal == *segment => {
-                        }
-                        (PathSegment::One, Some(segment)) if !segment.is_empty() => {}
+                    let Some(current) = remaining else {
+                        return false;
+                    };
+                    let (segment, next) = split_segment(current);
+                    match expected {
+                        PathSegment::Literal(literal) if **literal == *segment => {}
+                        PathSegment::One if !segment.is_empty() => {}
                         _ => return false,
                     }
+                    remaining = next;
                 }
-                actual.next().is_some() == *rest
+                remaining.is_some() == *rest
             }
         }
     }
 }
 
-/// The path of an HTTP request as policies compare it: without its query
-/// string, or `None` when it is ambiguous (see [`Request`](super::Request)).
-pub(crate) fn request_path(path: &str) -> Option<&str> {
-    let path = path.split_once('?').map_or(path, |(path, _query)| path);
-    let tail = path.strip_prefix('/')?;
-    let printable = path
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'#');
-    if !printable {
-        return None;
+/// Splits `s` at its first `/` into the segment before it and the rest after
+/// it, or `None` for the rest when there is no `/`.
+pub(crate) fn split_segment(s: &str) -> (&str, Option<&str>) {
+    match s.as_bytes().iter().position(|&b| b == b'/') {
+        Some(slash) => (
+            s.get(..slash).unwrap_or_default(),
+            s.get(slash.saturating_add(1)..),
+        ),
+        None => (s, None),
     }
-    let mut segments = tail.split('/').peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
-            return None;
-        }
-    }
-    if has_ambiguous_encoding(path) {
-        return None;
-    }
-    Some(path)
 }
 
-/// Whether `path` percent-encodes a `.`, `/` or `\`, which some servers decode
-/// before routing and others do not.
-fn has_ambiguous_encoding(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| {
-        matches!(w, [b'%', hi, lo] if matches!(
-            (hi, lo.to_ascii_lowercase()),
-            (b'2', b'e' | b'f') | (b'5', b'c')
-        ))
-    })
+/// The path of an HTTP request as policies compare it: without its query
+/// string, or `None` when it is ambiguous (see [`Request`](super::Request)):
+/// it does not start with `/`, or it has `//`, a `.` or `..` segment, a
+/// backslash, `#`, a byte outside printable ASCII, or an encoded `.`, `/` or
+/// `\`, which some servers decode before routing and others do not.
+///
+/// One pass over the bytes: this runs on every request that meets a rule
+/// with path conditions.
+pub(crate) fn request_path(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return None;
+    }
+    let mut end = bytes.len();
+    let mut segment_start = 1;
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        match b {
+            b'?' => {
+                end = i;
+                break;
+            }
+            b'/' => {
+                // A `/` follows, so an empty segment here is `//`.
+                let segment = bytes.get(segment_start..i)?;
+                if matches!(segment, [] | [b'.'] | [b'.', b'.']) {
+                    return None;
+                }
+                segment_start = i.saturating_add(1);
+            }
+            b'%' => {
+                let encoded = bytes.get(i.saturating_add(1)..i.saturating_add(3));
+                if let Some([hi, lo]) = encoded
+                    && matches!(
+                        (hi, lo.to_ascii_lowercase()),
+                        (b'2', b'e' | b'f') | (b'5', b'c')
+                    )
+                {
+                    return None;
+                }
+            }
+            b'\\' | b'#' => return None,
+            _ if !b.is_ascii_graphic() => return None,
+            _ => {}
+        }
+    }
+    // The last segment may be empty (a trailing slash), but not a dot segment.
+    if matches!(bytes.get(segment_start..end)?, [b'.'] | [b'.', b'.']) {
+        return None;
+    }
+    path.get(..end)
 }
 
 // === GrpcPattern ===
@@ -630,6 +704,45 @@ impl ValuePattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_patterns_agree_with_id_matcher() {
+        let patterns = [
+            "spiffe://td",
+            "spiffe://td/a",
+            "spiffe://td/*",
+            "spiffe://td/**",
+            "spiffe://td/a/*",
+            "spiffe://td/a/**",
+            "spiffe://td/*/b",
+            "spiffe://td/*/b/**",
+            "spiffe://td/a/*/c",
+        ];
+        let ids = [
+            "spiffe://td",
+            "spiffe://td/a",
+            "spiffe://td/b",
+            "spiffe://td/a/b",
+            "spiffe://td/x/b",
+            "spiffe://td/a/b/c",
+            "spiffe://td/x/b/c/d",
+            "spiffe://td/ab",
+            "spiffe://tdx/a",
+            "spiffe://other/a/b",
+        ];
+        for pattern in patterns {
+            let ours = IdPattern::new(pattern).unwrap();
+            let reference = IdMatcher::pattern(pattern).unwrap();
+            for id in ids {
+                let id = SpiffeId::new(id).unwrap();
+                assert_eq!(
+                    ours.matches(&id),
+                    reference.matches(&id),
+                    "{pattern} vs {id}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn ambiguous_request_paths_are_refused() {

@@ -73,11 +73,16 @@ impl PolicyStore {
 
     /// Makes `policy` the policy in force and notifies subscribers.
     pub fn store(&self, policy: Policy) {
-        let generation = self.shared.status.borrow().generation.saturating_add(1);
-        announce(&policy, generation);
-        let status = PolicyStatus::serving(&policy, generation);
-        self.shared.current.store(Arc::new(policy));
-        self.shared.status.send_replace(status);
+        let policy = Arc::new(policy);
+        // Swapping under the status lock keeps concurrent stores from handing
+        // out the same generation or publishing a status for the policy
+        // that lost the race.
+        self.shared.status.send_modify(|status| {
+            let generation = status.generation.saturating_add(1);
+            announce(&policy, generation);
+            self.shared.current.store(Arc::clone(&policy));
+            *status = PolicyStatus::serving(&policy, generation);
+        });
     }
 
     /// Loads the policy file at `path` (see [`Policy::load`]) and, if the whole
