@@ -14,11 +14,12 @@
 //!   handshake and authorize peers by SPIFFE ID.
 //! - [`PeerIdentity`]: the verified identity of a connection's peer, re-checked per
 //!   request against today's bundle.
+//! - [`policy`]: default-deny authorization of every request on the peer's SPIFFE ID:
+//!   [`Policy`], [`PolicyStore`], [`Decision`].
 //! - `FileSource` (feature `files`, default): the identity read from PEM files
 //!   (spiffe-helper, Kubernetes TLS Secrets, csi-driver-spiffe, explicit paths) and
 //!   reloaded when they change, validated as a whole before it serves.
-//! - [`policy`]: default-deny authorization of every request on the peer's SPIFFE ID:
-//!   [`Policy`], [`PolicyStore`], [`Decision`].
+//!   `PolicyStore::watch_file` keeps a policy in step with its file the same way.
 //! - [`dev`] (feature `dev`): a development CA for tests and demos.
 //! - `WorkloadApiSource` (feature `workload-api`): X.509-SVIDs and bundles streamed
 //!   from the SPIFFE Workload API (a SPIRE agent, for instance).
@@ -72,6 +73,8 @@ mod identity;
 pub mod matcher;
 mod peer;
 pub mod policy;
+#[cfg(feature = "files")]
+mod policy_watch;
 mod provider;
 mod source;
 mod svid;
@@ -89,6 +92,8 @@ pub use peer::PeerIdentity;
 pub use policy::{
     Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Protocol, Request, Verdict,
 };
+#[cfg(feature = "files")]
+pub use policy_watch::PolicyWatch;
 pub use provider::default_provider;
 pub use source::StaticSource;
 #[cfg(feature = "workload-api")]

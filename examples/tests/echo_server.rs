@@ -1,0 +1,237 @@
+//! The echo-server example with real clients: curl presenting client certificates,
+//! and one keep-alive connection on which a changed policy file or bundle file
+//! refuses the next request.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use zt_core::dev::DevCa;
+use zt_core::rustls::pki_types::ServerName;
+use zt_core::{BundleSet, IdMatcher, IdentitySource, StaticSource, X509Bundle, tls};
+
+use common::*;
+
+/// `curl` with `client`'s certificate, trusting the PKI's bundle: the HTTP status
+/// (`000` when there was no answer), the body and curl's output.
+async fn curl(
+    pki: &Pki,
+    client: &SvidFiles,
+    server: &EchoServer,
+    path: &str,
+) -> (String, String, std::process::Output) {
+    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
+    let url = server.url(path);
+    let output = run(
+        &tool("curl"),
+        &[
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            "--cert",
+            s(&client.cert),
+            "--key",
+            s(&client.key),
+            "--cacert",
+            s(&pki.bundle),
+            "--resolve",
+            &resolve,
+            "--write-out",
+            "\n%{http_code}",
+            &url,
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (code.to_owned(), body.to_owned(), output)
+}
+
+#[tokio::test]
+async fn curl_with_allowed_svid_gets_its_spiffe_id() {
+    let pki = Pki::new("curl-allowed");
+    let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
+
+    let (code, body, output) = curl(&pki, &pki.client, &server, "/whoami").await;
+    assert_eq!(code, "200", "{}", describe(&output));
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(json, serde_json::json!({ "spiffe_id": CLIENT_ID }));
+}
+
+#[tokio::test]
+async fn curl_with_other_valid_svid_gets_403() {
+    let pki = Pki::new("curl-other");
+    let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
+
+    let (code, body, output) = curl(&pki, &pki.other_client, &server, "/whoami").await;
+    assert_eq!(code, "403", "{}", describe(&output));
+    assert!(
+        !body.contains(OTHER_CLIENT_ID),
+        "the refusal leaks details: {body}"
+    );
+}
+
+#[tokio::test]
+async fn curl_with_svid_of_other_ca_is_refused_at_handshake() {
+    let pki = Pki::new("curl-rogue");
+    let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
+
+    let (code, _, output) = curl(&pki, &pki.rogue_client, &server, "/whoami").await;
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert_eq!(code, "000", "got an HTTP answer: {}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("alert"),
+        "expected a TLS alert: {}",
+        describe(&output)
+    );
+}
+
+#[tokio::test]
+async fn echo_server_without_policy_or_allow_exits_with_usage() {
+    let pki = Pki::new("usage");
+    let output = run(
+        &example("echo-server"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            s(&pki.server.cert),
+            "--key",
+            s(&pki.server.key),
+            "--bundle",
+            s(&pki.bundle),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--policy or --allow"));
+}
+
+/// One HTTP/1.1 keep-alive connection to the echo-server as `client`.
+struct OneConnection {
+    sender: http1::SendRequest<Empty<Bytes>>,
+}
+
+impl OneConnection {
+    async fn open(server: &EchoServer, client: &StaticSource) -> Self {
+        let config =
+            tls::ClientConfigBuilder::new(client.identity(), IdMatcher::exact(id(SERVER_ID)))
+                .build()
+                .unwrap();
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let tls = within(
+            "TLS handshake",
+            TlsConnector::from(Arc::new(config))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp),
+        )
+        .await
+        .unwrap();
+        let (sender, conn) = http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        Self { sender }
+    }
+
+    async fn whoami(&mut self) -> StatusCode {
+        within("connection ready", self.sender.ready())
+            .await
+            .unwrap();
+        let request = Request::get("/whoami")
+            .header("host", "localhost")
+            .body(Empty::new())
+            .unwrap();
+        let response = within("response", self.sender.send_request(request))
+            .await
+            .expect("request on the same connection");
+        let status = response.status();
+        response.into_body().collect().await.unwrap();
+        status
+    }
+
+    /// Repeats the request on this connection until it is refused; every answer
+    /// before that must be 200.
+    async fn until_refused(&mut self) {
+        within("refusal on the same connection", async {
+            loop {
+                match self.whoami().await {
+                    StatusCode::FORBIDDEN => return,
+                    StatusCode::OK => tokio::time::sleep(Duration::from_millis(50)).await,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            !self.sender.is_closed(),
+            "the refusal must come on the open connection"
+        );
+    }
+}
+
+fn policy_allowing(id: &str) -> String {
+    format!(
+        r#"{{"rules": [{{"name": "allow-one", "action": "allow", "from": {{"ids": ["{id}"]}}}}]}}"#
+    )
+}
+
+#[tokio::test]
+async fn policy_file_change_denies_next_request_on_same_connection() {
+    let pki = Pki::new("policy-reload");
+    let policy = pki.dir.write("policy.json", &policy_allowing(CLIENT_ID));
+    let server = EchoServer::start(&pki, &["--policy", s(&policy)]).await;
+    let client = StaticSource::new(
+        pki.ca.mint(&id(CLIENT_ID)).unwrap(),
+        BundleSet::new().with(pki.ca.bundle()),
+    )
+    .unwrap();
+
+    let mut conn = OneConnection::open(&server, &client).await;
+    assert_eq!(conn.whoami().await, StatusCode::OK);
+
+    pki.dir
+        .write("policy.json", &policy_allowing(OTHER_CLIENT_ID));
+    conn.until_refused().await;
+}
+
+#[tokio::test]
+async fn bundle_file_change_refuses_peer_on_same_connection() {
+    let pki = Pki::new("bundle-reload");
+    // The trust domain rotates its CA: the bundle trusts both, the client's SVID is
+    // from the retiring one.
+    let retiring = DevCa::new("example.org".parse().unwrap()).unwrap();
+    pki.dir
+        .write("bundle.pem", &bundle_pem(&[&pki.ca, &retiring]));
+    let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let both = X509Bundle::new(
+        pki.ca.trust_domain().clone(),
+        vec![pki.ca.cert_der().clone(), retiring.cert_der().clone()],
+    )
+    .unwrap();
+    let client = StaticSource::new(
+        retiring.mint(&id(CLIENT_ID)).unwrap(),
+        BundleSet::new().with(both),
+    )
+    .unwrap();
+
+    let mut conn = OneConnection::open(&server, &client).await;
+    assert_eq!(conn.whoami().await, StatusCode::OK);
+
+    pki.dir.write("bundle.pem", &pki.ca.bundle_pem());
+    conn.until_refused().await;
+}

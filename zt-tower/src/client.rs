@@ -1,0 +1,341 @@
+//! An mTLS connector for hyper clients: presents our SVID and authorizes the server
+//! by SPIFFE ID, never by hostname.
+//!
+//! [`Connector`] is a `tower::Service<Uri>` for
+//! `hyper_util::client::legacy::Client`. It dials TCP, runs the TLS handshake with a
+//! config from [`zt_core::tls::ClientConfigBuilder`] (which reads the live identity
+//! on every handshake, so rotations apply to the next connection without a
+//! rebuild), and exposes the server's [`PeerIdentity`] on the connection: the client
+//! copies it into every response's extensions. Only `https` URIs are dialed; the host
+//! only routes the connection.
+//!
+//! ```
+//! # use zt_core::{BundleSet, IdentitySource, StaticSource, dev::DevCa};
+//! # let ca = DevCa::new("example.org".parse()?)?;
+//! # let source = StaticSource::new(ca.mint(&"spiffe://example.org/web".parse()?)?, BundleSet::new().with(ca.bundle()))?;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use zt_tower::{Connector, IdMatcher};
+//!
+//! let connector = Connector::new(source.identity(), IdMatcher::exact("spiffe://example.org/api".parse()?))?;
+//! let client: Client<_, String> = Client::builder(TokioExecutor::new()).build(connector.clone());
+//! // let response = client.get("https://api.internal:8443/".parse()?).await?;
+//! // let server: Option<&zt_tower::PeerIdentity> = response.extensions().get();
+//! # let _ = client;
+//!
+//! // zt never sends plaintext.
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! let refused = rt.block_on(connector.connect(&"http://api.internal/".parse()?));
+//! assert!(matches!(refused, Err(zt_tower::ConnectError::Uri { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use zt_core::{Error, IdMatcher, Identity, PeerIdentity, PeerRole, SvidError, tls};
+
+/// Default for [`ConnectorBuilder::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection could not be established.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URI cannot be dialed.
+    #[error("cannot dial {uri}: {reason}")]
+    Uri {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The TCP connection failed.
+    #[error("TCP connection failed: {0}")]
+    Tcp(#[source] io::Error),
+    /// zt refused the server's certificate: not a valid SVID of a trusted trust
+    /// domain, or not an ID the connector accepts.
+    #[error("server certificate refused: {0}")]
+    ServerRefused(String),
+    /// The TLS handshake failed for another reason (the server may have refused
+    /// our certificate, or does not speak TLS).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] io::Error),
+    /// The server's identity could not be read after the handshake.
+    #[error("server identity unusable: {0}")]
+    PeerIdentity(#[from] SvidError),
+    /// Dialing and the handshake took longer than the connect timeout.
+    #[error("connecting timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Configures a [`Connector`]. Start from [`Connector::builder`].
+#[derive(Clone, Debug)]
+pub struct ConnectorBuilder {
+    tls: tls::ClientConfigBuilder,
+    identity: Identity,
+    timeout: Duration,
+}
+
+// === impl ConnectorBuilder ===
+
+impl ConnectorBuilder {
+    /// Uses `provider` instead of the identity's crypto provider.
+    #[must_use]
+    pub fn crypto_provider(mut self, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        self.tls = self.tls.crypto_provider(provider);
+        self
+    }
+
+    /// Offers TLS 1.3 only (the default offers TLS 1.3 and 1.2).
+    #[must_use]
+    pub fn tls13_only(mut self) -> Self {
+        self.tls = self.tls.tls13_only();
+        self
+    }
+
+    /// Bounds dialing plus the TLS handshake (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the connector; it offers HTTP/2 and HTTP/1.1 by ALPN.
+    ///
+    /// # Errors
+    ///
+    /// When the crypto provider does not support the protocol versions.
+    pub fn build(self) -> Result<Connector, Error> {
+        let config: ClientConfig = self
+            .tls
+            .alpn_protocols(vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+            .build()?;
+        Ok(Connector {
+            tls: TlsConnector::from(Arc::new(config)),
+            identity: self.identity,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// Dials `https` URIs with mutual TLS for `hyper_util::client::legacy::Client`.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Connector {
+    tls: TlsConnector,
+    identity: Identity,
+    timeout: Duration,
+}
+
+// === impl Connector ===
+
+impl Connector {
+    /// A connector presenting `identity`'s SVID and accepting servers `server`
+    /// matches, with the defaults of [`ConnectorBuilder`].
+    ///
+    /// # Errors
+    ///
+    /// When the crypto provider does not support the protocol versions.
+    pub fn new(identity: Identity, server: IdMatcher) -> Result<Self, Error> {
+        Self::builder(identity, server).build()
+    }
+
+    /// A builder for a connector presenting `identity`'s SVID and accepting
+    /// servers `server` matches.
+    pub fn builder(identity: Identity, server: IdMatcher) -> ConnectorBuilder {
+        ConnectorBuilder {
+            tls: tls::ClientConfigBuilder::new(identity.clone(), server),
+            identity,
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Dials `uri` and completes the handshake.
+    ///
+    /// # Errors
+    ///
+    /// See [`ConnectError`].
+    pub async fn connect(&self, uri: &Uri) -> Result<ZtStream, ConnectError> {
+        let (host, port) = target(uri)?;
+        let server_name = server_name(&host, uri)?;
+        let connect = async {
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(ConnectError::Tcp)?;
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+            // Read before the handshake, as the server does (see PeerIdentity::from_connection).
+            let generation = self.identity.generation();
+            let tls =
+                self.tls.connect(server_name, tcp).await.map_err(
+                    |err| match tls::rejection_reason(&err) {
+                        Some(reason) => ConnectError::ServerRefused(reason),
+                        None => ConnectError::Handshake(err),
+                    },
+                )?;
+            let peer =
+                PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, generation)?;
+            Ok(ZtStream {
+                io: TokioIo::new(tls),
+                peer,
+            })
+        };
+        tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| ConnectError::Timeout(self.timeout))?
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("connect_timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = ZtStream;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<ZtStream, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(&uri).await })
+    }
+}
+
+fn target(uri: &Uri) -> Result<(String, u16), ConnectError> {
+    let refuse = |reason| ConnectError::Uri {
+        uri: uri.to_string(),
+        reason,
+    };
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some(_) => {
+            return Err(refuse(
+                "only https URIs are dialed; zt never sends plaintext",
+            ));
+        }
+        None => return Err(refuse("no scheme; use an https URI")),
+    }
+    let host = uri.host().ok_or_else(|| refuse("no host"))?;
+    // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok((host.to_owned(), uri.port_u16().unwrap_or(443)))
+}
+
+fn server_name(host: &str, uri: &Uri) -> Result<ServerName<'static>, ConnectError> {
+    // The name is for SNI and routing only; the server is authorized by SPIFFE ID.
+    ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::Uri {
+        uri: uri.to_string(),
+        reason: "host is neither a DNS name nor an IP address",
+    })
+}
+
+/// An established mTLS connection, with the server's verified identity.
+pub struct ZtStream {
+    io: TokioIo<TlsStream<TcpStream>>,
+    peer: PeerIdentity,
+}
+
+// === impl ZtStream ===
+
+impl ZtStream {
+    /// The server's verified identity.
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    /// The negotiated ALPN protocol, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.io.inner().get_ref().1.alpn_protocol()
+    }
+
+    /// The TLS stream, for use outside hyper.
+    pub fn into_inner(self) -> TlsStream<TcpStream> {
+        self.io.into_inner()
+    }
+}
+
+impl fmt::Debug for ZtStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZtStream")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection for ZtStream {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new().extra(self.peer.clone());
+        if self.alpn_protocol() == Some(b"h2") {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl Read for ZtStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for ZtStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,87 @@
+//! The axum extractor for the verified peer (feature `axum`).
+//!
+//! [`Peer`] takes the [`PeerIdentity`] that [`Server`](crate::Server) put into the
+//! request's extensions. `Option<Peer>` never rejects. A plain `Peer` on a request
+//! without one is a server setup error: it is refused with `500 Internal Server
+//! Error` and a message that says how to fix the setup.
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode};
+//! use tower::ServiceExt;
+//! use zt_tower::Peer;
+//!
+//! async fn whoami(Peer(peer): Peer) -> String {
+//!     peer.id().to_string()
+//! }
+//!
+//! let app: Router = Router::new().route("/whoami", get(whoami));
+//! # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! // Not served by zt_tower::Server: no peer, and the rejection says so.
+//! let response = rt.block_on(app.oneshot(Request::get("/whoami").body(Body::empty())?))?;
+//! assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::ops::Deref;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+use zt_core::PeerIdentity;
+
+/// The verified identity of the client that sent the request.
+#[derive(Clone, Debug)]
+pub struct Peer(pub PeerIdentity);
+
+// === impl Peer ===
+
+impl Deref for Peer {
+    type Target = PeerIdentity;
+
+    fn deref(&self) -> &PeerIdentity {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = MissingPeer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingPeer> {
+        parts
+            .extensions
+            .get::<PeerIdentity>()
+            .cloned()
+            .map(Peer)
+            .ok_or(MissingPeer(()))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<PeerIdentity>().cloned().map(Peer))
+    }
+}
+
+/// Rejection of [`Peer`]: the request carries no verified peer identity, because
+/// the application is not served by [`Server`](crate::Server).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no verified peer identity on this request: serve the application with zt_tower::Server, \
+     which authenticates every connection with mutual TLS and puts the peer's identity \
+     into each request"
+)]
+pub struct MissingPeer(());
+
+impl IntoResponse for MissingPeer {
+    fn into_response(self) -> Response {
+        tracing::error!(target: "zt::authz", "{self}");
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
