@@ -574,9 +574,14 @@ pub(crate) fn bundle_json(input: &[u8]) {
         // escape) can only sit in a member the parser skips; nothing to compare.
         return;
     };
+    assert!(doc.is_object(), "an accepted document is a JSON object");
     let keys = doc["keys"]
         .as_array()
         .expect("an accepted document has a keys array");
+    assert!(
+        keys.iter().all(serde_json::Value::is_object),
+        "every key is a JSON object"
+    );
     let expected: Vec<Vec<u8>> = keys
         .iter()
         .filter(|key| {

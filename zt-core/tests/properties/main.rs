@@ -191,7 +191,13 @@ fn bundle_document() -> BoxedStrategy<Vec<u8>> {
         ]),
         select(x5c_values),
     )
-        .prop_map(|(use_, kty, x5c)| serde_json::json!({"use": use_, "kty": kty, "x5c": x5c}));
+        .prop_flat_map(|(use_, kty, x5c)| {
+            // Mostly JWK objects; sometimes the same fields as an array, which no JWK is.
+            prop_oneof![
+                4 => Just(serde_json::json!({"use": use_, "kty": kty, "x5c": x5c})),
+                1 => Just(serde_json::json!([kty, use_, x5c])),
+            ]
+        });
     let number = prop_oneof![
         Just(serde_json::json!(null)),
         any::<i64>().prop_map(|n| serde_json::json!(n)),
@@ -200,15 +206,16 @@ fn bundle_document() -> BoxedStrategy<Vec<u8>> {
         Just(serde_json::json!("7")),
     ];
     (prop::collection::vec(entry, 0..4), number.clone(), number)
-        .prop_map(|(keys, sequence, hint)| {
-            serde_json::json!({
+        .prop_flat_map(|(keys, sequence, hint)| {
+            let as_object = serde_json::json!({
                 "keys": keys,
                 "spiffe_sequence": sequence,
                 "spiffe_refresh_hint": hint,
-            })
-            .to_string()
-            .into_bytes()
+            });
+            let as_array = serde_json::json!([keys, sequence, hint]);
+            prop_oneof![4 => Just(as_object), 1 => Just(as_array)]
         })
+        .prop_map(|doc| doc.to_string().into_bytes())
         .boxed()
 }
 
@@ -380,4 +387,28 @@ fn rewriting_the_id_inside_a_signed_leaf_is_rejected() {
         ),
         "{err:?}"
     );
+}
+
+// === Fuzz findings ===
+
+#[test]
+fn spiffe_bundle_document_that_is_a_json_array_is_rejected() {
+    // Derived serde also reads a struct from an array of its field values, which made
+    // `[[]]` an empty bundle: a garbled document revoking a whole trust domain.
+    let td: zt_core::TrustDomain = checks::TRUST_DOMAIN.parse().unwrap();
+    for doc in [&b"[[]]"[..], b"[[], 7, 300]"] {
+        let err = zt_core::X509Bundle::from_spiffe_json(td.clone(), doc).unwrap_err();
+        assert!(matches!(err, zt_core::BundleError::Json(_)), "{err:?}");
+    }
+}
+
+#[test]
+fn spiffe_bundle_key_written_as_a_json_array_is_rejected() {
+    use base64::Engine as _;
+    let fx = checks::fixture();
+    let x5c = base64::engine::general_purpose::STANDARD.encode(&fx.root);
+    let doc = serde_json::json!({ "keys": [["EC", "x509-svid", [x5c]]] }).to_string();
+    let td: zt_core::TrustDomain = checks::TRUST_DOMAIN.parse().unwrap();
+    let err = zt_core::X509Bundle::from_spiffe_json(td, doc.as_bytes()).unwrap_err();
+    assert!(matches!(err, zt_core::BundleError::Json(_)), "{err:?}");
 }
