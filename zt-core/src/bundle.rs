@@ -110,13 +110,16 @@ impl X509Bundle {
     ///
     /// # Errors
     ///
-    /// When the document is not JSON of the bundle shape (an object whose
+    /// When the document is not UTF-8 JSON of the bundle shape (an object whose
     /// required `keys` is an array of JWK objects), an `x5c` value is not base64, or a
     /// certificate is rejected as in [`X509Bundle::new`].
     pub fn from_spiffe_json(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
         check_size(json.len())?;
+        // JSON text is UTF-8 (RFC 8259 §8.1), but serde_json skips validating the
+        // strings of members it ignores; check the whole document first.
+        let json = std::str::from_utf8(json).map_err(|e| BundleError::Json(e.to_string()))?;
         let JsonObject(doc): JsonObject<JwkSet> =
-            serde_json::from_slice(json).map_err(|e| BundleError::Json(e.to_string()))?;
+            serde_json::from_str(json).map_err(|e| BundleError::Json(e.to_string()))?;
         let mut authorities = Vec::new();
         for (index, JsonObject(key)) in doc.keys.iter().enumerate() {
             let x509_use = key.use_.as_deref() == Some("x509-svid");

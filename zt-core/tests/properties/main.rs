@@ -412,3 +412,12 @@ fn spiffe_bundle_key_written_as_a_json_array_is_rejected() {
     let err = zt_core::X509Bundle::from_spiffe_json(td, doc.as_bytes()).unwrap_err();
     assert!(matches!(err, zt_core::BundleError::Json(_)), "{err:?}");
 }
+
+#[test]
+fn spiffe_bundle_document_with_invalid_utf8_in_an_unknown_member_is_rejected() {
+    // serde_json does not validate the UTF-8 of strings it skips.
+    let td: zt_core::TrustDomain = checks::TRUST_DOMAIN.parse().unwrap();
+    let doc = b"{\"keys\": [], \"note\": \"\xc9G\"}";
+    let err = zt_core::X509Bundle::from_spiffe_json(td, doc).unwrap_err();
+    assert!(matches!(err, zt_core::BundleError::Json(_)), "{err:?}");
+}
