@@ -421,3 +421,45 @@ fn spiffe_bundle_document_with_invalid_utf8_in_an_unknown_member_is_rejected() {
     let err = zt_core::X509Bundle::from_spiffe_json(td, doc).unwrap_err();
     assert!(matches!(err, zt_core::BundleError::Json(_)), "{err:?}");
 }
+
+/// A CA certificate valid from `not_before` to `not_after`, never used by any path.
+fn unused_ca(not_before: std::time::SystemTime, not_after: std::time::SystemTime) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+fn verify_with_extra(extra: Vec<u8>) -> Result<zt_core::VerifiedPeer, zt_core::SvidError> {
+    let fx = checks::fixture();
+    let mut chain = fx.chain.clone();
+    chain.push(extra.into());
+    zt_core::verify_peer_chain(
+        &chain,
+        &fx.bundles,
+        zt_core::PeerRole::Client,
+        &fx.provider,
+        std::time::SystemTime::now(),
+    )
+}
+
+#[test]
+fn chain_with_an_unused_expired_certificate_is_rejected_as_expired() {
+    // Path building skips the extra certificate, but every presented certificate must
+    // be valid now; accepting it reported a `not_after` already in the past.
+    let hour = std::time::Duration::from_secs(3600);
+    let now = std::time::SystemTime::now();
+    let err = verify_with_extra(unused_ca(now - 2 * hour, now - hour)).unwrap_err();
+    assert_eq!(err, zt_core::SvidError::Expired);
+}
+
+#[test]
+fn chain_with_an_unused_not_yet_valid_certificate_is_rejected_as_not_yet_valid() {
+    let hour = std::time::Duration::from_secs(3600);
+    let now = std::time::SystemTime::now();
+    let err = verify_with_extra(unused_ca(now + hour, now + 2 * hour)).unwrap_err();
+    assert_eq!(err, zt_core::SvidError::NotYetValid);
+}
