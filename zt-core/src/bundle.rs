@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,15 +110,18 @@ impl X509Bundle {
     ///
     /// # Errors
     ///
-    /// When the document is not JSON of the bundle shape (`keys` is required), an
-    /// `x5c` value is not base64, or a certificate is rejected as in
-    /// [`X509Bundle::new`].
+    /// When the document is not UTF-8 JSON of the bundle shape (an object whose
+    /// required `keys` is an array of JWK objects), an `x5c` value is not base64, or a
+    /// certificate is rejected as in [`X509Bundle::new`].
     pub fn from_spiffe_json(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
         check_size(json.len())?;
-        let doc: JwkSet =
-            serde_json::from_slice(json).map_err(|e| BundleError::Json(e.to_string()))?;
+        // JSON text is UTF-8 (RFC 8259 §8.1), but serde_json skips validating the
+        // strings of members it ignores; check the whole document first.
+        let json = std::str::from_utf8(json).map_err(|e| BundleError::Json(e.to_string()))?;
+        let JsonObject(doc): JsonObject<JwkSet> =
+            serde_json::from_str(json).map_err(|e| BundleError::Json(e.to_string()))?;
         let mut authorities = Vec::new();
-        for (index, key) in doc.keys.iter().enumerate() {
+        for (index, JsonObject(key)) in doc.keys.iter().enumerate() {
             let x509_use = key.use_.as_deref() == Some("x509-svid");
             let known_kty = matches!(key.kty.as_deref(), Some("EC" | "RSA" | "OKP"));
             let Some(first) = key.x5c.as_ref().and_then(|x5c| x5c.first()) else {
@@ -253,7 +257,7 @@ fn check_size(size: usize) -> Result<(), BundleError> {
 
 #[derive(serde::Deserialize)]
 struct JwkSet {
-    keys: Vec<Jwk>,
+    keys: Vec<JsonObject<Jwk>>,
     #[serde(default)]
     spiffe_sequence: Option<u64>,
     #[serde(default)]
@@ -268,6 +272,32 @@ struct Jwk {
     use_: Option<String>,
     #[serde(default)]
     x5c: Option<Vec<String>>,
+}
+
+/// `T` read from a JSON object only: derived `Deserialize` also reads a struct from an
+/// array of its field values, and `[[]]` is neither a JWK Set nor a JWK.
+struct JsonObject<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Self)
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<fn() -> T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
 }
 
 /// Bundles of several trust domains, one per domain, for federation.

@@ -279,6 +279,16 @@ fn verify_chain(
         None,
     )
     .map_err(|e| map_webpki_error(e, &facts.id, role))?;
+    // webpki checks the validity of the certificates on the path it builds; the rule
+    // covers every presented certificate, so one that no path uses cannot leave
+    // `not_after` in the past while the chain is accepted.
+    let secs = i64::try_from(time.as_secs()).unwrap_or(i64::MAX);
+    if secs > facts.not_after {
+        return Err(SvidError::Expired);
+    }
+    if secs < facts.not_before {
+        return Err(SvidError::NotYetValid);
+    }
     Ok(VerifiedPeer {
         not_after: unix_to_system(facts.not_after),
         id: facts.id,
