@@ -36,7 +36,21 @@ pub mod cli {
         ///
         /// An unknown flag or a flag without a value.
         pub fn parse(known: &[&str]) -> Result<Self, UsageError> {
-            let args = Self::parse_from(std::env::args().skip(1))?;
+            Self::parse_known(std::env::args().skip(1), known)
+        }
+
+        /// Parses `args` (without the program name), accepting only the flags in
+        /// `known`.
+        ///
+        /// # Errors
+        ///
+        /// An unknown flag, a word that is not a flag, or a flag without a value.
+        pub fn parse_known<I, S>(args: I, known: &[&str]) -> Result<Self, UsageError>
+        where
+            I: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            let args = Self::parse_from(args)?;
             if let Some(unknown) = args.values.keys().find(|k| !known.contains(&k.as_str())) {
                 return Err(UsageError(format!("unknown flag {unknown}")));
             }

@@ -242,15 +242,21 @@ impl EchoServer {
     /// Starts the echo-server example with the PKI's server SVID and bundle and
     /// `extra` arguments; returns once it prints `listening on ADDR`.
     pub async fn start(pki: &Pki, extra: &[&str]) -> Self {
+        Self::start_with_files(&pki.server, &pki.bundle, extra).await
+    }
+
+    /// Starts the echo-server example with the SVID `server` and the bundle file
+    /// `bundle`; see [`EchoServer::start`].
+    pub async fn start_with_files(server: &SvidFiles, bundle: &Path, extra: &[&str]) -> Self {
         let mut args = vec![
             "--listen",
             "127.0.0.1:0",
             "--cert",
-            s(&pki.server.cert),
+            s(&server.cert),
             "--key",
-            s(&pki.server.key),
+            s(&server.key),
             "--bundle",
-            s(&pki.bundle),
+            s(bundle),
         ];
         args.extend_from_slice(extra);
         let mut child = spawn(&example("echo-server"), &args);

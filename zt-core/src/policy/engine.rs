@@ -201,6 +201,11 @@ impl Engine {
     pub(crate) fn rule_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.rules.iter().map(|rule| &*rule.name)
     }
+
+    /// The rules in policy order, for lint.
+    pub(crate) fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
 }
 
 /// Rule indices are pushed in increasing order, so a repeat is always last.

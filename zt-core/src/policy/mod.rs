@@ -51,12 +51,14 @@ use std::sync::Arc;
 
 mod decision;
 mod engine;
+mod lint;
 mod model;
 mod pattern;
 mod request;
 mod store;
 
 pub use decision::{Decision, Reason, Verdict};
+pub use lint::{LintFinding, LintKind};
 pub use request::{Headers, Protocol, Request};
 pub use store::{PolicyChanges, PolicyGuard, PolicyStatus, PolicyStore};
 
@@ -426,6 +428,34 @@ impl Policy {
     /// The rule names, in policy order.
     pub fn rule_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.engine.rule_names()
+    }
+
+    /// Rules that can never match a request from a verified peer, values that
+    /// can never match, and rules that never decide (shadowed by a `deny`
+    /// rule, or redundant after an earlier rule with the same action), in
+    /// policy order. Every finding is proven; see [`LintFinding`] for what
+    /// lint looks for and what it does not detect. Does not change decisions.
+    ///
+    /// ```
+    /// use zt_core::{Format, Policy};
+    ///
+    /// let policy = Policy::parse(r#"{ "rules": [
+    ///     { "name": "api", "action": "allow",
+    ///       "from": { "patterns": ["spiffe://example.org/ns/*/sa/api"],
+    ///                 "not_patterns": ["spiffe://example.org/ns/**"] } }
+    /// ] }"#, Format::Json)?;
+    /// let findings: Vec<String> = policy.lint().iter().map(ToString::to_string).collect();
+    /// assert_eq!(findings, [
+    ///     "rule \"api\" (rule 1): pattern spiffe://example.org/ns/*/sa/api can never match: \
+    ///      not_patterns excludes all of it with spiffe://example.org/ns/**",
+    ///     "rule \"api\" (rule 1): can never match: no pattern of from.patterns can match \
+    ///      a verified peer",
+    /// ]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn lint(&self) -> Vec<LintFinding> {
+        lint::lint(self.engine.rules())
     }
 }
 

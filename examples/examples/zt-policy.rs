@@ -1,0 +1,164 @@
+//! Asks a zt policy file what it decides, and lints it — for people and for CI.
+//!
+//! ```text
+//! cargo run --example zt-policy -- check POLICY --peer SPIFFE_ID \
+//!     (--method METHOD --path PATH | --grpc pkg.Service/Method) [--header NAME=VALUE ...]
+//! cargo run --example zt-policy -- lint POLICY
+//! ```
+//!
+//! `check` prints the verdict, the deciding rule and the reason, the audit rules
+//! that matched, and a note when the policy is in dry-run mode. The verdict is the
+//! policy's, also in dry-run mode, so a check keeps its meaning when the policy is
+//! switched to `enforce`.
+//!
+//! `lint` loads the policy (load errors name the file, line and column) and
+//! reports the findings of `Policy::lint`: rules and values that can never match,
+//! `allow` rules a `deny` rule shadows, and rules an earlier rule makes
+//! redundant. See `docs/policy.md` for what lint does not detect.
+//!
+//! Exit codes: 0 allow / no findings, 1 deny / findings, 2 usage or load error.
+//! POLICY is YAML, TOML or JSON, by its extension.
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use zt_core::{Mode, Policy, Request, SpiffeId, Verdict};
+use zt_examples::cli::{Args, UsageError};
+
+const USAGE: &str = "usage: zt-policy check POLICY --peer SPIFFE_ID \
+                     (--method METHOD --path PATH | --grpc pkg.Service/Method) \
+                     [--header NAME=VALUE ...]\n       zt-policy lint POLICY";
+
+/// The verdict or lint outcome, as the exit code CI acts on.
+enum Outcome {
+    Pass,
+    Fail,
+}
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(Outcome::Pass) => ExitCode::SUCCESS,
+        Ok(Outcome::Fail) => ExitCode::FAILURE,
+        Err(err) if err.is::<UsageError>() => {
+            eprintln!("error: {err}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<Outcome, Box<dyn Error>> {
+    let mut args = args.into_iter();
+    let command = args.next().unwrap_or_default();
+    if matches!(command.as_str(), "-h" | "--help" | "help") {
+        println!("{USAGE}");
+        return Ok(Outcome::Pass);
+    }
+    let lint_command = match command.as_str() {
+        "check" => false,
+        "lint" => true,
+        other => {
+            return Err(
+                UsageError(format!("expected a command, check or lint, not {other:?}")).into(),
+            );
+        }
+    };
+    let path = args
+        .next()
+        .filter(|p| !p.starts_with("--"))
+        .ok_or_else(|| UsageError("give the policy file after the command".to_owned()))?;
+    if lint_command {
+        Args::parse_known(args, &[])?;
+        lint(&path)
+    } else {
+        check(&path, &Args::parse_known(args, CHECK_FLAGS)?)
+    }
+}
+
+const CHECK_FLAGS: &[&str] = &["--peer", "--method", "--path", "--grpc", "--header"];
+
+fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
+    let peer: SpiffeId = args
+        .one("--peer")?
+        .parse()
+        .map_err(|e| UsageError(format!("--peer: {e}")))?;
+    let headers = args
+        .all("--header")
+        .iter()
+        .map(|h| match h.split_once('=') {
+            Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+            None => Err(UsageError(format!("--header {h:?}: expected NAME=VALUE"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let grpc_path;
+    let request = match (
+        args.optional("--method")?,
+        args.optional("--path")?,
+        args.optional("--grpc")?,
+    ) {
+        (Some(method), Some(path), None) => Request::http(method, path),
+        (None, None, Some(call)) => {
+            grpc_path = format!("/{}", call.strip_prefix('/').unwrap_or(call));
+            Request::grpc(&grpc_path)
+        }
+        _ => {
+            return Err(UsageError(
+                "describe the request with --method and --path, or with --grpc".to_owned(),
+            )
+            .into());
+        }
+    };
+    let request = request.with_headers(&headers);
+    let policy = Policy::load(path)?;
+
+    let decision = policy.decide(&peer, &request);
+    println!("{}: {}", decision.verdict(), decision.reason());
+    println!("  peer     {peer}");
+    match request.protocol {
+        zt_core::Protocol::Grpc => println!("  request  gRPC {}", request.path),
+        zt_core::Protocol::Http => println!("  request  {} {}", request.method, request.path),
+    }
+    for audit in decision.audit_rules() {
+        println!("  audit    matched audit rule {audit}");
+    }
+    if policy.mode() == Mode::DryRun {
+        println!(
+            "  note     the policy is in dry-run mode: it lets every request through, \
+             this verdict is what it would enforce"
+        );
+    }
+    Ok(match decision.verdict() {
+        Verdict::Allow => Outcome::Pass,
+        Verdict::Deny => Outcome::Fail,
+    })
+}
+
+fn lint(path: &str) -> Result<Outcome, Box<dyn Error>> {
+    let policy = Policy::load(path)?;
+    let findings = policy.lint();
+    let rules = policy.rule_count();
+    println!(
+        "{path}: {rules} rule{}, mode {}",
+        if rules == 1 { "" } else { "s" },
+        policy.mode()
+    );
+    for finding in &findings {
+        println!("{finding}");
+    }
+    if policy.mode() == Mode::DryRun {
+        println!("note: mode is dry-run: the policy lets every request through");
+    }
+    match findings.len() {
+        0 => {
+            println!("no findings");
+            Ok(Outcome::Pass)
+        }
+        n => {
+            println!("{n} finding{}", if n == 1 { "" } else { "s" });
+            Ok(Outcome::Fail)
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The zt-policy example as CI runs it: one policy file, one question, and an exit
+//! code for each outcome (0 allow / clean, 1 deny / findings, 2 usage or load
+//! error).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+
+const POLICY: &str = r#"
+rules:
+  - name: frontend-reads-orders
+    action: allow
+    from: { patterns: ["spiffe://example.org/frontend/**"] }
+    to: { methods: [GET], paths: ["/orders/**"] }
+  - name: no-legacy
+    action: deny
+    from: { ids: ["spiffe://example.org/frontend/legacy"] }
+  - name: ledger
+    action: allow
+    from: { ids: ["spiffe://example.org/billing"] }
+    to: { grpc: ["ledger.v1.Ledger/*"] }
+  - name: tenant-acme
+    action: allow
+    from: { ids: ["spiffe://example.org/partner"] }
+    when: [{ header: x-tenant, values: [acme] }]
+  - name: watch-writes
+    action: audit
+    to: { not_methods: [GET, HEAD] }
+"#;
+
+const WEB: &str = "spiffe://example.org/frontend/web";
+
+async fn zt_policy(args: &[&str]) -> (Option<i32>, String, Output) {
+    let output = run(&example("zt-policy"), args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), stdout, output)
+}
+
+fn policy_file(dir: &TempDir, name: &str, text: &str) -> String {
+    s(&dir.write(name, text)).to_owned()
+}
+
+#[tokio::test]
+async fn check_of_allowed_request_exits_0_and_names_the_rule() {
+    let dir = TempDir::new("policy-allow");
+    let policy = policy_file(&dir, "policy.yaml", POLICY);
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--peer",
+        WEB,
+        "--method",
+        "GET",
+        "--path",
+        "/orders/42",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("allow: allowed by rule frontend-reads-orders\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("peer     {WEB}")), "{stdout}");
+    assert!(stdout.contains("request  GET /orders/42"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_of_request_matching_deny_rule_exits_1_and_names_it() {
+    let dir = TempDir::new("policy-deny");
+    let policy = policy_file(&dir, "policy.yaml", POLICY);
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--peer",
+        "spiffe://example.org/frontend/legacy",
+        "--method",
+        "GET",
+        "--path",
+        "/orders/42",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("deny: denied by rule no-legacy\n"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn check_of_request_no_rule_allows_exits_1_with_default_deny() {
+    let dir = TempDir::new("policy-default");
+    let policy = policy_file(&dir, "policy.yaml", POLICY);
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--peer",
+        WEB,
+        "--method",
+        "DELETE",
+        "--path",
+        "/orders/42",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("deny: no allow rule matched (default deny)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("audit    matched audit rule watch-writes"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn check_of_grpc_call_is_decided_by_grpc_rules() {
+    let dir = TempDir::new("policy-grpc");
+    let policy = policy_file(&dir, "policy.yaml", POLICY);
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--peer",
+        "spiffe://example.org/billing",
+        "--grpc",
+        "ledger.v1.Ledger/Post",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("allow: allowed by rule ledger\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("request  gRPC /ledger.v1.Ledger/Post"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn check_with_header_meets_the_when_condition() {
+    let dir = TempDir::new("policy-header");
+    let policy = policy_file(&dir, "policy.yaml", POLICY);
+    let peer = "spiffe://example.org/partner";
+    let request = ["--method", "GET", "--path", "/anything"];
+    let mut with_header = vec!["check", &policy, "--peer", peer];
+    with_header.extend(request);
+    let mut without_header = with_header.clone();
+    with_header.extend(["--header", "X-Tenant=acme"]);
+
+    let (code, stdout, output) = zt_policy(&with_header).await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(stdout.contains("allowed by rule tenant-acme"), "{stdout}");
+
+    without_header.extend(["--header", "x-tenant=other"]);
+    let (code, _, output) = zt_policy(&without_header).await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+}
+
+#[tokio::test]
+async fn check_in_dry_run_exits_on_the_verdict_and_says_it_is_not_enforced() {
+    let dir = TempDir::new("policy-dry-run");
+    let policy = policy_file(
+        &dir,
+        "policy.json",
+        r#"{"mode": "dry-run", "rules": [{"name": "web", "action": "allow",
+            "from": {"ids": ["spiffe://example.org/frontend/web"]}}]}"#,
+    );
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--peer",
+        "spiffe://example.org/batch",
+        "--method",
+        "GET",
+        "--path",
+        "/",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("deny: no allow rule matched (default deny) (dry run, not enforced)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("dry-run mode"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_without_a_request_exits_2_with_usage() {
+    let dir = TempDir::new("policy-usage");
+    let policy = policy_file(&dir, "policy.yaml", POLICY);
+    let (code, _, output) = zt_policy(&["check", &policy, "--peer", WEB]).await;
+    assert_eq!(code, Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--method and --path, or with --grpc"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("usage: zt-policy"), "{stderr}");
+}
+
+#[tokio::test]
+async fn unknown_command_exits_2() {
+    let (code, _, output) = zt_policy(&["decide", "policy.yaml"]).await;
+    assert_eq!(code, Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("check or lint"));
+}
+
+#[tokio::test]
+async fn lint_of_clean_policy_exits_0() {
+    let dir = TempDir::new("lint-clean");
+    let policy = policy_file(&dir, "policy.yaml", POLICY);
+    let (code, stdout, output) = zt_policy(&["lint", &policy]).await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(stdout.contains("5 rules, mode enforce"), "{stdout}");
+    assert!(stdout.ends_with("no findings\n"), "{stdout}");
+}
+
+#[tokio::test]
+async fn lint_of_toml_policy_exits_0() {
+    let dir = TempDir::new("lint-toml");
+    let policy = policy_file(
+        &dir,
+        "policy.toml",
+        r#"
+[[rules]]
+name = "web"
+action = "allow"
+from.ids = ["spiffe://example.org/frontend/web"]
+"#,
+    );
+    let (code, stdout, output) = zt_policy(&["lint", &policy]).await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(stdout.contains("1 rule, mode enforce"), "{stdout}");
+}
+
+#[tokio::test]
+async fn lint_reports_shadowed_and_never_matching_rules_and_exits_1() {
+    let dir = TempDir::new("lint-findings");
+    let policy = policy_file(
+        &dir,
+        "policy.yaml",
+        r#"
+rules:
+  - name: legacy-reads
+    action: allow
+    from: { ids: ["spiffe://example.org/frontend/legacy"] }
+    to: { methods: [GET] }
+  - name: no-legacy
+    action: deny
+    from: { patterns: ["spiffe://example.org/frontend/legacy/**", "spiffe://example.org/frontend/legacy"] }
+  - name: api
+    action: allow
+    from:
+      patterns: ["spiffe://example.org/ns/*/sa/api"]
+      not_patterns: ["spiffe://example.org/ns/**"]
+"#,
+    );
+    let (code, stdout, output) = zt_policy(&["lint", &policy]).await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    assert!(
+        stdout.contains(
+            "rule \"legacy-reads\" (rule 1): never allows anything: deny rule \"no-legacy\" \
+             matches every request it matches, and deny wins"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "rule \"api\" (rule 3): pattern spiffe://example.org/ns/*/sa/api can never match"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("3 findings\n"), "{stdout}");
+}
+
+#[tokio::test]
+async fn lint_of_invalid_policy_exits_2_with_the_location() {
+    let dir = TempDir::new("lint-invalid");
+    let policy = policy_file(
+        &dir,
+        "policy.yaml",
+        "rules:\n  - name: a\n    action: allow\n    from: { idz: [x] }\n",
+    );
+    let (code, _, output) = zt_policy(&["lint", &policy]).await;
+    assert_eq!(code, Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("invalid YAML policy {policy} at line 4, column")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `idz`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn lint_of_missing_file_exits_2() {
+    let dir = TempDir::new("lint-missing");
+    let missing = dir.path("absent.yaml");
+    let (code, _, output) = zt_policy(&["lint", s(&missing)]).await;
+    assert_eq!(code, Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read policy file"));
+}
