@@ -20,7 +20,8 @@
 //! Credentials, bundles and policies are read live: rotations apply to the next
 //! handshake or call with no restart. tonic's own TLS cannot do this — it
 //! neither reloads certificates nor verifies SPIFFE IDs — so zt-tonic brings its
-//! own and tonic's TLS features stay off.
+//! own; tonic's TLS features are not needed, and do no harm when another crate
+//! turns them on.
 //!
 //! ```
 //! # use zt_core::{BundleSet, IdentitySource, StaticSource, dev::DevCa};
