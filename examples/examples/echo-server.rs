@@ -17,20 +17,15 @@
 
 use std::error::Error;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
-use zt_core::{FileLayout, FileSource, IdentitySource};
-use zt_examples::cli::{Args, UsageError};
-use zt_tower::{AuthorizeLayer, Peer, Policy, PolicyStore, Server};
+use zt_examples::cli::{self, Args, UsageError};
+use zt_tower::{AuthorizeLayer, Peer, Server};
 
 const USAGE: &str = "usage: echo-server --listen ADDR --cert FILE --key FILE --bundle FILE \
                      [--federated TD=FILE ...] (--policy FILE | --allow PATTERN ...)";
-
-/// How long to wait for valid credentials before giving up.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -62,38 +57,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         "--allow",
     ])?;
     let listen = args.one("--listen")?;
-
-    let layout = FileLayout::explicit(
-        args.one("--cert")?,
-        args.one("--key")?,
-        args.one("--bundle")?,
-    );
-    let mut source = FileSource::builder(layout);
-    for (td, path) in args.federated()? {
-        source = source.federated(td, path);
-    }
-    let source = source.start()?;
-    let identity = source.identity();
-    if tokio::time::timeout(STARTUP_TIMEOUT, identity.ready())
-        .await
-        .is_err()
-    {
-        let status = identity.status();
-        let reason = status.not_ready_reason().unwrap_or_default();
-        return Err(format!("no valid identity after {STARTUP_TIMEOUT:?}: {reason}").into());
-    }
-
-    let (policy, _policy_watch) = match (args.optional("--policy")?, args.all("--allow")) {
-        (Some(path), []) => {
-            let store = PolicyStore::new(Policy::load(path)?);
-            let watch = store.watch_file(path)?;
-            (store, Some(watch))
-        }
-        (None, patterns) if !patterns.is_empty() => {
-            (PolicyStore::new(Policy::allow_patterns(patterns)?), None)
-        }
-        _ => return Err(UsageError("give either --policy or --allow".to_owned()).into()),
-    };
+    let (policy, _policy_watch) = cli::policy(&args)?;
+    let (source, identity) = cli::watched_identity(&args).await?;
 
     let app = Router::new()
         .route("/whoami", get(whoami))
@@ -106,7 +71,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     Server::builder(identity)
         .build()?
         .serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(cli::shutdown_signal())
         .await?;
     drop(source);
     Ok(())
@@ -114,26 +79,4 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
 async fn whoami(Peer(peer): Peer) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "spiffe_id": peer.id().as_str() }))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

@@ -1,5 +1,6 @@
-//! Support code shared by the zt examples: a small command-line parser and the
-//! loading of PEM credentials and bundles named on the command line.
+//! Support code shared by the zt examples: a small command-line parser, the
+//! loading of PEM credentials, bundles and policies named on the command line, and
+//! the `helloworld.Greeter` gRPC service of the greeter examples.
 //!
 //! ```
 //! use zt_examples::cli::Args;
@@ -171,4 +172,94 @@ pub mod cli {
         }
         Ok((svid, bundles))
     }
+
+    /// How long a server waits for valid credentials before giving up.
+    pub const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Our identity from `--cert`, `--key`, `--bundle` and `--federated`, read from
+    /// the files and re-read when they change, once it is ready.
+    ///
+    /// Keep the returned source alive for as long as the identity serves.
+    ///
+    /// # Errors
+    ///
+    /// Usage errors, a watcher that cannot start, or no valid identity within
+    /// [`STARTUP_TIMEOUT`].
+    pub async fn watched_identity(
+        args: &Args,
+    ) -> Result<(zt_core::FileSource, zt_core::Identity), Box<dyn std::error::Error>> {
+        use zt_core::IdentitySource;
+
+        let layout = zt_core::FileLayout::explicit(
+            args.one("--cert")?,
+            args.one("--key")?,
+            args.one("--bundle")?,
+        );
+        let mut source = zt_core::FileSource::builder(layout);
+        for (td, path) in args.federated()? {
+            source = source.federated(td, path);
+        }
+        let source = source.start()?;
+        let identity = source.identity();
+        if tokio::time::timeout(STARTUP_TIMEOUT, identity.ready())
+            .await
+            .is_err()
+        {
+            let status = identity.status();
+            let reason = status.not_ready_reason().unwrap_or_default();
+            return Err(format!("no valid identity after {STARTUP_TIMEOUT:?}: {reason}").into());
+        }
+        Ok((source, identity))
+    }
+
+    /// The policy from `--policy FILE` (re-read when the file changes; keep the
+    /// returned watch alive) or from `--allow PATTERN ...`.
+    ///
+    /// # Errors
+    ///
+    /// Neither or both flags, an invalid policy or pattern, or a watcher that
+    /// cannot start.
+    pub fn policy(
+        args: &Args,
+    ) -> Result<(zt_core::PolicyStore, Option<zt_core::PolicyWatch>), Box<dyn std::error::Error>>
+    {
+        use zt_core::{Policy, PolicyStore};
+
+        match (args.optional("--policy")?, args.all("--allow")) {
+            (Some(path), []) => {
+                let store = PolicyStore::new(Policy::load(path)?);
+                let watch = store.watch_file(path)?;
+                Ok((store, Some(watch)))
+            }
+            (None, patterns) if !patterns.is_empty() => {
+                Ok((PolicyStore::new(Policy::allow_patterns(patterns)?), None))
+            }
+            _ => Err(UsageError("give either --policy or --allow".to_owned()).into()),
+        }
+    }
+
+    /// Completes on Ctrl-C or, on Unix, SIGTERM.
+    pub async fn shutdown_signal() {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutting down");
+    }
 }
+
+pub mod greeter;

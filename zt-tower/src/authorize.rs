@@ -155,11 +155,29 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Why [`Authorize`] refused a request, for integrations that answer refusals
+/// in their own protocol (zt-tonic answers with a gRPC status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denial {
+    /// The request carried no verified peer identity: a server setup error.
+    NoIdentity,
+    /// The peer no longer verifies: its SVID expired or today's bundle no longer
+    /// vouches for it.
+    UntrustedPeer,
+    /// The policy denied the request.
+    Policy,
+    /// The policy allowed the request and the [`DecisionHook`] refused it.
+    Hook,
+}
+
 /// What every clone of the service shares: one reference count per clone.
 struct Shared {
     identity: Identity,
     policy: PolicyStore,
     metrics: AuthzMetrics,
+    /// Decide every request as a gRPC call, whatever its content type.
+    grpc_only: bool,
 }
 
 /// Applies [`Authorize`] to a service.
@@ -180,6 +198,7 @@ impl AuthorizeLayer {
                 identity,
                 policy,
                 metrics: AuthzMetrics::default(),
+                grpc_only: false,
             }),
             hook: NoHook,
         }
@@ -200,13 +219,40 @@ impl<H> AuthorizeLayer<H> {
     #[must_use]
     pub fn with_metrics(self, metrics: AuthzMetrics) -> Self {
         let Shared {
-            identity, policy, ..
+            identity,
+            policy,
+            grpc_only,
+            ..
         } = &*self.shared;
         Self {
             shared: Arc::new(Shared {
                 identity: identity.clone(),
                 policy: policy.clone(),
                 metrics,
+                grpc_only: *grpc_only,
+            }),
+            hook: self.hook,
+        }
+    }
+
+    /// Decides every request as a gRPC call to its path, whatever its content
+    /// type, for services that serve only gRPC. tonic serves a request to
+    /// `/pkg.Service/Method` whatever content type it carries, so deciding by the
+    /// content type would let an HTTP `paths` rule open a gRPC method.
+    #[must_use]
+    pub fn grpc_only(self) -> Self {
+        let Shared {
+            identity,
+            policy,
+            metrics,
+            ..
+        } = &*self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                identity: identity.clone(),
+                policy: policy.clone(),
+                metrics: metrics.clone(),
+                grpc_only: true,
             }),
             hook: self.hook,
         }
@@ -282,6 +328,20 @@ impl<S, H> Authorize<S, H> {
     pub fn metrics(&self) -> &AuthzMetrics {
         &self.shared.metrics
     }
+
+    /// Decides `request` as [`call`](Service::call) does — re-verification,
+    /// policy, hook, with the same log events and counters — without calling the
+    /// inner service, for integrations that answer refusals in their own protocol.
+    ///
+    /// # Errors
+    ///
+    /// Why the request is refused.
+    pub fn check<B>(&mut self, request: &mut Request<B>) -> Result<(), Denial>
+    where
+        H: DecisionHook<B>,
+    {
+        authorize(&self.shared, &mut self.hook, request)
+    }
 }
 
 impl<S, H: fmt::Debug> fmt::Debug for Authorize<S, H> {
@@ -308,20 +368,19 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        if authorize(&self.shared, &mut self.hook, &mut request) {
-            ResponseFuture::allowed(self.inner.call(request))
-        } else {
-            ResponseFuture::refused()
+        match authorize(&self.shared, &mut self.hook, &mut request) {
+            Ok(()) => ResponseFuture::allowed(self.inner.call(request)),
+            Err(_) => ResponseFuture::refused(),
         }
     }
 }
 
-/// Decides `request`; `true` lets it through. Logs and counts the outcome.
+/// Decides `request`; `Ok` lets it through. Logs and counts the outcome.
 fn authorize<B, H: DecisionHook<B>>(
     shared: &Shared,
     hook: &mut H,
     request: &mut Request<B>,
-) -> bool {
+) -> Result<(), Denial> {
     let metrics = &shared.metrics;
     let method = request.method().as_str();
     let path = request.uri().path();
@@ -333,9 +392,10 @@ fn authorize<B, H: DecisionHook<B>>(
             path,
             decision = "deny",
             "request carries no verified peer identity: serve the application with \
-             zt_tower::Server, which puts the peer's identity into every request"
+             zt_tower::Server (or zt_tonic's incoming connections), which puts the peer's \
+             identity into every request"
         );
-        return false;
+        return Err(Denial::NoIdentity);
     };
 
     if let Err(err) = peer.reverify(&shared.identity, SystemTime::now()) {
@@ -350,11 +410,11 @@ fn authorize<B, H: DecisionHook<B>>(
             reason = %err,
             "peer no longer verifies"
         );
-        return false;
+        return Err(Denial::UntrustedPeer);
     }
 
     let headers = HeaderView(request.headers());
-    let policy_request = if is_grpc(request.headers()) {
+    let policy_request = if shared.grpc_only || is_grpc(request.headers()) {
         zt_core::Request::grpc(path)
     } else {
         zt_core::Request::http(method, path)
@@ -363,7 +423,7 @@ fn authorize<B, H: DecisionHook<B>>(
     let decision = shared.policy.decide(peer.id(), &policy_request);
     log_decision(peer, method, path, &decision, metrics);
     if !decision.is_allowed() {
-        return false;
+        return Err(Denial::Policy);
     }
 
     // The hook may change the request, so it gets its own handle on the peer.
@@ -380,14 +440,14 @@ fn authorize<B, H: DecisionHook<B>>(
             reason = %refusal,
             "request refused"
         );
-        return false;
+        return Err(Denial::Hook);
     }
     metrics.record(if decision.verdict() == Verdict::Allow {
         Outcome::Allowed
     } else {
         Outcome::DryRunDenied
     });
-    true
+    Ok(())
 }
 
 fn log_decision(

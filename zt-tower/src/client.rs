@@ -89,6 +89,7 @@ pub struct ConnectorBuilder {
     tls: tls::ClientConfigBuilder,
     identity: Identity,
     timeout: Duration,
+    alpn: Vec<Vec<u8>>,
 }
 
 // === impl ConnectorBuilder ===
@@ -115,16 +116,23 @@ impl ConnectorBuilder {
         self
     }
 
-    /// Builds the connector; it offers HTTP/2 and HTTP/1.1 by ALPN.
+    /// The application protocols offered by ALPN, most preferred first (default
+    /// `h2`, then `http/1.1`). A client that speaks only HTTP/2, such as a gRPC
+    /// channel, offers `h2` alone, so that a server without it fails the handshake
+    /// instead of answering in HTTP/1.1.
+    #[must_use]
+    pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
+        self.alpn = protocols;
+        self
+    }
+
+    /// Builds the connector; by default it offers HTTP/2 and HTTP/1.1 by ALPN.
     ///
     /// # Errors
     ///
     /// When the crypto provider does not support the protocol versions.
     pub fn build(self) -> Result<Connector, Error> {
-        let config: ClientConfig = self
-            .tls
-            .alpn_protocols(vec![b"h2".to_vec(), b"http/1.1".to_vec()])
-            .build()?;
+        let config: ClientConfig = self.tls.alpn_protocols(self.alpn).build()?;
         Ok(Connector {
             tls: TlsConnector::from(Arc::new(config)),
             identity: self.identity,
@@ -162,6 +170,7 @@ impl Connector {
             tls: tls::ClientConfigBuilder::new(identity.clone(), server),
             identity,
             timeout: DEFAULT_CONNECT_TIMEOUT,
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         }
     }
 

@@ -6,10 +6,13 @@
 //!   X.509-SVID in a handshake task of its own, serves HTTP/1.1 and HTTP/2 to any
 //!   tower service (an `axum::Router` too) with the peer's [`PeerIdentity`] in every
 //!   request, closes connections when the peer's SVID expires and shuts down
-//!   gracefully.
+//!   gracefully. [`Server::incoming`] hands the authenticated connections to
+//!   another HTTP stack instead (zt-tonic feeds them to tonic).
 //! - [`AuthorizeLayer`] / [`Authorize`]: re-verifies the peer and decides every
 //!   request with the [`Policy`] in force; refusals are `403 Forbidden`. A
-//!   [`DecisionHook`] adds application checks; [`AuthzMetrics`] counts decisions.
+//!   [`DecisionHook`] adds application checks; [`AuthzMetrics`] counts decisions;
+//!   [`Authorize::check`] decides for integrations that answer refusals in their
+//!   own protocol.
 //! - [`Peer`] (feature `axum`): the axum extractor for the verified peer.
 //! - [`Connector`]: an mTLS connector for hyper clients that authorizes the server by
 //!   SPIFFE ID and exposes its identity on every response.
@@ -75,12 +78,14 @@ pub mod extract;
 pub mod metrics;
 pub mod server;
 
-pub use authorize::{Authorize, AuthorizeLayer, DecisionHook, NoHook, Refusal};
+pub use authorize::{Authorize, AuthorizeLayer, DecisionHook, Denial, NoHook, Refusal};
 pub use client::{ConnectError, Connector, ConnectorBuilder, ZtStream};
 #[cfg(feature = "axum")]
 pub use extract::{MissingPeer, Peer};
 pub use metrics::{AuthzCounts, AuthzMetrics};
-pub use server::{Listener, Serve, Server, ServerBuilder, WithGracefulShutdown};
+pub use server::{
+    Accepted, Listener, Serve, Server, ServerBuilder, TlsIncoming, WithGracefulShutdown,
+};
 
 pub use zt_core::{
     Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,

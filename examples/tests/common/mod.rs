@@ -220,7 +220,7 @@ pub fn describe(output: &Output) -> String {
 }
 
 /// Collects a child's stream in the background, for failure messages.
-fn drain<R: AsyncRead + Unpin + Send + 'static>(stream: R, into: Arc<Mutex<String>>) {
+pub fn drain<R: AsyncRead + Unpin + Send + 'static>(stream: R, into: Arc<Mutex<String>>) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {

@@ -55,6 +55,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod incoming;
 mod listener;
 
 use std::fmt;
@@ -76,9 +77,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower_service::Service;
 use zt_core::{Error, IdMatcher, Identity, PeerIdentity, PeerRole, tls};
 
+pub use incoming::{Accepted, TlsIncoming};
 pub use listener::Listener;
 
 use crate::BoxError;
@@ -117,6 +120,7 @@ pub struct ServerBuilder {
     h2_max_streams: u32,
     max_header_list_size: u32,
     h2_keep_alive: Option<Duration>,
+    alpn: Vec<Vec<u8>>,
 }
 
 // === impl ServerBuilder ===
@@ -134,6 +138,7 @@ impl ServerBuilder {
             h2_max_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             h2_keep_alive: Some(DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL),
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         }
     }
 
@@ -224,16 +229,23 @@ impl ServerBuilder {
         self
     }
 
+    /// The application protocols offered by ALPN, most preferred first (default
+    /// `h2`, then `http/1.1`). A client that offers ALPN but none of these fails the
+    /// handshake. [`Server::serve`] speaks only these two; a server that only feeds
+    /// [`Server::incoming`] to another HTTP/2 stack (such as tonic) offers `h2` alone.
+    #[must_use]
+    pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
+        self.alpn = protocols;
+        self
+    }
+
     /// Builds the server.
     ///
     /// # Errors
     ///
     /// When the crypto provider does not support the requested protocol versions.
     pub fn build(self) -> Result<Server, Error> {
-        let config = self
-            .tls
-            .alpn_protocols(vec![b"h2".to_vec(), b"http/1.1".to_vec()])
-            .build()?;
+        let config = self.tls.alpn_protocols(self.alpn).build()?;
         let mut http = auto::Builder::new(TokioExecutor::new());
         let h1_buffer = usize::try_from(self.max_header_list_size)
             .unwrap_or(usize::MAX)
@@ -287,6 +299,17 @@ impl Server {
     /// against its bundles, both read live on every handshake.
     pub fn builder(identity: Identity) -> ServerBuilder {
         ServerBuilder::new(identity)
+    }
+
+    /// The connections of `listener`, authenticated, for a server that serves
+    /// them itself (zt-tonic feeds them to tonic). Handshakes run as they do in
+    /// [`serve`](Self::serve): each in a task of its own, with the handshake timeout
+    /// and at most the configured number at once. The HTTP settings and the
+    /// connection deadlines of the builder do not apply.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn incoming<L: Listener>(&self, listener: L) -> TlsIncoming<L::Io, L::Addr> {
+        TlsIncoming::start(Arc::clone(&self.inner), listener)
     }
 
     /// Serves `service` on connections from `listener` until the returned future
@@ -432,36 +455,7 @@ where
         tracing::debug!(?addr, "serving");
     }
 
-    loop {
-        // Waiting for a slot before accepting leaves surplus connections in the
-        // kernel's backlog rather than accepting them only to drop them.
-        let permit = tokio::select! {
-            biased;
-            () = signal.as_mut() => break,
-            permit = Arc::clone(&handshakes).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = signal.as_mut() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (io, addr) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) if is_connection_error(&err) => {
-                tracing::debug!(error = %err, "connection failed before it was accepted");
-                continue;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "accept failed; pausing before the next attempt");
-                tokio::select! {
-                    () = signal.as_mut() => break,
-                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
-                }
-            }
-        };
+    while let Some((io, addr, permit)) = accept(&mut listener, &handshakes, signal.as_mut()).await {
         let connection = Connection {
             inner: Arc::clone(&inner),
             service: service.clone(),
@@ -492,6 +486,42 @@ where
     Ok(())
 }
 
+/// Waits for a free handshake slot, then accepts the next connection; `None` once
+/// `signal` completes or the slots are closed.
+async fn accept<L: Listener>(
+    listener: &mut L,
+    handshakes: &Arc<Semaphore>,
+    mut signal: Pin<&mut impl Future<Output = ()>>,
+) -> Option<(L::Io, L::Addr, OwnedSemaphorePermit)> {
+    loop {
+        // Waiting for a slot before accepting leaves surplus connections in the
+        // kernel's backlog rather than accepting them only to drop them.
+        let permit = tokio::select! {
+            biased;
+            () = signal.as_mut() => return None,
+            permit = Arc::clone(handshakes).acquire_owned() => permit.ok()?,
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = signal.as_mut() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((io, addr)) => return Some((io, addr, permit)),
+            Err(err) if is_connection_error(&err) => {
+                tracing::debug!(error = %err, "connection failed before it was accepted");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "accept failed; pausing before the next attempt");
+                tokio::select! {
+                    () = signal.as_mut() => return None,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+}
+
 fn is_connection_error(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -499,6 +529,47 @@ fn is_connection_error(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// Runs the TLS handshake on `io` within the handshake timeout and reads the
+    /// peer's identity; `None`, with the reason logged, when either fails. `addr`,
+    /// for the logs, is handed back.
+    async fn handshake<I, A>(&self, io: I, addr: A) -> Option<(TlsStream<I>, PeerIdentity, A)>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+        A: fmt::Debug,
+    {
+        // Read before the handshake: the verifier checks the chain against this
+        // snapshot or a newer one, so the first re-verification under this
+        // generation can skip the chain check.
+        let generation = self.identity.generation();
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(io)).await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                match tls::rejection_reason(&err) {
+                    Some(reason) => tracing::info!(?addr, %reason, "client certificate refused"),
+                    None => tracing::debug!(?addr, error = %err, "TLS handshake failed"),
+                }
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(?addr, timeout = ?self.handshake_timeout, "TLS handshake timed out");
+                return None;
+            }
+        };
+        match PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, generation) {
+            Ok(peer) => Some((tls, peer, addr)),
+            Err(err) => {
+                // The verifier accepted the chain, so this is not expected; fail closed.
+                tracing::warn!(?addr, error = %err, "no usable peer identity after the handshake");
+                None
+            }
+        }
+    }
 }
 
 /// One accepted connection, from handshake to close.
@@ -523,42 +594,14 @@ where
         A: fmt::Debug,
     {
         let inner = Arc::clone(&self.inner);
-        // Read before the handshake: the verifier checks the chain against this
-        // snapshot or a newer one, so the first re-verification under this
-        // generation can skip the chain check.
-        let generation = inner.identity.generation();
-        let handshake = tokio::time::timeout(inner.handshake_timeout, inner.acceptor.accept(io));
-        let tls = tokio::select! {
-            result = handshake => match result {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    match tls::rejection_reason(&err) {
-                        Some(reason) => tracing::info!(?addr, %reason, "client certificate refused"),
-                        None => tracing::debug!(?addr, error = %err, "TLS handshake failed"),
-                    }
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(?addr, timeout = ?inner.handshake_timeout, "TLS handshake timed out");
-                    return;
-                }
+        let (tls, peer, addr) = tokio::select! {
+            handshake = inner.handshake(io, addr) => match handshake {
+                Some(authenticated) => authenticated,
+                None => return,
             },
             _ = self.phase.wait_for(|phase| *phase != Phase::Serving) => return,
         };
         drop(permit);
-
-        let peer = match PeerIdentity::from_connection(
-            tls.get_ref().1,
-            PeerRole::Client,
-            generation,
-        ) {
-            Ok(peer) => peer,
-            Err(err) => {
-                // The verifier accepted the chain, so this is not expected; fail closed.
-                tracing::warn!(?addr, error = %err, "no usable peer identity after the handshake");
-                return;
-            }
-        };
         tracing::debug!(?addr, peer = %peer.id(), "connection established");
 
         let now = Instant::now();

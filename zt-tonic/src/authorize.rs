@@ -1,0 +1,290 @@
+//! Per-call authorization of gRPC requests: [`AuthorizeLayer`] and [`Authorize`].
+//!
+//! The layer goes on the tonic server (`Server::builder().layer(...)`), so it sees
+//! every call with its path, `/pkg.Service/Method`. For each call it
+//!
+//! 1. takes the client's [`PeerIdentity`] from the request (the
+//!    [`ConnectInfo`] of a connection from
+//!    [`Incoming`](crate::Incoming), or the identity `zt_tower::Server` inserted);
+//! 2. re-verifies it against the serving identity ([`PeerIdentity::reverify`]), so
+//!    a client whose SVID expired or whose trust bundle was withdrawn is refused
+//!    on an HTTP/2 connection that is already open;
+//! 3. decides the call as a gRPC call (`Protocol::Grpc`) to its service and
+//!    method with the policy in force in the [`PolicyStore`] — always as gRPC,
+//!    whatever the content type, because tonic serves any request to a method's
+//!    path and an HTTP `paths` rule must never open a gRPC method;
+//! 4. runs the application's [`DecisionHook`], if any, on calls the policy allowed.
+//!
+//! It is `zt_tower::Authorize` underneath, with the same `tracing` events (target
+//! `zt::authz`) and the same [`AuthzMetrics`] counters; only the refusal differs.
+//! A refused call gets a gRPC status, never a bare HTTP error, so every gRPC
+//! client reports it: a *trailers-only* response — HTTP 200,
+//! `content-type: application/grpc`, no body — with
+//!
+//! | refusal | `grpc-status` | `grpc-message` |
+//! |---|---|---|
+//! | no peer identity on the request (a setup error) | 16 `UNAUTHENTICATED` | `no verified peer identity` |
+//! | the peer no longer verifies (SVID expired, bundle withdrawn) | 16 `UNAUTHENTICATED` | `peer identity no longer valid` |
+//! | the policy denies the call | 7 `PERMISSION_DENIED` | `permission denied` |
+//! | the decision hook refuses the call | 7 `PERMISSION_DENIED` | `permission denied` |
+//!
+//! The reason — which rule, why the peer no longer verifies — goes to the log,
+//! never to the client.
+//!
+//! ```
+//! # use zt_core::{BundleSet, IdentitySource, StaticSource, dev::DevCa};
+//! # let ca = DevCa::new("example.org".parse()?)?;
+//! # let source = StaticSource::new(ca.mint(&"spiffe://example.org/api".parse()?)?, BundleSet::new().with(ca.bundle()))?;
+//! # let client = ca.mint(&"spiffe://example.org/web".parse()?)?;
+//! # let peer = zt_tonic::PeerIdentity::from_chain(client.chain().to_vec(), zt_core::PeerRole::Client, 0)?;
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tonic::body::Body;
+//! use tower::{Layer, ServiceExt};
+//! use zt_tonic::{AuthorizeLayer, Policy, PolicyStore};
+//!
+//! let policy = Policy::parse(r#"{"rules": [{"name": "web-greets", "action": "allow",
+//!     "from": {"ids": ["spiffe://example.org/web"]},
+//!     "to": {"grpc": ["helloworld.Greeter/SayHello"]}}]}"#, zt_core::Format::Json)?;
+//! let layer = AuthorizeLayer::new(source.identity(), PolicyStore::new(policy));
+//! let service = layer.layer(tower::service_fn(|_req: Request<Body>| async {
+//!     Ok::<_, Infallible>(Response::new(Body::empty()))
+//! }));
+//! let call = |path: &str| {
+//!     let mut request = Request::post(path).body(Body::empty()).unwrap();
+//!     request.extensions_mut().insert(peer.clone()); // done by the server
+//!     request
+//! };
+//! # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! let allowed = rt.block_on(service.clone().oneshot(call("/helloworld.Greeter/SayHello")))?;
+//! assert!(allowed.headers().get("grpc-status").is_none());
+//!
+//! let denied = rt.block_on(service.oneshot(call("/helloworld.Greeter/Admin")))?;
+//! assert_eq!(denied.status(), http::StatusCode::OK);
+//! assert_eq!(denied.headers()["grpc-status"], "7");
+//! assert_eq!(layer.metrics().counts().denied, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tonic::Status;
+use tower_layer::Layer;
+use tower_service::Service;
+use zt_core::{Identity, PeerIdentity, PolicyStore};
+use zt_tower::{AuthzMetrics, DecisionHook, Denial, NoHook};
+
+use crate::server::ConnectInfo;
+
+/// Applies [`Authorize`] to a tonic server's services; see the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct AuthorizeLayer<H = NoHook> {
+    inner: zt_tower::AuthorizeLayer<H>,
+}
+
+// === impl AuthorizeLayer ===
+
+impl AuthorizeLayer {
+    /// Re-verifies clients against `identity` and decides calls with the policy
+    /// in force in `policy`.
+    pub fn new(identity: Identity, policy: PolicyStore) -> Self {
+        Self {
+            inner: zt_tower::AuthorizeLayer::new(identity, policy).grpc_only(),
+        }
+    }
+}
+
+impl<H> AuthorizeLayer<H> {
+    /// Runs `hook` on every call the policy allowed; a refusal is
+    /// `PERMISSION_DENIED`. For checks written against a `tonic::Request`, see
+    /// [`interceptor()`](crate::interceptor()).
+    pub fn hook<H2>(self, hook: H2) -> AuthorizeLayer<H2> {
+        AuthorizeLayer {
+            inner: self.inner.hook(hook),
+        }
+    }
+
+    /// Counts decisions in `metrics` instead of counters of its own, e.g. to sum
+    /// them with a `zt_tower::AuthorizeLayer`'s.
+    #[must_use]
+    pub fn with_metrics(self, metrics: AuthzMetrics) -> Self {
+        Self {
+            inner: self.inner.with_metrics(metrics),
+        }
+    }
+
+    /// The decision counters of every service this layer makes.
+    pub fn metrics(&self) -> &AuthzMetrics {
+        self.inner.metrics()
+    }
+}
+
+impl<S, H: Clone> Layer<S> for AuthorizeLayer<H> {
+    type Service = Authorize<S, H>;
+
+    fn layer(&self, inner: S) -> Authorize<S, H> {
+        Authorize {
+            inner: self.inner.layer(inner),
+        }
+    }
+}
+
+impl<H: fmt::Debug> fmt::Debug for AuthorizeLayer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizeLayer")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Authorizes every gRPC call before it reaches the inner service; see the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct Authorize<S, H = NoHook> {
+    inner: zt_tower::Authorize<S, H>,
+}
+
+// === impl Authorize ===
+
+impl<S> Authorize<S> {
+    /// Wraps `inner`; see [`AuthorizeLayer::new`].
+    pub fn new(inner: S, identity: Identity, policy: PolicyStore) -> Self {
+        AuthorizeLayer::new(identity, policy).layer(inner)
+    }
+
+    /// A layer with the same arguments.
+    pub fn layer(identity: Identity, policy: PolicyStore) -> AuthorizeLayer {
+        AuthorizeLayer::new(identity, policy)
+    }
+}
+
+impl<S, H> Authorize<S, H> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+
+    /// The decision counters.
+    pub fn metrics(&self) -> &AuthzMetrics {
+        self.inner.metrics()
+    }
+}
+
+impl<S, H: fmt::Debug> fmt::Debug for Authorize<S, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorize")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, H, ReqBody, ResBody> Service<Request<ReqBody>> for Authorize<S, H>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    H: DecisionHook<ReqBody>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.get_mut().poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // On connections from `Incoming` the peer arrives in tonic's connect info;
+        // the decision, the hook and the handlers read it as a `PeerIdentity`.
+        if let Some(peer) = request
+            .extensions()
+            .get::<ConnectInfo>()
+            .map(|info| info.peer().clone())
+        {
+            request.extensions_mut().insert::<PeerIdentity>(peer);
+        }
+        match self.inner.check(&mut request) {
+            Ok(()) => ResponseFuture {
+                state: State::Allowed {
+                    future: self.inner.get_mut().call(request),
+                },
+            },
+            Err(denial) => ResponseFuture {
+                state: State::Refused {
+                    response: Some(status(denial).into_http()),
+                },
+            },
+        }
+    }
+}
+
+/// The status a refusal is answered with. The messages are the same for every
+/// refusal of a kind: the reason is logged, never sent.
+fn status(denial: Denial) -> Status {
+    match denial {
+        Denial::NoIdentity => Status::unauthenticated("no verified peer identity"),
+        Denial::UntrustedPeer => Status::unauthenticated("peer identity no longer valid"),
+        _ => Status::permission_denied("permission denied"),
+    }
+}
+
+pin_project! {
+    /// The response future of [`Authorize`].
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Allowed { #[pin] future: F },
+        Refused { response: Option<Response<B>> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Allowed { future } => future.poll(cx),
+            StateProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after completion: there is nothing more to give.
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Allowed { .. } => "allowed",
+            State::Refused { .. } => "refused",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

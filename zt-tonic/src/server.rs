@@ -1,0 +1,416 @@
+//! The server side: authenticated connections for
+//! `tonic::transport::Server::serve_with_incoming`, and the peer's identity in
+//! every request.
+//!
+//! [`Incoming`] accepts connections from a listener and authenticates each client
+//! with its X.509-SVID, as `zt_tower::Server` does (it is built on
+//! [`zt_tower::Server::incoming`]):
+//!
+//! - **Handshakes never block accepts.** Each TLS handshake runs in a task of its
+//!   own with a timeout ([`IncomingBuilder::handshake_timeout`]); at most
+//!   [`IncomingBuilder::max_concurrent_handshakes`] run at once, and while they do,
+//!   new connections wait in the kernel's backlog.
+//! - **HTTP/2 only.** ALPN offers `h2` alone; a client that offers ALPN without it
+//!   fails the handshake instead of reaching a server that cannot answer it.
+//! - **The peer travels with every request.** Each [`TlsConnection`]'s tonic
+//!   `Connected` info is a [`ConnectInfo`] carrying the client's
+//!   [`PeerIdentity`]; tonic puts it into every request's extensions, where
+//!   [`peer`] and [`connect_info`] read it.
+//! - **Connections end with the peer's SVID.** At the moment the client's
+//!   certificate expires its connection is closed: reads see the end of the stream
+//!   and writes fail, so tonic drops the connection and the client reconnects with
+//!   its renewed SVID. tonic drives the HTTP/2 connection itself, so this close
+//!   cannot be a graceful `GOAWAY`; calls still running at that moment fail with
+//!   `UNAVAILABLE` (retryable). For graceful rotation well before expiry, set
+//!   tonic's `Server::max_connection_age` below your SVID lifetime. Requests made
+//!   after the expiry are refused in any case by [`Authorize`](crate::Authorize).
+//!
+//! ```
+//! # use zt_core::{BundleSet, IdentitySource, StaticSource, dev::DevCa};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # let ca = DevCa::new("example.org".parse()?)?;
+//! # let source = StaticSource::new(ca.mint(&"spiffe://example.org/api".parse()?)?, BundleSet::new().with(ca.bundle()))?;
+//! use tonic::transport::Server;
+//! use zt_tonic::{AuthorizeLayer, Incoming, Policy, PolicyStore};
+//!
+//! let identity = source.identity();
+//! let policy = PolicyStore::new(Policy::allow_patterns(["spiffe://example.org/web"])?);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let incoming = Incoming::new(identity.clone(), listener)?;
+//! assert!(incoming.local_addr().is_some());
+//!
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! let server = Server::builder()
+//!     .layer(AuthorizeLayer::new(identity, policy))
+//!     .add_service(health)
+//!     .serve_with_incoming(incoming);
+//! # drop(server);
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new()?.block_on(demo())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures_core::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+use zt_core::{Error, IdMatcher, Identity, PeerIdentity};
+use zt_tower::{Listener, TlsIncoming};
+
+/// Configures [`Incoming`]. Start from [`Incoming::builder`].
+#[derive(Clone, Debug)]
+pub struct IncomingBuilder {
+    inner: zt_tower::ServerBuilder,
+}
+
+// === impl IncomingBuilder ===
+
+impl IncomingBuilder {
+    /// Accepts only clients whose SPIFFE ID `matcher` matches, at the handshake.
+    /// By default any client with a valid SVID of a trusted trust domain completes
+    /// the handshake and [`Authorize`](crate::Authorize) decides each call.
+    #[must_use]
+    pub fn authorize(mut self, matcher: IdMatcher) -> Self {
+        self.inner = self.inner.authorize(matcher);
+        self
+    }
+
+    /// Uses `provider` instead of the identity's crypto provider.
+    #[must_use]
+    pub fn crypto_provider(
+        mut self,
+        provider: Arc<zt_core::rustls::crypto::CryptoProvider>,
+    ) -> Self {
+        self.inner = self.inner.crypto_provider(provider);
+        self
+    }
+
+    /// Offers TLS 1.3 only (the default offers TLS 1.3 and 1.2).
+    #[must_use]
+    pub fn tls13_only(mut self) -> Self {
+        self.inner = self.inner.tls13_only();
+        self
+    }
+
+    /// How long a client has to complete the TLS handshake (default 10 s).
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.inner = self.inner.handshake_timeout(timeout);
+        self
+    }
+
+    /// How many TLS handshakes may run at once (default 1024, at least 1). While
+    /// all are taken, new connections wait in the kernel's listen backlog.
+    #[must_use]
+    pub fn max_concurrent_handshakes(mut self, max: usize) -> Self {
+        self.inner = self.inner.max_concurrent_handshakes(max);
+        self
+    }
+
+    /// Starts accepting from `listener`. Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the crypto provider does not support the requested protocol versions.
+    pub fn build<L: Listener>(self, listener: L) -> Result<Incoming<L::Io, L::Addr>, Error> {
+        let server = self.inner.alpn_protocols(vec![b"h2".to_vec()]).build()?;
+        let local_addr = listener.local_addr().ok().and_then(|a| socket_addr(&a));
+        Ok(Incoming {
+            inner: server.incoming(listener),
+            local_addr,
+        })
+    }
+}
+
+/// Authenticated connections for `tonic::transport::Server::serve_with_incoming`;
+/// see the [module docs](self).
+///
+/// A `Stream` of [`TlsConnection`]s that never yields an error: connections whose
+/// handshake fails are dropped and logged, and accept errors are retried. When
+/// tonic drops it (at shutdown), the listener closes and handshakes in progress
+/// are abandoned.
+pub struct Incoming<I, A> {
+    inner: TlsIncoming<I, A>,
+    local_addr: Option<SocketAddr>,
+}
+
+// === impl Incoming ===
+
+impl Incoming<(), ()> {
+    /// A builder for connections presenting `identity`'s SVID and verifying
+    /// clients against its bundles, both read live on every handshake.
+    pub fn builder(identity: Identity) -> IncomingBuilder {
+        IncomingBuilder {
+            inner: zt_tower::Server::builder(identity),
+        }
+    }
+
+    /// Starts accepting from `listener` with the defaults of [`IncomingBuilder`].
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the identity's crypto provider does not support TLS 1.3 or 1.2.
+    pub fn new<L: Listener>(
+        identity: Identity,
+        listener: L,
+    ) -> Result<Incoming<L::Io, L::Addr>, Error> {
+        Self::builder(identity).build(listener)
+    }
+}
+
+impl<I, A> Incoming<I, A> {
+    /// The address the listener is bound to, when it is a TCP listener.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+}
+
+impl<I, A: Any> Stream for Incoming<I, A> {
+    type Item = Result<TlsConnection<I>, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let local_addr = this.local_addr;
+        this.inner.poll_accept(cx).map(|accepted| {
+            accepted.map(|accepted| {
+                let info = ConnectInfo {
+                    peer: accepted.peer,
+                    remote_addr: socket_addr(&accepted.addr),
+                    local_addr,
+                };
+                Ok(TlsConnection::new(accepted.stream, info))
+            })
+        })
+    }
+}
+
+impl<I, A> fmt::Debug for Incoming<I, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The address of a TCP listener or connection; `None` for other transports.
+fn socket_addr<A: Any>(addr: &A) -> Option<SocketAddr> {
+    (addr as &dyn Any).downcast_ref::<SocketAddr>().copied()
+}
+
+/// What tonic learns about a connection and puts into every request's
+/// extensions: the client's verified identity and, over TCP, the addresses.
+///
+/// Read it with [`connect_info`], or the identity alone with [`peer`].
+#[derive(Clone, Debug)]
+pub struct ConnectInfo {
+    peer: PeerIdentity,
+    remote_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
+}
+
+// === impl ConnectInfo ===
+
+impl ConnectInfo {
+    /// The client's verified identity, as of the handshake. Per-request
+    /// re-verification is [`Authorize`](crate::Authorize)'s job.
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    /// The client's address, over TCP.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// The server's address, over TCP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+}
+
+/// The verified identity of the client that sent `request`: from the
+/// [`ConnectInfo`] of a connection from [`Incoming`], or, for services served by
+/// `zt_tower::Server`, from the [`PeerIdentity`] it puts into every request.
+/// `None` when the request came through neither.
+///
+/// ```
+/// # let ca = zt_core::dev::DevCa::new("example.org".parse()?)?;
+/// # let svid = ca.mint(&"spiffe://example.org/web".parse()?)?;
+/// # let identity = zt_tonic::PeerIdentity::from_chain(svid.chain().to_vec(), zt_core::PeerRole::Client, 0)?;
+/// let mut request = tonic::Request::new(());
+/// assert!(zt_tonic::peer(&request).is_none());
+///
+/// request.extensions_mut().insert(identity); // done by zt-tonic or zt-tower
+/// assert_eq!(zt_tonic::peer(&request).map(|p| p.id().as_str()), Some("spiffe://example.org/web"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn peer<T>(request: &tonic::Request<T>) -> Option<&PeerIdentity> {
+    peer_in(request.extensions())
+}
+
+/// The [`ConnectInfo`] of the connection `request` arrived on, when it came
+/// from [`Incoming`].
+pub fn connect_info<T>(request: &tonic::Request<T>) -> Option<&ConnectInfo> {
+    request.extensions().get::<ConnectInfo>()
+}
+
+/// The peer in request extensions, which tonic and http share.
+pub(crate) fn peer_in(extensions: &http::Extensions) -> Option<&PeerIdentity> {
+    extensions
+        .get::<ConnectInfo>()
+        .map(ConnectInfo::peer)
+        .or_else(|| extensions.get::<PeerIdentity>())
+}
+
+/// One authenticated connection from [`Incoming`]: the TLS stream, which closes
+/// itself when the client's SVID expires, and its [`ConnectInfo`] for tonic.
+pub struct TlsConnection<I> {
+    stream: TlsStream<I>,
+    info: ConnectInfo,
+    /// Fires at the client's SVID expiry. Boxed: a connection is moved around
+    /// before it is polled, and `Sleep` must stay pinned.
+    expiry: Pin<Box<Sleep>>,
+    expired: bool,
+}
+
+// === impl TlsConnection ===
+
+impl<I> TlsConnection<I> {
+    fn new(stream: TlsStream<I>, info: ConnectInfo) -> Self {
+        let expiry = Box::pin(tokio::time::sleep_until(instant_at(info.peer.not_after())));
+        Self {
+            stream,
+            info,
+            expiry,
+            expired: false,
+        }
+    }
+
+    /// The connection's [`ConnectInfo`].
+    pub fn info(&self) -> &ConnectInfo {
+        &self.info
+    }
+
+    /// The TLS stream.
+    pub fn get_ref(&self) -> &TlsStream<I> {
+        &self.stream
+    }
+
+    /// Whether the client's SVID has expired, as of the last read; the connection
+    /// is then closed.
+    fn check_expiry(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.expired && self.expiry.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            tracing::debug!(
+                peer = %self.info.peer.id(),
+                remote_addr = ?self.info.remote_addr,
+                "peer SVID expired; closing the connection"
+            );
+        }
+        self.expired
+    }
+}
+
+impl<I> fmt::Debug for TlsConnection<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnection")
+            .field("info", &self.info)
+            .field("expired", &self.expired)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I> Connected for TlsConnection<I> {
+    type ConnectInfo = ConnectInfo;
+
+    fn connect_info(&self) -> ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsConnection<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // The HTTP/2 server always has a read pending, so the expiry timer wakes
+        // the connection task even when it is idle. Returning nothing is the end of
+        // the stream.
+        if this.check_expiry(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsConnection<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(expired_error()));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(expired_error()));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Still passed on after expiry: it sends TLS close_notify.
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+fn expired_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "peer SVID expired")
+}
+
+/// The monotonic instant at which wall-clock time `at` is reached.
+fn instant_at(at: SystemTime) -> Instant {
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        // tokio's timer holds deadlines of about two years at most. A connection
+        // of a peer whose SVID is valid for longer closes after a year instead,
+        // which only makes the client reconnect.
+        Ok(left) => now.checked_add(left.min(MAX_DEADLINE)).unwrap_or(now),
+        Err(_) => now,
+    }
+}
+
+/// The farthest deadline set on a connection.
+const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
