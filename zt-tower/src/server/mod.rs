@@ -546,14 +546,15 @@ impl Inner {
         // snapshot or a newer one, so the first re-verification under this
         // generation can skip the chain check.
         let generation = self.identity.generation();
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(io)).await
-        {
+        let accept = self.acceptor.accept(io).into_fallible();
+        let tls = match tokio::time::timeout(self.handshake_timeout, accept).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(err)) => {
+            Ok(Err((err, io))) => {
                 match tls::rejection_reason(&err) {
                     Some(reason) => tracing::info!(?addr, %reason, "client certificate refused"),
                     None => tracing::debug!(?addr, error = %err, "TLS handshake failed"),
                 }
+                linger_close(io).await;
                 return None;
             }
             Err(_) => {
@@ -570,6 +571,32 @@ impl Inner {
             }
         }
     }
+}
+
+/// How long a refused client may take to read the alert and close.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Closes a connection whose handshake failed so that the client reads the alert.
+///
+/// A TLS 1.3 client learns that its certificate was refused only after it has sent
+/// its Finished, often with a request behind it. Closing a socket with unread data
+/// makes the kernel send a reset, which can overtake the alert, so the client would
+/// report "connection reset" instead of the reason. Half-close, then discard what
+/// the client still sends, for a short, bounded time.
+async fn linger_close<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// One accepted connection, from handshake to close.
