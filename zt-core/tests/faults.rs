@@ -580,6 +580,66 @@ async fn policy_directory_deleted_and_recreated_keeps_policy_then_loads_the_new_
     assert_eq!(store.status().generation(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_renamed_over_in_a_loop_ends_serving_the_final_file() {
+    let dir = TempDir::new("faults-policy-rename-loop");
+    let path = dir.join("policy.json");
+    // Large documents keep each reload busy reading while the file is renamed over.
+    let (alice, bob) = (dir.join("alice.json"), dir.join("bob.json"));
+    write_in_place(&alice, &policy_allowing(ALICE, 20000));
+    write_in_place(&bob, &policy_allowing(BOB, 20000));
+    std::fs::copy(&alice, &path).unwrap();
+    let (store, _watch) = watched_store(&path);
+    let staged = dir.join("policy.json.next");
+
+    let renames = Arc::new(AtomicU64::new(0));
+    for burst in 0..12 {
+        // Renames as fast as they go for a while, longer than the debounce cap, so
+        // reloads run during the burst; it ends on whichever file it renamed last.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (stop, renames) = (Arc::clone(&stop), Arc::clone(&renames));
+            let (alice, bob, path, staged) =
+                (alice.clone(), bob.clone(), path.clone(), staged.clone());
+            std::thread::spawn(move || {
+                for n in 0_usize.. {
+                    let to_alice = (n + burst) % 2 == 0;
+                    std::fs::hard_link(if to_alice { &alice } else { &bob }, &staged).unwrap();
+                    std::fs::rename(&staged, &path).unwrap();
+                    // Renaming a link over another link to the same file does nothing.
+                    let _ = std::fs::remove_file(&staged);
+                    renames.fetch_add(1, Ordering::Relaxed);
+                    if stop.load(Ordering::Relaxed) {
+                        return if to_alice { ALICE } else { BOB };
+                    }
+                }
+                unreachable!()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        stop.store(true, Ordering::Relaxed);
+        let last = tokio::task::spawn_blocking(move || writer.join().unwrap())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + BOUND;
+        while reader(&store) != Some(last) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "burst {burst}: the file allows {last} but the policy in force \
+                 allows {:?}, {BOUND:?} after the last rename ({:?})",
+                reader(&store),
+                store.status()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    eprintln!(
+        "policy renames: {}, reloads: {}",
+        renames.load(Ordering::Relaxed),
+        store.status().generation() - 1
+    );
+}
+
 #[tokio::test]
 async fn full_disk_half_written_policy_keeps_policy_until_space_is_freed() {
     let disk = Disk::new("faults-policy-full-disk");
