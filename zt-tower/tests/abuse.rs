@@ -281,6 +281,20 @@ mod raw {
     }
 }
 
+/// Waits until the server closes `io`: EOF or an error, after any frames.
+async fn closed_by_server<R: AsyncRead + Unpin>(io: &mut R) {
+    let mut sink = [0_u8; 4096];
+    within("the server closes the connection", async {
+        loop {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
 // === HTTP/2 floods ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,6 +603,36 @@ async fn http1_client_trickling_its_headers_is_cut_off_at_the_header_read_timeou
     within("the trickling client is cut off", trickle).await;
     assert_cut_off_in_time(opened);
     target.served(Version::Http1).await;
+}
+
+#[tokio::test]
+async fn client_silent_after_the_handshake_is_cut_off_at_the_header_read_timeout() {
+    let target = Target::start(|b| b.header_read_timeout(HEADER_READ_TIMEOUT)).await;
+    let mut tls = tls_connect(
+        target.addr(),
+        client_config(&target.client, SERVER_ID, &[b"h2", b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let opened = Instant::now();
+    closed_by_server(&mut tls).await;
+    assert_cut_off_in_time(opened);
+}
+
+#[tokio::test]
+async fn client_stalled_inside_the_http2_preface_is_cut_off_at_the_header_read_timeout() {
+    let target = Target::start(|b| b.header_read_timeout(HEADER_READ_TIMEOUT)).await;
+    let mut tls = tls_connect(
+        target.addr(),
+        client_config(&target.client, SERVER_ID, &[b"h2"]),
+    )
+    .await
+    .unwrap();
+    let opened = Instant::now();
+    tls.write_all(&raw::PREFACE[..16]).await.unwrap();
+    tls.flush().await.unwrap();
+    closed_by_server(&mut tls).await;
+    assert_cut_off_in_time(opened);
 }
 
 #[tokio::test]
