@@ -135,7 +135,10 @@ fn reload_if_changed(
     if previous.as_deref() == Some(current.as_slice()) {
         return previous;
     }
-    match store.reload_from(path) {
+    // Parsed from the bytes just compared, never read again: a file replaced in
+    // between would be stored while the bytes recorded as in force are the older
+    // ones, and once the file went back to those, the change would go unseen.
+    match store.reload_from_bytes(path, &current) {
         Ok(()) => {
             tracing::info!(file = %path.display(), "policy file reloaded");
             Some(current)

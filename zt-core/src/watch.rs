@@ -21,7 +21,10 @@
 //! - A watched directory that is deleted, or replaced by another, is **re-armed**:
 //!   every tick checks each directory's identity (device and inode), and while one
 //!   is missing it is looked for once a second; re-arming yields a tick, since its
-//!   files may have changed unseen.
+//!   files may have changed unseen. A directory whose watch the kernel reported
+//!   gone (deleted or moved away) is re-armed even when the one now at its path has
+//!   the same identity: file systems reuse a freed inode number at once, so a
+//!   directory deleted and recreated between two ticks looks unchanged.
 //!
 //! [`read_bounded`] reads a file without ever reading more than a limit, refusing
 //! directories, FIFOs and devices.
@@ -31,9 +34,10 @@ use std::ffi::OsString;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -87,6 +91,9 @@ pub(crate) enum Trigger {
 pub(crate) struct FileWatcher {
     watcher: RecommendedWatcher,
     signal: Arc<Notify>,
+    /// Set when the kernel reported a watched directory itself deleted or moved:
+    /// its watch is gone whatever the directory now at its path looks like.
+    watch_lost: Arc<AtomicBool>,
     dirs: Vec<WatchedDir>,
     options: WatchOptions,
     next_poll: Instant,
@@ -148,8 +155,17 @@ impl FileWatcher {
         }
 
         let signal = Arc::new(Notify::new());
+        let watch_lost = Arc::new(AtomicBool::new(false));
         let handler_signal = Arc::clone(&signal);
+        let handler_lost = Arc::clone(&watch_lost);
+        let watched_dirs: HashSet<PathBuf> = dirs.iter().cloned().collect();
         let handler = move |event: notify::Result<Event>| {
+            if let Ok(event) = &event
+                && is_watch_lost(event, &watched_dirs)
+            {
+                // Raised before the signal, so the tick it leads to sees it.
+                handler_lost.store(true, Ordering::Release);
+            }
             // An error may mean lost events (queue overflow): re-read to be sure.
             if event.as_ref().map_or(true, |e| is_relevant(e, &names)) {
                 handler_signal.notify_one();
@@ -162,6 +178,7 @@ impl FileWatcher {
         let mut this = Self {
             watcher,
             signal,
+            watch_lost,
             dirs: dirs
                 .into_iter()
                 .map(|path| WatchedDir { path, armed: None })
@@ -228,14 +245,18 @@ impl FileWatcher {
         trigger
     }
 
-    /// Places a watch on every directory that exists and is not watched, or was
-    /// replaced since it was watched. Returns `true` when one was (re)armed.
+    /// Places a watch on every directory that exists and is not watched, was
+    /// replaced since it was watched, or lost its watch. Returns `true` when one
+    /// was (re)armed.
     fn rearm(&mut self) -> bool {
         let mut armed_any = false;
         let mut missing = false;
+        // Which directory lost its watch is not recorded: re-arming them all is
+        // cheap, and rare.
+        let lost = self.watch_lost.swap(false, Ordering::AcqRel);
         for dir in &mut self.dirs {
             let current = dir_id(&dir.path);
-            if current.is_some() && current == dir.armed {
+            if current.is_some() && current == dir.armed && !lost {
                 continue;
             }
             if dir.armed.take().is_some() {
@@ -295,6 +316,19 @@ fn is_relevant(event: &Event, names: &HashSet<OsString>) -> bool {
             .paths
             .iter()
             .any(|path| path.file_name().is_some_and(|name| names.contains(name)))
+}
+
+/// Whether `event` says that a watched directory itself was deleted or moved away,
+/// which ends the watch on it.
+///
+/// The watcher's own event thread drops such a watch after passing the event on,
+/// before it handles any request to watch again, so re-arming after this event
+/// never races with that cleanup.
+fn is_watch_lost(event: &Event, dirs: &HashSet<PathBuf>) -> bool {
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && event.paths.iter().any(|path| dirs.contains(path))
 }
 
 #[cfg(unix)]
@@ -516,6 +550,27 @@ mod tests {
         assert_eq!(next_tick(&mut watcher).await, Trigger::Changed);
         std::fs::create_dir(&sub).unwrap();
         // Re-armed within the retry period: that alone is a tick.
+        assert_eq!(next_tick(&mut watcher).await, Trigger::Changed);
+        std::fs::write(&file, "new").unwrap();
+        assert_eq!(next_tick(&mut watcher).await, Trigger::Changed);
+    }
+
+    #[tokio::test]
+    async fn directory_recreated_before_the_next_tick_is_watched_again() {
+        let dir = TempDir::new("rearm-at-once");
+        let sub = dir.0.join("certs");
+        std::fs::create_dir(&sub).unwrap();
+        let file = sub.join("tls.crt");
+        let mut watcher = FileWatcher::new(
+            std::slice::from_ref(&file),
+            options(20, Duration::from_secs(600)),
+        )
+        .unwrap();
+        // Deleted and recreated within the debounce period: the new directory
+        // usually gets the freed inode number, so its identity alone looks
+        // unchanged.
+        std::fs::remove_dir_all(&sub).unwrap();
+        std::fs::create_dir(&sub).unwrap();
         assert_eq!(next_tick(&mut watcher).await, Trigger::Changed);
         std::fs::write(&file, "new").unwrap();
         assert_eq!(next_tick(&mut watcher).await, Trigger::Changed);

@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use common::{
     BOUND, Client, EchoServer, HelperDir, KubeDir, Minted, SERVER_ID, TRUST_DOMAIN, TempDir, id,
-    mint, mint_with, new_ca, td, wait_until, wait_until_served, write_in_place, write_renamed_over,
+    make_unreadable, mint, mint_with, new_ca, td, wait_until, wait_until_served, write_in_place,
+    write_renamed_over,
 };
 use zt_core::dev::{DevCa, SvidParams};
 use zt_core::{
@@ -784,41 +785,6 @@ async fn empty_bundle_file_is_rejected_instead_of_distrusting_everyone() {
         |k| matches!(k, FileErrorKind::Bundle(BundleError::NoCertificate)),
     )
     .await;
-}
-
-/// Write-only sysfs attributes: the kernel refuses to open them for reading with
-/// EACCES, even for root.
-const WRITE_ONLY_SYSFS: &[&str] = &[
-    "/sys/bus/cpu/uevent",
-    "/sys/bus/platform/uevent",
-    "/sys/bus/pci/rescan",
-    "/sys/kernel/mm/page_idle/bitmap",
-];
-
-/// Makes `path` unreadable for this process, or fails the test saying why it cannot.
-///
-/// `chmod 000` is the natural way, but root reads through it (CAP_DAC_OVERRIDE), and
-/// tests often run as root. Then `path` becomes a symlink to a write-only sysfs
-/// attribute: a regular file by `stat`, whose `open` for reading fails with EACCES
-/// for root too, so zt's reader meets a real "permission denied" from the kernel.
-fn make_unreadable(path: &Path) -> &'static str {
-    use std::os::unix::fs::PermissionsExt as _;
-    let denied = |p: &Path| matches!(std::fs::File::open(p), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
-    if denied(path) {
-        return "mode 000";
-    }
-    for attribute in WRITE_ONLY_SYSFS.iter().map(Path::new) {
-        if std::fs::metadata(attribute).is_ok_and(|m| m.is_file()) && denied(attribute) {
-            std::fs::remove_file(path).unwrap();
-            std::os::unix::fs::symlink(attribute, path).unwrap();
-            return "symlink to a write-only sysfs attribute";
-        }
-    }
-    panic!(
-        "cannot make a file unreadable here: mode 000 does not stop this process (root) and \
-         none of {WRITE_ONLY_SYSFS:?} refuses reads; this test needs one of them"
-    );
 }
 
 #[tokio::test]

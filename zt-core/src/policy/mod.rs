@@ -263,6 +263,17 @@ impl fmt::Display for InvalidDisplay<'_> {
     }
 }
 
+/// The format of the policy file at `path`, told by its extension.
+fn file_format(path: &Path) -> Result<Format, PolicyError> {
+    let format = Format::from_path(path).ok_or_else(|| PolicyError::UnknownFormat {
+        path: path.to_owned(),
+    })?;
+    if !format.is_enabled() {
+        return Err(PolicyError::FormatNotEnabled { format });
+    }
+    Ok(format)
+}
+
 /// A compiled, immutable authorization policy. Cheap to share (`Arc`), safe to
 /// use from any thread.
 pub struct Policy {
@@ -302,12 +313,7 @@ impl Policy {
     /// [`PolicyError::UnknownFormat`]. Errors name the file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
         let path = path.as_ref();
-        let format = Format::from_path(path).ok_or_else(|| PolicyError::UnknownFormat {
-            path: path.to_owned(),
-        })?;
-        if !format.is_enabled() {
-            return Err(PolicyError::FormatNotEnabled { format });
-        }
+        file_format(path)?;
         let io_error = |source| PolicyError::Io {
             path: path.to_owned(),
             source: Arc::new(source),
@@ -327,6 +333,13 @@ impl Policy {
                 limit: MAX_POLICY_BYTES,
             });
         }
+        Self::from_file_bytes(path, &bytes)
+    }
+
+    /// Parses `bytes`, read from the policy file at `path`, as [`Policy::load`]
+    /// would: the extension names the format and errors name the file.
+    pub(crate) fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self, PolicyError> {
+        let format = file_format(path)?;
         let with_path = |err: PolicyError| match err {
             PolicyError::Invalid {
                 path: None,
@@ -339,20 +352,29 @@ impl Policy {
                 location,
                 message,
             },
+            PolicyError::TooLarge {
+                path: None,
+                size,
+                limit,
+            } => PolicyError::TooLarge {
+                path: Some(path.to_owned()),
+                size,
+                limit,
+            },
             other => other,
         };
-        let text = String::from_utf8(bytes).map_err(|err| {
+        let text = std::str::from_utf8(bytes).map_err(|err| {
             with_path(PolicyError::Invalid {
                 path: None,
                 format,
                 location: None,
                 message: format!(
                     "not valid UTF-8 (first invalid byte at offset {})",
-                    err.utf8_error().valid_up_to()
+                    err.valid_up_to()
                 ),
             })
         })?;
-        Self::parse(&text, format).map_err(with_path)
+        Self::parse(text, format).map_err(with_path)
     }
 
     /// The policy that allows nothing.

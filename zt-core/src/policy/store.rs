@@ -95,7 +95,22 @@ impl PolicyStore {
     /// [`PolicyStatus::last_error`] and subscribers are notified.
     pub fn reload_from(&self, path: impl AsRef<Path>) -> Result<(), PolicyError> {
         let path = path.as_ref();
-        match Policy::load(path) {
+        self.store_loaded(path, Policy::load(path))
+    }
+
+    /// As [`reload_from`](Self::reload_from), with the file's content already
+    /// read into `bytes`.
+    #[cfg(feature = "files")]
+    pub(crate) fn reload_from_bytes(&self, path: &Path, bytes: &[u8]) -> Result<(), PolicyError> {
+        self.store_loaded(path, Policy::from_file_bytes(path, bytes))
+    }
+
+    fn store_loaded(
+        &self,
+        path: &Path,
+        loaded: Result<Policy, PolicyError>,
+    ) -> Result<(), PolicyError> {
+        match loaded {
             Ok(policy) => {
                 self.store(policy);
                 Ok(())

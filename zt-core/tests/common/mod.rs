@@ -347,3 +347,38 @@ pub(crate) async fn wait_until_served(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Write-only sysfs attributes: the kernel refuses to open them for reading with
+/// EACCES, even for root.
+pub(crate) const WRITE_ONLY_SYSFS: &[&str] = &[
+    "/sys/bus/cpu/uevent",
+    "/sys/bus/platform/uevent",
+    "/sys/bus/pci/rescan",
+    "/sys/kernel/mm/page_idle/bitmap",
+];
+
+/// Makes `path` unreadable for this process, or fails the test saying why it cannot.
+///
+/// `chmod 000` is the natural way, but root reads through it (CAP_DAC_OVERRIDE), and
+/// tests often run as root. Then `path` becomes a symlink to a write-only sysfs
+/// attribute: a regular file by `stat`, whose `open` for reading fails with EACCES
+/// for root too, so zt's reader meets a real "permission denied" from the kernel.
+pub(crate) fn make_unreadable(path: &Path) -> &'static str {
+    use std::os::unix::fs::PermissionsExt as _;
+    let denied = |p: &Path| matches!(std::fs::File::open(p), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if denied(path) {
+        return "mode 000";
+    }
+    for attribute in WRITE_ONLY_SYSFS.iter().map(Path::new) {
+        if std::fs::metadata(attribute).is_ok_and(|m| m.is_file()) && denied(attribute) {
+            std::fs::remove_file(path).unwrap();
+            std::os::unix::fs::symlink(attribute, path).unwrap();
+            return "symlink to a write-only sysfs attribute";
+        }
+    }
+    panic!(
+        "cannot make a file unreadable here: mode 000 does not stop this process (root) and \
+         none of {WRITE_ONLY_SYSFS:?} refuses reads; this test needs one of them"
+    );
+}

@@ -20,6 +20,11 @@
 //! - **Graceful shutdown.** [`Serve::with_graceful_shutdown`] stops accepting when
 //!   the signal fires, lets in-flight requests finish for up to the drain timeout,
 //!   then closes what is left.
+//! - **Silent clients are cut off.** A client must send the first bytes of its
+//!   first request within [`ServerBuilder::header_read_timeout`] of its handshake
+//!   (they tell HTTP/1.1 from HTTP/2), and, over HTTP/1.1, every request head within
+//!   the same timeout; an HTTP/2 client that stops answering pings is disconnected
+//!   ([`ServerBuilder::http2_keep_alive_interval`]).
 //! - **No protocol upgrades.** An upgraded stream (WebSocket, `CONNECT`) would leave
 //!   per-request authorization and the SVID-expiry close behind, so upgrade
 //!   requests are answered as plain HTTP requests and never switch protocols.
@@ -68,12 +73,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -196,9 +202,13 @@ impl ServerBuilder {
         self
     }
 
-    /// HTTP/1: how long to wait for a request's headers, counted from when the
-    /// connection is ready for the next request, so it is also the keep-alive idle
-    /// timeout (default 30 s).
+    /// How long to wait for a request's headers (default 30 s).
+    ///
+    /// After the TLS handshake, the client has this long to send the bytes that
+    /// tell HTTP/1.1 from HTTP/2 (the HTTP/2 connection preface), over either
+    /// version. HTTP/1: each request head must then arrive within it, counted from
+    /// when the connection is ready for the next request, so it is also the
+    /// keep-alive idle timeout.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
@@ -270,7 +280,9 @@ impl ServerBuilder {
                 max_handshakes: self.max_handshakes,
                 max_connection_age: self.max_connection_age,
                 drain_timeout: self.drain_timeout,
-                http,
+                header_read_timeout: self.header_read_timeout,
+                http1: http.clone().http1_only(),
+                http2: http.http2_only(),
             }),
         })
     }
@@ -289,7 +301,11 @@ struct Inner {
     max_handshakes: usize,
     max_connection_age: Option<Duration>,
     drain_timeout: Duration,
-    http: auto::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    /// The version is told by the first bytes, which zt reads itself under a
+    /// deadline: hyper-util's detection waits for them without one.
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
 }
 
 // === impl Server ===
@@ -638,6 +654,31 @@ where
             _ => (expiry, "peer SVID expired"),
         };
 
+        // Without a deadline of its own, a client that sends nothing after its
+        // handshake (or half the HTTP/2 preface) would hold the connection until
+        // its SVID expires.
+        let detect = tokio::time::timeout(inner.header_read_timeout, detect_version(tls));
+        let (version, io) = tokio::select! {
+            result = detect => match result {
+                Ok(Ok(Some(detected))) => detected,
+                Ok(Ok(None)) => return,
+                Ok(Err(err)) => {
+                    tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection failed before its first request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        ?addr,
+                        peer = %peer.id(),
+                        timeout = ?inner.header_read_timeout,
+                        "client sent no request after the handshake; closing"
+                    );
+                    return;
+                }
+            },
+            _ = self.phase.wait_for(|phase| *phase != Phase::Serving) => return,
+        };
+
         if *self.phase.borrow_and_update() != Phase::Serving {
             return;
         }
@@ -655,7 +696,11 @@ where
             inner: self.service,
             peer: peer.clone(),
         };
-        let conn = inner.http.serve_connection(TokioIo::new(tls), service);
+        let http = match version {
+            HttpVersion::Http1 => &inner.http1,
+            HttpVersion::Http2 => &inner.http2,
+        };
+        let conn = http.serve_connection(TokioIo::new(io), service);
         let ended = Driven {
             conn,
             signal,
@@ -671,6 +716,103 @@ where
                 tracing::debug!(?addr, peer = %peer.id(), "connection closed");
             }
         }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HttpVersion {
+    Http1,
+    Http2,
+}
+
+/// Reads the first bytes of `io`, as many as it takes to tell the HTTP/2 preface
+/// from anything else, and hands them back in front of the rest. `None` when the
+/// client closed the connection first.
+async fn detect_version<I>(mut io: I) -> io::Result<Option<(HttpVersion, Prefixed<I>)>>
+where
+    I: AsyncRead + Unpin,
+{
+    let mut buf = [0_u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    let version = loop {
+        let Some(unfilled) = buf.get_mut(filled..) else {
+            break HttpVersion::Http2;
+        };
+        if unfilled.is_empty() {
+            break HttpVersion::Http2;
+        }
+        let read = std::future::poll_fn(|cx| {
+            let mut unfilled = ReadBuf::new(&mut *unfilled);
+            Pin::new(&mut io)
+                .poll_read(cx, &mut unfilled)
+                .map_ok(|()| unfilled.filled().len())
+        })
+        .await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        filled += read;
+        let seen = buf.get(..filled).unwrap_or_default();
+        if !H2_PREFACE.starts_with(seen) {
+            break HttpVersion::Http1;
+        }
+    };
+    let prefix = Bytes::copy_from_slice(buf.get(..filled).unwrap_or_default());
+    Ok(Some((version, Prefixed { prefix, io })))
+}
+
+/// A stream with bytes already read from it put back in front.
+struct Prefixed<I> {
+    prefix: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
