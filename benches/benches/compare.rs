@@ -124,6 +124,12 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--test") {
         return Ok(());
     }
+    if args.iter().any(|a| a == "--instructions") {
+        return counted(Counter::Instructions);
+    }
+    if args.iter().any(|a| a == "--syscalls") {
+        return counted(Counter::Syscalls);
+    }
     let plan = if args.iter().any(|a| a == "--quick") {
         QUICK
     } else {
@@ -1110,4 +1116,188 @@ fn report(
     if let Some(r) = ratio(mem(Target::Zt), mem(Target::Plain)) {
         println!("ratio mem_per_conn_zt_vs_plain {r:.3}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Instruction counts (callgrind)
+// ---------------------------------------------------------------------------
+
+/// Requests per connection (keep-alive) and connections (new connection per
+/// request) for the short and the long run; the difference of the two runs'
+/// instruction totals over the difference of their request counts is the cost
+/// of one request, with start-up, policy compilation, warm-up and connection
+/// set-up cancelled out.
+const COUNTED: [(Mode, usize, usize); 3] = [
+    (Mode::Http1, 2_000, 6_000),
+    (Mode::Http2, 2_000, 6_000),
+    (Mode::NewConnection, 40, 200),
+];
+
+/// What `--instructions` and `--syscalls` count in the server process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counter {
+    /// User-space instructions, with `valgrind --tool=callgrind`.
+    Instructions,
+    /// System calls, with `strace -c`.
+    Syscalls,
+}
+
+/// `--instructions`: user-space instructions each server executes per request,
+/// counted by `valgrind --tool=callgrind`, which a busy machine does not
+/// disturb. `--syscalls`: system calls per request, counted by `strace -c`.
+/// Set `ZT_CALLGRIND_DIR` to keep the profiles (for `callgrind_annotate`).
+fn counted(counter: Counter) -> Result<()> {
+    let scratch = Scratch::new()?;
+    let keep = std::env::var_os("ZT_CALLGRIND_DIR").map(PathBuf::from);
+    let out_dir = keep.clone().unwrap_or_else(|| scratch.0.clone());
+    std::fs::create_dir_all(&out_dir)?;
+    let ca = DevCa::new(TRUST_DOMAIN.parse()?)?;
+    Material::write(&scratch.0, &ca)?;
+    let client = Arc::new(Client::new(&ca)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let what = match counter {
+        Counter::Instructions => "instructions",
+        Counter::Syscalls => "syscalls",
+    };
+    println!("{what} per request (server process; callgrind counts user space only):");
+    for (mode, short, long) in COUNTED {
+        let mut per_request = Vec::new();
+        for kind in ["plain", "zt"] {
+            let mut totals = Vec::new();
+            for requests in [short, long] {
+                let file = out_dir.join(format!("{what}.{kind}.{mode:?}.{requests}"));
+                let total = count(counter, kind, &scratch.0, &file, |addr| {
+                    runtime.block_on(drive(&client, addr, mode, requests))
+                })?;
+                if keep.is_none() {
+                    let _ = std::fs::remove_file(&file);
+                }
+                totals.push(total);
+            }
+            let per = (totals[1] as f64 - totals[0] as f64) / (long - short) as f64;
+            println!("  {kind:<6} {:<24} {per:10.0}", mode.name());
+            per_request.push(per);
+        }
+        println!(
+            "{what} zt/plain {:<24} {:.3}",
+            mode.name(),
+            per_request[1] / per_request[0]
+        );
+    }
+    Ok(())
+}
+
+/// Runs the server `kind` under callgrind or strace while `load` runs against
+/// it; returns the instructions it executed or the system calls it made, in all.
+fn count(
+    counter: Counter,
+    kind: &str,
+    dir: &Path,
+    out: &Path,
+    load: impl FnOnce(SocketAddr) -> Result<()>,
+) -> Result<u64> {
+    let exe = std::env::current_exe()?;
+    let mut command = match counter {
+        Counter::Instructions => {
+            let mut command = Command::new("valgrind");
+            command
+                .args(["--tool=callgrind", "-q"])
+                .arg(format!("--callgrind-out-file={}", out.display()));
+            command
+        }
+        Counter::Syscalls => {
+            let mut command = Command::new("strace");
+            command.args(["-f", "-c", "-o"]).arg(out);
+            command
+        }
+    };
+    let mut child = command
+        .arg(exe)
+        .args(["serve", kind])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|err| format!("cannot run {counter:?} counter (valgrind, strace): {err}"))?;
+    let stdin = child.stdin.take();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening ")
+        .ok_or_else(|| format!("server {kind} did not start: {line:?}"))?
+        .parse()?;
+    let result = load(addr);
+    drop(stdin);
+    child.wait()?;
+    result?;
+    let profile = std::fs::read_to_string(out)?;
+    let total = match counter {
+        Counter::Instructions => profile
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("totals:")
+                    .or_else(|| line.strip_prefix("summary:"))
+            })
+            .and_then(|total| total.split_whitespace().next()?.parse().ok()),
+        // `% time  seconds  usecs/call  calls  [errors]  total`
+        Counter::Syscalls => profile
+            .lines()
+            .find(|line| line.trim_end().ends_with(" total"))
+            .and_then(|total| total.split_whitespace().nth(3)?.parse().ok()),
+    };
+    total.ok_or_else(|| format!("no total in {}", out.display()).into())
+}
+
+/// Sends exactly `requests` requests in `mode`, spread evenly over the workers.
+async fn drive(client: &Arc<Client>, addr: SocketAddr, mode: Mode, requests: usize) -> Result<()> {
+    let mut workers = Vec::new();
+    match mode {
+        Mode::Http1 | Mode::Http2 => {
+            let (connections, streams) = if mode == Mode::Http1 {
+                (H1_CONNECTIONS, 1)
+            } else {
+                (H2_CONNECTIONS, H2_STREAMS_PER_CONNECTION)
+            };
+            let each = requests / (connections * streams);
+            for _ in 0..connections {
+                let sender = client.open(addr, mode == Mode::Http2).await?;
+                for _ in 1..streams {
+                    let mut shared = sender.share().ok_or("not an HTTP/2 connection")?;
+                    workers.push(tokio::spawn(async move {
+                        for _ in 0..each {
+                            shared.get().await?;
+                        }
+                        Ok::<_, BoxError>(())
+                    }));
+                }
+                let mut sender = sender;
+                workers.push(tokio::spawn(async move {
+                    for _ in 0..each {
+                        sender.get().await?;
+                    }
+                    Ok(())
+                }));
+            }
+        }
+        Mode::NewConnection => {
+            let each = requests / NEW_CONNECTION_WORKERS;
+            for _ in 0..NEW_CONNECTION_WORKERS {
+                let client = client.clone();
+                workers.push(tokio::spawn(async move {
+                    for _ in 0..each {
+                        client.open(addr, false).await?.get().await?;
+                    }
+                    Ok(())
+                }));
+            }
+        }
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(())
 }
