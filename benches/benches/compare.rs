@@ -511,6 +511,41 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Minor and major page faults of `pids` (fields 10 and 12 of `/proc/PID/stat`).
+fn page_faults(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the command name, which may hold spaces, comes field 3 (state).
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let minor = fields.get(7)?.parse::<u64>().ok()?;
+            let major = fields.get(9)?.parse::<u64>().ok()?;
+            Some(minor + major)
+        })
+        .sum()
+}
+
+/// Context switches, voluntary and not, of every thread of `pids`.
+fn context_switches(pids: &[u32]) -> u64 {
+    pids.iter()
+        .flat_map(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Nanoseconds on CPU of every thread of `pids`.
 fn cpu_ns(pids: &[u32]) -> u64 {
     pids.iter()
@@ -753,6 +788,10 @@ struct Sample {
     /// The load generator's CPU time over the window's: near 1 means the client
     /// bounds the throughput.
     client_busy: f64,
+    /// Page faults of the server processes per request.
+    faults_per_request: f64,
+    /// Context switches of the server processes per request.
+    switches_per_request: f64,
     requests_per_s: f64,
     counts: Counts,
 }
@@ -793,6 +832,8 @@ async fn measure(
     }
     tokio::time::sleep(plan.warmup).await;
     let me = [std::process::id()];
+    let faults_before = page_faults(&server.pids);
+    let switches_before = context_switches(&server.pids);
     let cpu_before = cpu_ns(&server.pids);
     let client_before = cpu_ns(&me);
     let started = Instant::now();
@@ -802,14 +843,23 @@ async fn measure(
     let elapsed = started.elapsed();
     let cpu = cpu_ns(&server.pids).saturating_sub(cpu_before);
     let client_cpu = cpu_ns(&me).saturating_sub(client_before);
+    let faults = page_faults(&server.pids).saturating_sub(faults_before);
+    let switches = context_switches(&server.pids).saturating_sub(switches_before);
     let mut counts = Counts::default();
     for worker in workers {
         counts.merge(worker.await?);
     }
-    let requests = counts.ok.max(1) as f64;
+    // A window without a completed request (the client got no CPU) says nothing.
+    let requests = if counts.ok == 0 {
+        f64::NAN
+    } else {
+        counts.ok as f64
+    };
     Ok(Sample {
         cpu_ns_per_request: cpu as f64 / requests,
         client_busy: client_cpu as f64 / elapsed.as_nanos() as f64,
+        faults_per_request: faults as f64 / requests,
+        switches_per_request: switches as f64 / requests,
         requests_per_s: counts.ok as f64 / elapsed.as_secs_f64(),
         counts,
     })
@@ -969,12 +1019,14 @@ fn harness(plan: Plan) -> Result<()> {
                     let server = &servers[(i + round) % servers.len()];
                     let sample = measure(server, &client, mode, plan).await?;
                     eprintln!(
-                        "  round {} {:<24} {:<24} {:7.2} µs CPU/request {:8.0} requests/s, client {:3.0}% busy{}",
+                        "  round {} {:<24} {:<24} {:7.2} µs CPU/request {:8.0} requests/s, {:5.2} page faults/request, {:5.2} context switches/request, client {:3.0}% busy{}",
                         round + 1,
                         server.target.name(),
                         mode.name(),
                         sample.cpu_ns_per_request / 1e3,
                         sample.requests_per_s,
+                        sample.faults_per_request,
+                        sample.switches_per_request,
                         sample.client_busy * 100.0,
                         if sample.counts.failed > 0 {
                             format!(" ({} FAILED)", sample.counts.failed)
@@ -1011,7 +1063,11 @@ fn summarize(samples: &[(Target, Mode, Sample)], target: Target, mode: Mode) -> 
     if mine.is_empty() {
         return None;
     }
-    let cpu: Vec<f64> = mine.iter().map(|s| s.cpu_ns_per_request).collect();
+    let cpu: Vec<f64> = mine
+        .iter()
+        .map(|s| s.cpu_ns_per_request)
+        .filter(|cpu| cpu.is_finite())
+        .collect();
     let rps: Vec<f64> = mine.iter().map(|s| s.requests_per_s).collect();
     let mut latencies: Vec<u64> = mine
         .iter()
