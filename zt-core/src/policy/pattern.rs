@@ -519,14 +519,11 @@ pub(crate) fn request_path(path: &str) -> Option<&str> {
     let mut end = bytes.len();
     let mut segment_start = 1;
     let mut i = 1;
-    loop {
-        // Most bytes are plain: skip them in a tight loop.
-        let Some(plain) = bytes
-            .get(i..)
-            .and_then(|rest| rest.iter().position(|&b| path_byte(b) != PathByte::Plain))
-        else {
-            break;
-        };
+    // Most bytes are plain: skip them in a tight loop.
+    while let Some(plain) = bytes
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| path_byte(b) != PathByte::Plain))
+    {
         i = i.saturating_add(plain);
         let Some(&b) = bytes.get(i) else {
             break;
