@@ -772,10 +772,10 @@ async fn new_connection_worker(
             sender.get().await
         }
         .await;
-        if let Err(err) = &result {
-            if counts.failed == 0 {
-                eprintln!("  request failed: {err}");
-            }
+        if let Err(err) = &result
+            && counts.failed == 0
+        {
+            eprintln!("  request failed: {err}");
         }
         counts.record(&phase, started, &result);
     }
