@@ -788,6 +788,7 @@ async fn new_connection_worker(
 
 /// One measuring window of one target under one load.
 struct Sample {
+    round: usize,
     cpu_ns_per_request: f64,
     /// The load generator's CPU time over the window's: near 1 means the client
     /// bounds the throughput.
@@ -860,6 +861,7 @@ async fn measure(
         counts.ok as f64
     };
     Ok(Sample {
+        round: 0,
         cpu_ns_per_request: cpu as f64 / requests,
         client_busy: client_cpu as f64 / elapsed.as_nanos() as f64,
         faults_per_request: faults as f64 / requests,
@@ -1045,7 +1047,7 @@ fn harness(plan: Plan) -> Result<()> {
                             String::new()
                         }
                     );
-                    samples.push((server.target, mode, sample));
+                    samples.push((server.target, mode, Sample { round, ..sample }));
                 }
             }
         }
@@ -1094,6 +1096,29 @@ fn summarize(samples: &[(Target, Mode, Sample)], target: Target, mode: Mode) -> 
     })
 }
 
+/// The median over rounds of `a`'s server CPU per request over `b`'s in the same
+/// round: the windows of one round run one after the other, so slow drift in the
+/// machine's load cancels out of each ratio.
+fn paired_cpu_ratio(
+    samples: &[(Target, Mode, Sample)],
+    a: Target,
+    b: Target,
+    mode: Mode,
+) -> Option<f64> {
+    let cpu = |target: Target, round: usize| {
+        samples
+            .iter()
+            .find(|(t, m, s)| *t == target && *m == mode && s.round == round)
+            .map(|(_, _, s)| s.cpu_ns_per_request)
+    };
+    let rounds = samples.iter().map(|(_, _, s)| s.round).max()?;
+    let ratios: Vec<f64> = (0..=rounds)
+        .filter_map(|round| Some(cpu(a, round)? / cpu(b, round)?))
+        .filter(|ratio| ratio.is_finite())
+        .collect();
+    (!ratios.is_empty()).then(|| median(&ratios))
+}
+
 fn report(
     targets: &[Target],
     decisions: &Decisions,
@@ -1128,23 +1153,23 @@ fn report(
     }
     println!();
 
-    let cpu = |target, mode| summarize(&samples, target, mode).map(|s| s.cpu_us);
     let rps = |target, mode| summarize(&samples, target, mode).map(|s| s.rps);
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let cpu_ratio = |a, b, mode| paired_cpu_ratio(&samples, a, b, mode);
     let keep_alive = [Mode::Http1, Mode::Http2];
     let worst = |other: Target| {
         keep_alive
             .iter()
-            .filter_map(|&mode| ratio(cpu(Target::Zt, mode), cpu(other, mode)))
+            .filter_map(|&mode| cpu_ratio(Target::Zt, other, mode))
             .fold(None, |acc: Option<f64>, r| {
                 Some(acc.map_or(r, |a| a.max(r)))
             })
     };
     for mode in keep_alive {
-        if let Some(r) = ratio(cpu(Target::Zt, mode), cpu(Target::Plain, mode)) {
+        if let Some(r) = cpu_ratio(Target::Zt, Target::Plain, mode) {
             println!("zt/plain server CPU per request, {}: {r:.3}", mode.name());
         }
-        if let Some(r) = ratio(cpu(Target::Zt, mode), cpu(Target::Sidecar, mode)) {
+        if let Some(r) = cpu_ratio(Target::Zt, Target::Sidecar, mode) {
             println!("zt/sidecar server CPU per request, {}: {r:.3}", mode.name());
         }
     }
@@ -1164,10 +1189,7 @@ fn report(
     };
     println!();
     // Server handshake capacity: handshakes per CPU-second, zt over plain.
-    if let Some(r) = ratio(
-        cpu(Target::Plain, Mode::NewConnection),
-        cpu(Target::Zt, Mode::NewConnection),
-    ) {
+    if let Some(r) = cpu_ratio(Target::Plain, Target::Zt, Mode::NewConnection) {
         println!("ratio handshake_zt_vs_rustls {r:.3}");
     }
     if let Some(r) = worst(Target::Plain) {
