@@ -122,8 +122,10 @@ fn main() -> Result<()> {
         let dir = args.get(3).ok_or("serve KIND DIR")?;
         return serve(kind, Path::new(dir));
     }
-    // `cargo test --benches` runs bench targets with `--test`: timings are not tests.
-    if args.iter().any(|a| a == "--test") {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and timings
+    // are not tests.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("compare measures only under `cargo bench --bench compare`");
         return Ok(());
     }
     if args.iter().any(|a| a == "--instructions") {

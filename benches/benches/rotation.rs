@@ -54,8 +54,10 @@ const NEW_CONNECTION_CLIENTS: usize = 2;
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> BenchResult<()> {
-    // `cargo test --benches` runs bench targets with `--test`: timings are not tests.
-    if std::env::args().any(|a| a == "--test") {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and timings
+    // are not tests.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("rotation measures only under `cargo bench --bench rotation`");
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
