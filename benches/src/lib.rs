@@ -44,8 +44,9 @@ fn transfer<A, B>(
     Ok(())
 }
 
+use rustls::pki_types::CertificateDer;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use zt_core::dev::DevCa;
 use zt_core::{BundleSet, IdMatcher, IdentityPublisher, X509Svid, tls};
 
@@ -95,20 +96,9 @@ pub fn zt_pair(ca: &DevCa, server: &X509Svid, client: &X509Svid) -> Pair {
 /// When the dev material is invalid (a bug of the benchmark).
 pub fn plain_pair(ca: &DevCa, server: &X509Svid, client: &X509Svid) -> Pair {
     let provider = zt_core::default_provider().unwrap();
+    let server_config = plain_server_config(ca.cert_der(), server, &[&rustls::version::TLS13]);
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
-    let roots = Arc::new(roots);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .unwrap();
-    let mut server_config = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(server.chain().to_vec(), server.private_key().clone_key())
-        .unwrap();
-    server_config.session_storage = Arc::new(NoServerSessionStorage {});
-    server_config.send_tls13_tickets = 0;
     let mut client_config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
@@ -121,4 +111,69 @@ pub fn plain_pair(ca: &DevCa, server: &X509Svid, client: &X509Svid) -> Pair {
         client: Arc::new(client_config),
         publishers: Vec::new(),
     }
+}
+
+/// A plain rustls mTLS server config: a webpki client verifier with `ca` as the
+/// only root, `server`'s chain and key, and, as in zt, no session cache and no
+/// tickets, so every connection is a full handshake.
+///
+/// # Panics
+///
+/// When the material is invalid (a bug of the benchmark).
+pub fn plain_server_config(
+    ca: &CertificateDer<'static>,
+    server: &X509Svid,
+    versions: &[&'static SupportedProtocolVersion],
+) -> ServerConfig {
+    let provider = zt_core::default_provider().unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(server.chain().to_vec(), server.private_key().clone_key())
+        .unwrap();
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config
+}
+
+/// A policy of `n` rules mixing every kind the index distinguishes: exact-ID
+/// rules with method and path conditions (`svc-{i}` may `GET /svc-{i}/*` for
+/// `i % 10` in 0..=5), pattern rules with a literal first segment and gRPC
+/// conditions, deny rules, trust-domain rules, plus one pattern starting with a
+/// wildcard and one any-peer rule.
+pub fn policy_json(n: usize) -> String {
+    let mut rules = Vec::with_capacity(n);
+    for i in 0..n.saturating_sub(2) {
+        rules.push(match i % 10 {
+            0..=5 => format!(
+                r#"{{"name":"svc-{i}","action":"allow","from":{{"ids":["spiffe://example.org/svc-{i}"]}},"to":{{"methods":["GET"],"paths":["/svc-{i}/*"]}}}}"#
+            ),
+            6 | 7 => format!(
+                r#"{{"name":"ns-{i}","action":"allow","from":{{"patterns":["spiffe://example.org/ns-{i}/*/sa/**"]}},"to":{{"grpc":["pkg.Svc{i}/*"]}}}}"#
+            ),
+            8 => format!(
+                r#"{{"name":"deny-{i}","action":"deny","from":{{"ids":["spiffe://example.org/svc-{}"]}},"to":{{"paths":["/svc-{}/secret"]}}}}"#,
+                i - 8,
+                i - 8
+            ),
+            _ => format!(
+                r#"{{"name":"td-{i}","action":"allow","from":{{"trust_domains":["td-{i}.example"]}},"to":{{"paths":["/td/{i}"]}}}}"#
+            ),
+        });
+    }
+    rules.push(
+        r#"{"name":"wild","action":"allow","from":{"patterns":["spiffe://example.org/*/batch"]},"to":{"paths":["/batch"]}}"#
+            .to_owned(),
+    );
+    rules.push(
+        r#"{"name":"health","action":"allow","from":{"any":true},"to":{"paths":["/healthz"]}}"#
+            .to_owned(),
+    );
+    format!("{{\"rules\":[{}]}}", rules.join(",\n"))
 }

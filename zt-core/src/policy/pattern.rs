@@ -315,6 +315,11 @@ pub(crate) struct PathPattern {
 enum PathKind {
     Exact,
     Segments {
+        /// The literal segments before the first wildcard, each with the `/`
+        /// before and after it (`/v1/` for `/v1/*`; `/` when the pattern starts
+        /// with a wildcard), compared in one go.
+        prefix: Box<str>,
+        /// The segments from the first wildcard on.
         segments: Box<[PathSegment]>,
         /// Ends with `**`: one or more further segments.
         rest: bool,
@@ -373,7 +378,21 @@ impl FromStr for PathPattern {
             }
         }
         let kind = if wildcard {
+            // A wildcard follows the literal segments, so a matching path has a
+            // `/` after the last of them.
+            let literals = segments
+                .iter()
+                .take_while(|segment| matches!(segment, PathSegment::Literal(_)))
+                .count();
+            let mut prefix = String::from("/");
+            for segment in segments.drain(..literals) {
+                if let PathSegment::Literal(literal) = segment {
+                    prefix.push_str(&literal);
+                    prefix.push('/');
+                }
+            }
             PathKind::Segments {
+                prefix: prefix.into(),
                 segments: segments.into_boxed_slice(),
                 rest: tail_rest,
             }
@@ -448,8 +467,12 @@ impl PathPattern {
     pub(crate) fn matches(&self, path: &str) -> bool {
         match &self.kind {
             PathKind::Exact => *self.raw == *path,
-            PathKind::Segments { segments, rest } => {
-                let mut remaining = path.strip_prefix('/');
+            PathKind::Segments {
+                prefix,
+                segments,
+                rest,
+            } => {
+                let mut remaining = path.strip_prefix(&**prefix);
                 for expected in segments {
                     let Some(current) = remaining else {
                         return false;
@@ -495,13 +518,19 @@ pub(crate) fn request_path(path: &str) -> Option<&str> {
     }
     let mut end = bytes.len();
     let mut segment_start = 1;
-    for (i, &b) in bytes.iter().enumerate().skip(1) {
-        match b {
-            b'?' => {
-                end = i;
-                break;
-            }
-            b'/' => {
+    let mut i = 1;
+    // Most bytes are plain: skip them in a tight loop.
+    while let Some(plain) = bytes
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| path_byte(b) != PathByte::Plain))
+    {
+        i = i.saturating_add(plain);
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        match path_byte(b) {
+            PathByte::Plain => {}
+            PathByte::Slash => {
                 // A `/` follows, so an empty segment here is `//`.
                 let segment = bytes.get(segment_start..i)?;
                 if matches!(segment, [] | [b'.'] | [b'.', b'.']) {
@@ -509,7 +538,7 @@ pub(crate) fn request_path(path: &str) -> Option<&str> {
                 }
                 segment_start = i.saturating_add(1);
             }
-            b'%' => {
+            PathByte::Percent => {
                 let encoded = bytes.get(i.saturating_add(1)..i.saturating_add(3));
                 if let Some([hi, lo]) = encoded
                     && matches!(
@@ -520,16 +549,59 @@ pub(crate) fn request_path(path: &str) -> Option<&str> {
                     return None;
                 }
             }
-            b'\\' | b'#' => return None,
-            _ if !b.is_ascii_graphic() => return None,
-            _ => {}
+            PathByte::Query => {
+                end = i;
+                break;
+            }
+            PathByte::Refused => return None,
         }
+        i = i.saturating_add(1);
     }
     // The last segment may be empty (a trailing slash), but not a dot segment.
     if matches!(bytes.get(segment_start..end)?, [b'.'] | [b'.', b'.']) {
         return None;
     }
     path.get(..end)
+}
+
+/// What [`request_path`] does with a byte of the path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathByte {
+    /// Printable ASCII with no meaning of its own here.
+    Plain,
+    Slash,
+    Percent,
+    /// `?`: the query string starts.
+    Query,
+    /// A backslash, `#`, or a byte outside printable ASCII.
+    Refused,
+}
+
+/// The class of every byte, looked up once per byte: this loop runs over every
+/// request path that meets a rule with path conditions.
+static PATH_BYTES: [PathByte; 256] = path_byte_table();
+
+#[allow(clippy::indexing_slicing, reason = "every index is below 256")]
+const fn path_byte_table() -> [PathByte; 256] {
+    let mut table = [PathByte::Refused; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = PathByte::Plain;
+        b += 1;
+    }
+    table[b'/' as usize] = PathByte::Slash;
+    table[b'%' as usize] = PathByte::Percent;
+    table[b'?' as usize] = PathByte::Query;
+    table[b'\\' as usize] = PathByte::Refused;
+    table[b'#' as usize] = PathByte::Refused;
+    table
+}
+
+fn path_byte(b: u8) -> PathByte {
+    PATH_BYTES
+        .get(usize::from(b))
+        .copied()
+        .unwrap_or(PathByte::Refused)
 }
 
 // === GrpcPattern ===
@@ -791,6 +863,31 @@ mod tests {
         assert!(p.matches("/v1/a"));
         assert!(!p.matches("/v1/"));
         assert!(!p.matches("/v1/a/b"));
+    }
+
+    #[test]
+    fn literal_prefix_then_wildcards_match_segment_by_segment() {
+        let p: PathPattern = "/v1/items/*/parts/**".parse().unwrap();
+        assert!(p.matches("/v1/items/42/parts/a"));
+        assert!(p.matches("/v1/items/42/parts/a/b"));
+        assert!(!p.matches("/v1/items/42/parts"));
+        assert!(!p.matches("/v1/itemsx/42/parts/a"));
+        assert!(!p.matches("/v1/items"));
+        assert!(!p.matches("/v1/items/"));
+        assert!(!p.matches("/v2/items/42/parts/a"));
+        let trailing: PathPattern = "/v1/*/".parse().unwrap();
+        assert!(trailing.matches("/v1/a/"));
+        assert!(!trailing.matches("/v1/a"));
+        assert!(!trailing.matches("/v1//"));
+    }
+
+    #[test]
+    fn query_string_ends_the_path_after_a_run_of_plain_bytes() {
+        assert_eq!(request_path("/abcdefgh/ijk?q=/../"), Some("/abcdefgh/ijk"));
+        assert_eq!(request_path("/abcdefgh/ijk/..?q"), None);
+        assert_eq!(request_path("/abcdefgh\\x"), None);
+        assert_eq!(request_path("/abc%2Fdef"), None);
+        assert_eq!(request_path("/abc%"), Some("/abc%"));
     }
 
     #[test]

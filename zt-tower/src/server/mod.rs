@@ -69,7 +69,7 @@ use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use atomic_waker::AtomicWaker;
@@ -704,6 +704,7 @@ where
         let ended = Driven {
             conn,
             signal,
+            registered: None,
             draining: false,
         }
         .await;
@@ -892,6 +893,10 @@ pin_project! {
         #[pin]
         conn: C,
         signal: Arc<Signal>,
+        // The waker last given to `signal`: the connection task's waker rarely
+        // changes, so most polls skip registering it again (two atomic
+        // read-modify-writes each).
+        registered: Option<Waker>,
         draining: bool,
     }
 }
@@ -910,9 +915,23 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        // Registered before the state is read, so a raise in between still wakes us.
-        this.signal.waker.register(cx.waker());
-        match this.signal.state.load(Ordering::Acquire) {
+        let mut state = this.signal.state.load(Ordering::Acquire);
+        // The watchdog takes the registered waker when it raises the state, so
+        // while the state is still SERVE the waker registered last is in place;
+        // only a new waker or a raised state needs registering. Registered before
+        // the state is read again, so a raise in between still wakes us.
+        let current = this
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()));
+        if state != SERVE || !current {
+            this.signal.waker.register(cx.waker());
+            if !current {
+                *this.registered = Some(cx.waker().clone());
+            }
+            state = this.signal.state.load(Ordering::Acquire);
+        }
+        match state {
             SERVE => {}
             DRAIN => {
                 if !*this.draining {

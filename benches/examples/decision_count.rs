@@ -1,0 +1,37 @@
+//! Runs N policy decisions at 10 or 10,000 rules, for counting instructions under
+//! `valgrind --tool=callgrind` (repeatable on a busy machine):
+//!
+//! ```text
+//! cargo build --release -p zt-benches --example decision_count
+//! valgrind --tool=callgrind target/release/examples/decision_count 10000 1000
+//! valgrind --tool=callgrind target/release/examples/decision_count 10000 101000
+//! ```
+//!
+//! The difference of the two totals divided by 100,000 is the cost of one
+//! decision (`PolicyStore::decide`: an `exact-ID` rule that allows, a deny rule on
+//! another path, and a wildcard pattern rule of the peer's trust domain).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use zt_benches::policy_json;
+use zt_core::{Format, Policy, PolicyStore, Request, SpiffeId};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rules: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let store = PolicyStore::new(Policy::parse(&policy_json(rules), Format::Json).unwrap());
+    let peer: SpiffeId = "spiffe://example.org/svc-0".parse().unwrap();
+    let request = Request::http("GET", "/svc-0/items");
+    let mut allowed = 0usize;
+    for _ in 0..count {
+        allowed += usize::from(
+            store
+                .decide(black_box(&peer), black_box(&request))
+                .is_allowed(),
+        );
+    }
+    assert_eq!(allowed, count);
+    println!("{count} decisions at {rules} rules");
+}
