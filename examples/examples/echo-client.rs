@@ -27,17 +27,7 @@ const USAGE: &str = "usage: echo-client --url URL --cert FILE --key FILE --bundl
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<UsageError>() => {
-            eprintln!("error: {err}\n{USAGE}");
-            ExitCode::from(2)
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit(run().await, USAGE)
 }
 
 async fn run() -> Result<(), Box<dyn Error>> {

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
-use zt_examples::cli::{self, Args, UsageError};
+use zt_examples::cli::{self, Args};
 use zt_tower::{AuthorizeLayer, Peer, Server};
 
 const USAGE: &str = "usage: echo-server --listen ADDR --cert FILE --key FILE --bundle FILE \
@@ -29,33 +29,12 @@ const USAGE: &str = "usage: echo-server --listen ADDR --cert FILE --key FILE --b
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr)
-        .init();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<UsageError>() => {
-            eprintln!("error: {err}\n{USAGE}");
-            ExitCode::from(2)
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::init_logging();
+    cli::exit(run().await, USAGE)
 }
 
 async fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(&[
-        "--listen",
-        "--cert",
-        "--key",
-        "--bundle",
-        "--federated",
-        "--policy",
-        "--allow",
-    ])?;
+    let args = Args::parse(cli::SERVER_FLAGS)?;
     let listen = args.one("--listen")?;
     let (policy, _policy_watch) = cli::policy(&args)?;
     let (source, identity) = cli::watched_identity(&args).await?;

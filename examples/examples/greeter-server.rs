@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
-use zt_examples::cli::{self, Args, UsageError};
+use zt_examples::cli::{self, Args};
 use zt_examples::greeter::{Greeter, GreeterServer, HelloReply, HelloRequest};
 use zt_tonic::{AuthorizeLayer, Incoming};
 
@@ -31,33 +31,12 @@ const USAGE: &str = "usage: greeter-server --listen ADDR --cert FILE --key FILE 
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr)
-        .init();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<UsageError>() => {
-            eprintln!("error: {err}\n{USAGE}");
-            ExitCode::from(2)
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::init_logging();
+    cli::exit(run().await, USAGE)
 }
 
 async fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(&[
-        "--listen",
-        "--cert",
-        "--key",
-        "--bundle",
-        "--federated",
-        "--policy",
-        "--allow",
-    ])?;
+    let args = Args::parse(cli::SERVER_FLAGS)?;
     let listen = args.one("--listen")?;
     let (policy, _policy_watch) = cli::policy(&args)?;
     let (source, identity) = cli::watched_identity(&args).await?;

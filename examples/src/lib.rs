@@ -24,6 +24,45 @@ pub mod cli {
     #[error("{0}")]
     pub struct UsageError(pub String);
 
+    /// The flags echo-server and greeter-server share.
+    pub const SERVER_FLAGS: &[&str] = &[
+        "--listen",
+        "--cert",
+        "--key",
+        "--bundle",
+        "--federated",
+        "--policy",
+        "--allow",
+    ];
+
+    /// The exit code for an example's outcome: 0 on success; 2 with the usage after a
+    /// command-line mistake; 1 with a one-line error otherwise.
+    pub fn exit(
+        outcome: Result<(), Box<dyn std::error::Error>>,
+        usage: &str,
+    ) -> std::process::ExitCode {
+        use std::process::ExitCode;
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) if err.is::<UsageError>() => {
+                eprintln!("error: {err}\n{usage}");
+                ExitCode::from(2)
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Logs at INFO to stderr, so stdout carries only what the example prints.
+    pub fn init_logging() {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+
     /// Parsed flags.
     #[derive(Debug, Default)]
     pub struct Args {
