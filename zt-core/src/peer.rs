@@ -29,6 +29,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +39,7 @@ use rustls::CommonState;
 use rustls_pki_types::CertificateDer;
 
 use crate::svid::inspect_chain_facts;
-use crate::{Identity, PeerRole, SpiffeId, SvidError, verify_peer_chain};
+use crate::{Identity, PeerRole, SpiffeId, SvidError, VerifiedPeer, verify_peer_chain};
 
 /// The verified SPIFFE identity of a connection's peer. Cheap to clone.
 #[derive(Clone)]
@@ -75,12 +76,14 @@ impl PeerIdentity {
         role: PeerRole,
         verified_since: u64,
     ) -> Result<Self, SvidError> {
-        let chain = conn
-            .peer_certificates()
-            .ok_or(SvidError::NoCertificate)?
-            .iter()
-            .map(|c| c.clone().into_owned())
-            .collect();
+        let presented = conn.peer_certificates().ok_or(SvidError::NoCertificate)?;
+        let chain: Vec<_> = presented.iter().map(|c| c.clone().into_owned()).collect();
+        // The verifier has just parsed and verified this very chain, normally in the
+        // same poll on this thread: reuse what it established instead of parsing the
+        // certificates again. Any mismatch falls back to parsing.
+        if let Some((id, not_after, generation)) = recall_verified(role, &chain) {
+            return Ok(Self::assemble(id, chain, role, not_after, generation));
+        }
         Self::from_chain(chain, role, verified_since)
     }
 
@@ -98,15 +101,25 @@ impl PeerIdentity {
         verified_since: u64,
     ) -> Result<Self, SvidError> {
         let (id, not_after) = inspect_chain_facts(&chain)?;
-        Ok(Self {
+        Ok(Self::assemble(id, chain, role, not_after, verified_since))
+    }
+
+    fn assemble(
+        id: SpiffeId,
+        chain: Vec<CertificateDer<'static>>,
+        role: PeerRole,
+        not_after: SystemTime,
+        verified_generation: u64,
+    ) -> Self {
+        Self {
             inner: Arc::new(PeerInner {
                 id,
                 chain,
                 role,
                 not_after,
-                verified_generation: AtomicU64::new(verified_since),
+                verified_generation: AtomicU64::new(verified_generation),
             }),
-        })
+        }
     }
 
     /// The peer's SPIFFE ID.
@@ -172,6 +185,54 @@ impl PeerIdentity {
             .fetch_max(generation, Ordering::AcqRel);
         Ok(())
     }
+}
+
+/// The chain zt's verifier accepted last on this thread, with what it established.
+struct LastVerified {
+    role: PeerRole,
+    chain: Vec<CertificateDer<'static>>,
+    id: SpiffeId,
+    not_after: SystemTime,
+    generation: u64,
+}
+
+thread_local! {
+    static LAST_VERIFIED: RefCell<Option<LastVerified>> = const { RefCell::new(None) };
+}
+
+/// Records that the verifier accepted `chain` for `role` under snapshot `generation`.
+pub(crate) fn remember_verified(
+    role: PeerRole,
+    chain: &[CertificateDer<'_>],
+    verified: &VerifiedPeer,
+    generation: u64,
+) {
+    LAST_VERIFIED.with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            *slot = Some(LastVerified {
+                role,
+                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                id: verified.id().clone(),
+                not_after: verified.not_after(),
+                generation,
+            });
+        }
+    });
+}
+
+/// What the verifier established about exactly this chain for this role, if it was
+/// the last one it accepted on this thread. Verification depends only on the chain,
+/// the role and the snapshot, so the recorded generation vouches for the chain.
+fn recall_verified(
+    role: PeerRole,
+    chain: &[CertificateDer<'static>],
+) -> Option<(SpiffeId, SystemTime, u64)> {
+    LAST_VERIFIED.with(|slot| {
+        let slot = slot.try_borrow().ok()?;
+        let last = slot.as_ref()?;
+        (last.role == role && last.chain == chain)
+            .then(|| (last.id.clone(), last.not_after, last.generation))
+    })
 }
 
 impl fmt::Debug for PeerIdentity {

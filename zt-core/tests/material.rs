@@ -490,3 +490,81 @@ fn serving_svid_that_expired_makes_the_identity_not_ready() {
     let later = SystemTime::now() + Duration::from_secs(120);
     assert!(!status.is_ready_at(later));
 }
+
+/// Drives a handshake between two in-memory connections on this thread.
+fn handshake_in_memory(
+    client: &mut zt_core::rustls::ClientConnection,
+    server: &mut zt_core::rustls::ServerConnection,
+) {
+    for _ in 0..16 {
+        if !client.is_handshaking() && !server.is_handshaking() {
+            return;
+        }
+        let mut buf = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut buf).unwrap();
+        }
+        let mut slice = buf.as_slice();
+        while !slice.is_empty() {
+            server.read_tls(&mut slice).unwrap();
+            server.process_new_packets().unwrap();
+        }
+        let mut buf = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut buf).unwrap();
+        }
+        let mut slice = buf.as_slice();
+        while !slice.is_empty() {
+            client.read_tls(&mut slice).unwrap();
+            client.process_new_packets().unwrap();
+        }
+    }
+    panic!("handshake did not complete");
+}
+
+#[test]
+fn peer_identity_takes_what_the_verifier_established_for_exactly_that_chain() {
+    use std::sync::Arc;
+    use zt_core::{IdMatcher, PeerIdentity, tls};
+
+    let ca = new_ca();
+    let bundles = BundleSet::new().with(ca.bundle());
+    let server = IdentityPublisher::new().unwrap();
+    server
+        .publish(
+            ca.mint(&id("spiffe://example.org/server")).unwrap(),
+            bundles.clone(),
+        )
+        .unwrap();
+    let client = IdentityPublisher::new().unwrap();
+    let client_svid = ca.mint(&id("spiffe://example.org/client")).unwrap();
+    client.publish(client_svid.clone(), bundles).unwrap();
+    let server_config = tls::ServerConfigBuilder::new(server.identity())
+        .build()
+        .unwrap();
+    let client_config = tls::ClientConfigBuilder::new(client.identity(), IdMatcher::any())
+        .build()
+        .unwrap();
+    let mut c = zt_core::rustls::ClientConnection::new(
+        Arc::new(client_config),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut s = zt_core::rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+    handshake_in_memory(&mut c, &mut s);
+
+    // The verifier accepted this chain under generation 1: that, not the 0 passed
+    // in, is what the identity records.
+    let peer = PeerIdentity::from_connection(&s, PeerRole::Client, 0).unwrap();
+    assert_eq!(peer.id(), client_svid.id());
+    assert_eq!(peer.verified_generation(), 1);
+    assert_eq!(peer.not_after(), client_svid.not_after());
+
+    // The same chain in another role, or a chain the verifier did not accept, vouches
+    // for nothing: it is parsed and left to re-verification.
+    let as_server = PeerIdentity::from_connection(&s, PeerRole::Server, 0).unwrap();
+    assert_eq!(as_server.verified_generation(), 0);
+    let other = ca.mint(&id("spiffe://example.org/client")).unwrap();
+    let unverified = PeerIdentity::from_chain(other.chain().to_vec(), PeerRole::Client, 0).unwrap();
+    assert_eq!(unverified.verified_generation(), 0);
+}

@@ -66,6 +66,7 @@ impl SpiffeVerifier {
                 OtherError(Arc::new(err)),
             )));
         }
+        crate::peer::remember_verified(self.role, &chain, &verified, snapshot.generation());
         Ok(())
     }
 }
