@@ -913,7 +913,7 @@ fn decisions(batches: usize) -> Result<Decisions> {
     let small = PolicyStore::new(Policy::parse(&policy_json(10), Format::Json)?);
     let large = PolicyStore::new(Policy::parse(&policy_json(POLICY_RULES), Format::Json)?);
     let peer: SpiffeId = "spiffe://example.org/svc-0".parse()?;
-    let request = zt_core::Request::http("GET", "/svc-0/items");
+    let request = zt_core::Request::new("GET", "/svc-0/items");
     if !small.decide(&peer, &request).is_allowed() || !large.decide(&peer, &request).is_allowed() {
         return Err("the benchmark peer is not allowed".into());
     }

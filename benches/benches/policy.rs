@@ -30,7 +30,7 @@ fn decide(c: &mut Criterion) {
     let exact = id("spiffe://example.org/svc-0");
     let pattern = id("spiffe://example.org/ns-6/prod/sa/api");
     let unknown = id("spiffe://example.org/unknown/peer");
-    let http = Request::http("GET", "/svc-0/items");
+    let http = Request::new("GET", "/svc-0/items");
     let grpc = Request::grpc("/pkg.Svc6/Get");
     let mut group = c.benchmark_group("policy_decide");
     for n in SIZES {

@@ -23,7 +23,7 @@ fn main() {
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
     let store = PolicyStore::new(Policy::parse(&policy_json(rules), Format::Json).unwrap());
     let peer: SpiffeId = "spiffe://example.org/svc-0".parse().unwrap();
-    let request = Request::http("GET", "/svc-0/items");
+    let request = Request::new("GET", "/svc-0/items");
     let mut allowed = 0usize;
     for _ in 0..count {
         allowed += usize::from(

@@ -99,7 +99,7 @@ fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
         args.optional("--path")?,
         args.optional("--grpc")?,
     ) {
-        (Some(method), Some(path), None) => Request::http(method, path),
+        (Some(method), Some(path), None) => Request::new(method, path),
         (None, None, Some(call)) => {
             grpc_path = format!("/{}", call.strip_prefix('/').unwrap_or(call));
             Request::grpc(&grpc_path)

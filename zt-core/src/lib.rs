@@ -90,7 +90,7 @@ pub use identity::{Changes, Identity, IdentityPublisher, IdentitySource, Snapsho
 pub use matcher::{IdMatcher, PatternError};
 pub use peer::PeerIdentity;
 pub use policy::{
-    Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Protocol, Request, Verdict,
+    Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Request, Verdict,
 };
 #[cfg(feature = "files")]
 pub use policy_watch::PolicyWatch;

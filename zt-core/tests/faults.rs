@@ -495,7 +495,7 @@ fn reader(store: &PolicyStore) -> Option<&'static str> {
     let allowed = |who: &str| {
         let id: SpiffeId = who.parse().unwrap();
         store
-            .decide(&id, &Request::http("GET", "/data"))
+            .decide(&id, &Request::new("GET", "/data"))
             .is_allowed()
     };
     match (allowed(ALICE), allowed(BOB)) {

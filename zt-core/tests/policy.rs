@@ -37,7 +37,7 @@ fn invalid(text: &str, format: Format) -> (String, Option<Location>) {
 }
 
 fn get(path: &str) -> Request<'_> {
-    Request::http("GET", path)
+    Request::new("GET", path)
 }
 
 // === outcomes ===
@@ -132,7 +132,7 @@ rules:
         ["watch-admin", "watch-a"]
     );
 
-    let denied = policy.decide(&a, &Request::http("DELETE", "/admin/users"));
+    let denied = policy.decide(&a, &Request::new("DELETE", "/admin/users"));
     assert!(!denied.is_allowed());
     assert_eq!(denied.rule(), None);
     assert_eq!(
@@ -359,9 +359,9 @@ fn to_methods_are_case_sensitive_http_methods() {
         "{ methods: [GET, HEAD] }",
         &[
             (get("/x"), true),
-            (Request::http("HEAD", "/x"), true),
-            (Request::http("POST", "/x"), false),
-            (Request::http("get", "/x"), false),
+            (Request::new("HEAD", "/x"), true),
+            (Request::new("POST", "/x"), false),
+            (Request::new("get", "/x"), false),
         ],
     );
 }
@@ -370,7 +370,7 @@ fn to_methods_are_case_sensitive_http_methods() {
 fn to_not_methods_excludes_listed_methods() {
     check_to(
         "{ not_methods: [DELETE] }",
-        &[(get("/x"), true), (Request::http("DELETE", "/x"), false)],
+        &[(get("/x"), true), (Request::new("DELETE", "/x"), false)],
     );
 }
 
@@ -468,32 +468,113 @@ fn to_not_grpc_excludes_methods() {
 }
 
 #[test]
-fn grpc_fields_never_match_http_requests() {
+fn grpc_fields_match_by_path_shape_whatever_the_method() {
     check_to(
         "{ grpc: [pkg.Items/Get] }",
         &[
-            (Request::http("POST", "/pkg.Items/Get"), false),
-            (Request::grpc("/pkg.Items/Get"), true),
+            (Request::new("POST", "/pkg.Items/Get"), true),
+            (Request::new("GET", "/pkg.Items/Get"), true),
+            (Request::new("GET", "/pkg.Items/%47et"), true),
+            (Request::grpc("/pkg.Items/Get/x"), false),
         ],
     );
+    // `not_grpc` restricts to gRPC-shaped paths too.
     check_to(
         "{ not_grpc: [pkg.Items/Delete] }",
-        &[(get("/anything"), false)],
+        &[
+            (get("/anything"), false),
+            (get("/a/b/c"), false),
+            (get("/a/b"), true),
+        ],
     );
 }
 
 #[test]
-fn http_fields_never_match_grpc_calls() {
+fn http_fields_match_grpc_calls_on_their_path() {
     check_to(
         "{ paths: [\"/pkg.Items/*\"], methods: [POST] }",
         &[
-            (Request::grpc("/pkg.Items/Get"), false),
-            (Request::http("POST", "/pkg.Items/Get"), true),
+            (Request::grpc("/pkg.Items/Get"), true),
+            (Request::new("POST", "/pkg.Items/Get"), true),
+            (Request::new("PUT", "/pkg.Items/Get"), false),
         ],
     );
     check_to(
         "{ not_paths: [/admin/**] }",
-        &[(Request::grpc("/pkg.Items/Get"), false)],
+        &[
+            (Request::grpc("/pkg.Items/Get"), true),
+            (Request::grpc("/admin/x"), false),
+        ],
+    );
+}
+
+#[test]
+fn methods_and_grpc_in_one_to_are_anded() {
+    check_to(
+        "{ methods: [POST], grpc: [pkg.Items/*] }",
+        &[
+            (Request::grpc("/pkg.Items/Get"), true),
+            (Request::new("GET", "/pkg.Items/Get"), false),
+            (Request::grpc("/pkg.Other/Get"), false),
+        ],
+    );
+}
+
+#[test]
+fn a_rule_naming_get_covers_head_in_both_fields() {
+    check_to(
+        "{ methods: [GET] }",
+        &[(get("/x"), true), (Request::new("HEAD", "/x"), true)],
+    );
+    check_to(
+        "{ not_methods: [GET] }",
+        &[
+            (Request::new("HEAD", "/x"), false),
+            (Request::new("POST", "/x"), true),
+        ],
+    );
+    check_to(
+        "{ methods: [HEAD] }",
+        &[(get("/x"), false), (Request::new("HEAD", "/x"), true)],
+    );
+}
+
+#[test]
+fn hosts_match_the_canonical_host_and_fail_closed_without_one() {
+    check_to(
+        "{ hosts: [api.example.org, \"*.internal\"] }",
+        &[
+            (get("/").with_host("API.example.org"), true),
+            (get("/").with_host("api.example.org.:443"), true),
+            (get("/").with_host("admin.internal"), true),
+            (get("/").with_host("other.org"), false),
+            (get("/"), false),
+        ],
+    );
+    let policy = yaml(
+        "
+rules:
+  - name: all
+    action: allow
+    from: { any: true }
+  - name: no-admin-host
+    action: deny
+    from: { any: true }
+    to: { hosts: [admin.internal] }
+",
+    );
+    let peer = id("spiffe://example.org/a");
+    for host in ["admin.internal", "ADMIN.INTERNAL", "admin.internal.", "admin.internal:443"] {
+        let decision = policy.decide(&peer, &get("/").with_host(host));
+        assert_eq!(decision.rule(), Some("no-admin-host"), "{host}");
+    }
+    // No host, or a malformed one, is ambiguous: the deny rule matches.
+    assert_eq!(policy.decide(&peer, &get("/")).rule(), Some("no-admin-host"));
+    let malformed = get("/").with_host("a@admin.internal");
+    assert_eq!(policy.decide(&peer, &malformed).rule(), Some("no-admin-host"));
+    assert_eq!(
+        policy.decide(&peer, &get("/").with_host("api.internal")).rule(),
+        Some("all")
     );
 }
 
@@ -512,7 +593,7 @@ fn rule_without_to_matches_http_and_grpc() {
 }
 
 #[test]
-fn malformed_grpc_path_matches_deny_rules_but_not_allow_rules() {
+fn ambiguous_grpc_path_matches_deny_rules_but_not_allow_rules() {
     let policy = yaml(
         "
 rules:
@@ -532,9 +613,13 @@ rules:
             .decide(&peer, &Request::grpc("/pkg.Items/Get"))
             .is_allowed()
     );
-    let odd = policy.decide(&peer, &Request::grpc("/pkg.Items/Get/extra"));
+    let odd = policy.decide(&peer, &Request::grpc("/pkg.Items/Get/.."));
     assert!(!odd.is_allowed());
     assert_eq!(odd.rule(), Some("no-admin"));
+    // Three segments are no gRPC call: neither rule matches.
+    let extra = policy.decide(&peer, &Request::grpc("/pkg.Items/Get/extra"));
+    assert!(!extra.is_allowed());
+    assert_eq!(extra.rule(), None);
 }
 
 // === when ===
@@ -835,9 +920,14 @@ const INVALID_YAML: &[(&str, &str, usize)] = &[
         2,
     ),
     (
-        "rules:\n  - name: r\n    action: allow\n    to: { paths: [/a], grpc: [p.S/Get] }\n",
-        "rule \"r\": to mixes HTTP fields",
-        2,
+        "rules:\n  - name: r\n    action: allow\n    to: { hosts: [\"a.org:443\"] }\n",
+        "hosts compare without the port",
+        4,
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    from: { any: true }\n    when: [{ header: host, values: [\"a.org:443\"] }]\n",
+        "hosts compare without the port",
+        5,
     ),
     (
         "rules:\n  - name: r\n    action: allow\n    from: { any: true }\n    when: [{ header: x }]\n",
@@ -1048,8 +1138,8 @@ fn same_policy_in_yaml_toml_and_json_decides_identically() {
     let team = [("x-tenant", "team-red")];
     let requests = [
         get("/v1/items/1"),
-        Request::http("HEAD", "/static/app.js"),
-        Request::http("POST", "/v1/items/1"),
+        Request::new("HEAD", "/static/app.js"),
+        Request::new("POST", "/v1/items/1"),
         get("/admin/x"),
         Request::grpc("/pkg.Ledger/Post"),
         Request::grpc("/pkg.Ledger/Purge"),
@@ -1486,7 +1576,7 @@ fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
         .collect();
     let requests = [
         get("/x/1"),
-        Request::http("POST", "/y/1"),
+        Request::new("POST", "/y/1"),
         Request::grpc("/p.S/A"),
         Request::grpc("/p.S/B"),
     ];

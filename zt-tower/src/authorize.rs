@@ -417,7 +417,7 @@ fn authorize<B, H: DecisionHook<B>>(
     let policy_request = if shared.grpc_only || is_grpc(request.headers()) {
         zt_core::Request::grpc(path)
     } else {
-        zt_core::Request::http(method, path)
+        zt_core::Request::new(method, path)
     }
     .with_headers(&headers);
     let decision = shared.policy.decide(peer.id(), &policy_request);

@@ -30,8 +30,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::model::{Action, Condition, From, Rule, To};
-use super::pattern::{Domain, Id, grpc_call, request_path, split_segment};
-use super::{Protocol, Request, Verdict};
+use super::pattern::{Domain, Id, Method, split_segment};
+use super::request::grpc_call;
+use super::{Request, Verdict};
 use crate::{SpiffeId, TrustDomain};
 
 /// How many rules of an ID's trust-domain buckets are copied into its ID
@@ -292,7 +293,6 @@ impl<'a> Evaluation<'a> {
 /// The request, with the parts only some rules need worked out on first use.
 struct RequestView<'a> {
     request: &'a Request<'a>,
-    path: OnceCell<Option<&'a str>>,
     call: OnceCell<Option<(&'a str, &'a str)>>,
 }
 
@@ -300,19 +300,20 @@ impl<'a> RequestView<'a> {
     fn new(request: &'a Request<'a>) -> Self {
         Self {
             request,
-            path: OnceCell::new(),
             call: OnceCell::new(),
         }
     }
 
-    /// The HTTP path, `None` when ambiguous.
+    /// The canonical path, `None` when ambiguous.
     fn path(&self) -> Option<&'a str> {
-        *self.path.get_or_init(|| request_path(self.request.path))
+        self.request.path().ok()
     }
 
     /// The gRPC service and method, `None` when the path has another shape.
     fn call(&self) -> Option<(&'a str, &'a str)> {
-        *self.call.get_or_init(|| grpc_call(self.request.path))
+        *self
+            .call
+            .get_or_init(|| self.request.path().ok().and_then(grpc_call))
     }
 }
 
@@ -328,6 +329,18 @@ enum Tri {
 impl Tri {
     fn from_bool(b: bool) -> Self {
         if b { Self::Yes } else { Self::No }
+    }
+
+    /// Both conditions: any `No` decides, then any `Unknown`.
+    fn and(self, other: impl FnOnce() -> Self) -> Self {
+        match self {
+            Self::No => Self::No,
+            Self::Yes => other(),
+            Self::Unknown => match other() {
+                Self::No => Self::No,
+                Self::Yes | Self::Unknown => Self::Unknown,
+            },
+        }
     }
 }
 
@@ -352,7 +365,7 @@ fn rule_matches(rule: &Rule, peer: &SpiffeId, id_known: bool, request: &RequestV
     }
     rule.when
         .iter()
-        .all(|condition| fail_closed(condition_matches(condition, request.request.headers)))
+        .all(|condition| fail_closed(condition_matches(condition, request.request)))
 }
 
 /// ID and trust domain lists are sorted (see `From::normalize`).
@@ -374,59 +387,97 @@ fn from_matches(from: &From, peer: &SpiffeId, id_known: bool) -> bool {
             .is_none_or(|ps| !ps.iter().any(|p| p.matches(peer)))
 }
 
-fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
-    let req = request.request;
-    if to.is_grpc() {
-        if req.protocol != Protocol::Grpc {
-            return Tri::No;
-        }
-        let Some(call) = request.call() else {
-            return Tri::Unknown;
-        };
-        return Tri::from_bool(
-            to.grpc
-                .as_ref()
-                .is_none_or(|g| g.iter().any(|p| p.matches(call)))
-                && to
-                    .not_grpc
-                    .as_ref()
-                    .is_none_or(|g| !g.iter().any(|p| p.matches(call))),
-        );
-    }
-    // Validation guarantees a `to` has HTTP fields when it has no gRPC ones.
-    if req.protocol != Protocol::Http {
-        return Tri::No;
-    }
-    let method_ok = to
-        .methods
-        .as_ref()
-        .is_none_or(|ms| ms.iter().any(|m| *m.0 == *req.method))
-        && to
-            .not_methods
-            .as_ref()
-            .is_none_or(|ms| !ms.iter().any(|m| *m.0 == *req.method));
-    if !method_ok {
-        return Tri::No;
-    }
-    if to.paths.is_none() && to.not_paths.is_none() {
-        return Tri::Yes;
-    }
-    let Some(path) = request.path() else {
-        return Tri::Unknown;
-    };
-    Tri::from_bool(
-        to.paths
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| p.matches(path)))
-            && to
-                .not_paths
-                .as_ref()
-                .is_none_or(|ps| !ps.iter().any(|p| p.matches(path))),
-    )
+/// A method named in a rule covers the request's method; `GET` covers `HEAD`,
+/// which servers answer with the `GET` handler.
+fn method_covers(named: &Method, method: &str) -> bool {
+    *named.0 == *method || (method == "HEAD" && &*named.0 == "GET")
 }
 
-fn condition_matches(condition: &Condition, headers: &dyn super::Headers) -> Tri {
+/// Whether the fields of `to` that are present hold; every field applies to
+/// every request, whatever its protocol or content type.
+fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
+    let req = request.request;
+    let method = req.method();
+    let methods = Tri::from_bool(
+        to.methods
+            .as_ref()
+            .is_none_or(|ms| ms.iter().any(|m| method_covers(m, method)))
+            && to
+                .not_methods
+                .as_ref()
+                .is_none_or(|ms| !ms.iter().any(|m| method_covers(m, method))),
+    );
+    methods
+        .and(|| {
+            if !to.has_hosts() {
+                return Tri::Yes;
+            }
+            let Some(host) = req.host() else {
+                return Tri::Unknown;
+            };
+            Tri::from_bool(
+                to.hosts
+                    .as_ref()
+                    .is_none_or(|hs| hs.iter().any(|h| h.matches(host)))
+                    && to
+                        .not_hosts
+                        .as_ref()
+                        .is_none_or(|hs| !hs.iter().any(|h| h.matches(host))),
+            )
+        })
+        .and(|| {
+            if !to.has_paths() {
+                return Tri::Yes;
+            }
+            let Some(path) = request.path() else {
+                return Tri::Unknown;
+            };
+            Tri::from_bool(
+                to.paths
+                    .as_ref()
+                    .is_none_or(|ps| ps.iter().any(|p| p.matches(path)))
+                    && to
+                        .not_paths
+                        .as_ref()
+                        .is_none_or(|ps| !ps.iter().any(|p| p.matches(path))),
+            )
+        })
+        .and(|| {
+            if !to.has_grpc() {
+                return Tri::Yes;
+            }
+            if request.path().is_none() {
+                return Tri::Unknown;
+            }
+            // `grpc` and `not_grpc` only ever match gRPC-shaped paths.
+            let Some(call) = request.call() else {
+                return Tri::No;
+            };
+            Tri::from_bool(
+                to.grpc
+                    .as_ref()
+                    .is_none_or(|g| g.iter().any(|p| p.matches(call)))
+                    && to
+                        .not_grpc
+                        .as_ref()
+                        .is_none_or(|g| !g.iter().any(|p| p.matches(call))),
+            )
+        })
+}
+
+fn condition_matches(condition: &Condition, request: &Request<'_>) -> Tri {
+    if condition.is_host() {
+        // The canonical host, whichever of `:authority` and `Host` carried it.
+        let Some(host) = request.host() else {
+            return Tri::Unknown;
+        };
+        return value_matches(condition, host);
+    }
+    let headers = request.headers();
     let name = &*condition.header.0;
+    if condition.members {
+        return members_match(condition, &headers.all(name), headers.count(name));
+    }
     let value = headers.get(name);
     if headers.count(name) != usize::from(value.is_some()) {
         return Tri::Unknown;
@@ -435,6 +486,15 @@ fn condition_matches(condition: &Condition, headers: &dyn super::Headers) -> Tri
         // An absent header meets no `values` and is excluded by no `not_values`.
         return Tri::from_bool(condition.values.is_none());
     };
+    // A comma-separated list read as one value would let a client hide a member
+    // a `deny` rule looks for (`x-debug: off, on`).
+    if value.contains(',') {
+        return Tri::Unknown;
+    }
+    value_matches(condition, value)
+}
+
+fn value_matches(condition: &Condition, value: &str) -> Tri {
     Tri::from_bool(
         condition
             .values
@@ -444,5 +504,36 @@ fn condition_matches(condition: &Condition, headers: &dyn super::Headers) -> Tri
                 .not_values
                 .as_ref()
                 .is_none_or(|vs| !vs.iter().any(|v| v.matches(value))),
+    )
+}
+
+/// A list-valued header: `values` holds when some member matches one of them,
+/// `not_values` when no member matches any of them. Unreadable values and
+/// quoted strings (whose commas are not separators) are ambiguous.
+fn members_match(condition: &Condition, fields: &[Option<&str>], count: usize) -> Tri {
+    if fields.len() != count {
+        return Tri::Unknown;
+    }
+    let mut members = Vec::new();
+    for field in fields {
+        let Some(field) = field else {
+            return Tri::Unknown;
+        };
+        if field.contains('"') {
+            return Tri::Unknown;
+        }
+        members.extend(
+            field
+                .split(',')
+                .map(|m| m.trim_matches([' ', '\t']))
+                .filter(|m| !m.is_empty()),
+        );
+    }
+    let any = |patterns: &[super::pattern::ValuePattern]| {
+        members.iter().any(|m| patterns.iter().any(|p| p.matches(m)))
+    };
+    Tri::from_bool(
+        condition.values.as_deref().is_none_or(any)
+            && !condition.not_values.as_deref().is_some_and(any),
     )
 }

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::model::{Action, Condition, From, Rule, To};
+use super::model::{Action, Condition, From, NonEmpty, Rule, To};
 use super::pattern::{Domain, GrpcPattern, Id, IdPattern, PathPattern, ValuePattern, quoted};
 use crate::id::split_trust_domain;
 use crate::{SpiffeId, TrustDomain};
@@ -463,7 +463,8 @@ fn live_values(condition: &Condition) -> Option<Vec<ValueShape<'_>>> {
 fn contradictory_conditions(when: &[Condition]) -> Option<String> {
     for (i, a) in when.iter().enumerate() {
         for b in when.iter().skip(i.saturating_add(1)) {
-            if a.header != b.header {
+            // Several members of a list can meet conditions no single value meets.
+            if a.header != b.header || a.members || b.members {
                 continue;
             }
             let header = &a.header.0;
@@ -699,18 +700,37 @@ fn to_covers(cover: Option<&To>, to: Option<&To>, strict: bool) -> bool {
     let Some(to) = to else {
         return false;
     };
-    if cover.is_grpc() {
-        return to.is_grpc() && grpc_covers(cover, to);
-    }
-    if to.is_grpc() {
+    // An allow rule with path or gRPC conditions is unmet on an ambiguous path,
+    // and one with host conditions on a request without a host, which a rule
+    // without them still matches.
+    let path_bound = |t: &To| t.has_paths() || t.has_grpc();
+    if strict && ((path_bound(cover) && !path_bound(to)) || (cover.has_hosts() && !to.has_hosts()))
+    {
         return false;
     }
-    // An allow rule with path conditions is unmet on an ambiguous path, which
-    // a rule without them still matches.
-    if strict && has_path_conditions(cover) && !has_path_conditions(to) {
+    // Host lists are only compared for equality: lint proves, never guesses.
+    if cover.has_hosts() && !same_hosts(cover, to) {
+        return false;
+    }
+    // A `to` without gRPC conditions can match paths of any shape; `paths_cover`
+    // treats a `to` without path conditions as matching every path.
+    if cover.has_grpc() && !(to.has_grpc() && grpc_covers(cover, to)) {
         return false;
     }
     Methods::of(to).within(&Methods::of(cover)) && paths_cover(cover, to)
+}
+
+fn same_hosts(a: &To, b: &To) -> bool {
+    let raw = |list: &Option<NonEmpty<super::pattern::HostPattern>>| {
+        let mut raw: Vec<String> = list
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|h| h.raw.to_ascii_lowercase())
+            .collect();
+        raw.sort_unstable();
+        raw
+    };
+    raw(&a.hosts) == raw(&b.hosts) && raw(&a.not_hosts) == raw(&b.not_hosts)
 }
 
 /// The methods an HTTP `to` allows: a finite set, or all but a finite set.
@@ -720,18 +740,20 @@ enum Methods<'a> {
 }
 
 impl<'a> Methods<'a> {
+    /// A rule that names `GET` covers `HEAD` too, in both fields.
     fn of(to: &'a To) -> Self {
-        let not: Vec<&str> = to
-            .not_methods
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|m| &*m.0)
-            .collect();
+        let expand = |list: &'a Option<NonEmpty<super::pattern::Method>>| {
+            let mut names: Vec<&'a str> = list.iter().flat_map(|m| m.iter()).map(|m| &*m.0).collect();
+            if names.contains(&"GET") && !names.contains(&"HEAD") {
+                names.push("HEAD");
+            }
+            names
+        };
+        let not = expand(&to.not_methods);
         match &to.methods {
-            Some(methods) => Self::Only(
-                methods
-                    .iter()
-                    .map(|m| &*m.0)
+            Some(_) => Self::Only(
+                expand(&to.methods)
+                    .into_iter()
                     .filter(|m| !not.contains(m))
                     .collect(),
             ),
@@ -830,6 +852,18 @@ fn when_covers(cover: &[Condition], when: &[Condition]) -> bool {
 
 /// Whether every header state meeting `inner` meets `outer`.
 fn condition_within(inner: &Condition, outer: &Condition) -> bool {
+    // Conditions on list members are only compared for equality: one member
+    // may meet `inner` while another meets `outer`'s `not_values`.
+    if inner.members || outer.members {
+        fn raw(list: &Option<NonEmpty<ValuePattern>>) -> Vec<&str> {
+            let mut raw: Vec<&str> = list.iter().flat_map(|l| l.iter()).map(|v| &*v.raw).collect();
+            raw.sort_unstable();
+            raw
+        }
+        return inner.members == outer.members
+            && raw(&inner.values) == raw(&outer.values)
+            && raw(&inner.not_values) == raw(&outer.not_values);
+    }
     // An absent header meets a condition exactly when it has no `values`.
     if inner.values.is_none() && outer.values.is_some() {
         return false;
@@ -1531,11 +1565,10 @@ mod tests {
                     .iter()
                     .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                     .collect();
-                let request = match sample.grpc {
-                    true => Request::grpc(sample.path),
-                    false => Request::http(sample.method, sample.path),
+                let mut request = Request::new(sample.method, sample.path).with_headers(&headers);
+                if let Some(host) = sample.host {
+                    request = request.with_host(host);
                 }
-                .with_headers(&headers);
                 let decision = policy.decide(peer, &request);
                 out.push(decision.rule().is_some());
             }
@@ -1544,9 +1577,9 @@ mod tests {
     }
 
     struct Sample {
-        grpc: bool,
         method: &'static str,
         path: &'static str,
+        host: Option<&'static str>,
         headers: &'static [(&'static str, &'static str)],
     }
 
@@ -1587,6 +1620,13 @@ mod tests {
             r#""to": {"grpc": ["s.S/*"], "not_grpc": ["s.S/M"]}"#,
             r#""to": {"not_grpc": ["t.T/*"]}"#,
             r#""to": {"paths": ["/v1/*"], "not_paths": ["/v1/**"]}"#,
+            r#""to": {"hosts": ["a.org"]}"#,
+            r#""to": {"hosts": ["*.a.org"], "methods": ["GET"]}"#,
+            r#""to": {"not_hosts": ["a.org"]}"#,
+            r#""to": {"methods": ["HEAD"]}"#,
+            r#""to": {"not_methods": ["GET"]}"#,
+            r#""to": {"methods": ["POST"], "grpc": ["s.S/*"]}"#,
+            r#""to": {"paths": ["/s.S/*"]}"#,
         ];
         let whens = [
             "",
@@ -1597,6 +1637,9 @@ mod tests {
             r#""when": [{"header": "x", "not_values": ["ab"]}]"#,
             r#""when": [{"header": "y", "values": ["a"]}]"#,
             r#""when": [{"header": "x", "values": ["ab*"], "not_values": ["a*"]}]"#,
+            r#""when": [{"header": "x", "values": ["a"], "members": true}]"#,
+            r#""when": [{"header": "x", "not_values": ["b"], "members": true}]"#,
+            r#""when": [{"header": "host", "values": ["a.org"]}]"#,
         ];
         let peers: Vec<SpiffeId> = [
             "spiffe://td/a",
@@ -1610,34 +1653,45 @@ mod tests {
         .iter()
         .map(|p| p.parse().unwrap())
         .collect();
-        let header_sets: [&'static [(&str, &str)]; 6] = [
+        let header_sets: [&'static [(&str, &str)]; 7] = [
             &[],
             &[("x", "a")],
             &[("x", "ab")],
             &[("x", "b")],
             &[("x", "a"), ("x", "a")],
             &[("y", "a"), ("x", "a")],
+            &[("x", "b, a")],
         ];
         let mut samples = Vec::new();
-        for headers in header_sets {
-            for (grpc, method, path) in [
-                (false, "GET", "/v1/a"),
-                (false, "GET", "/v1/b"),
-                (false, "POST", "/v1/a"),
-                (false, "GET", "/v1/a/b"),
-                (false, "GET", "/"),
-                (false, "PUT", "/v2"),
-                (false, "GET", "/v1//a"),
-                (false, "POST", "/v1/%2e%2e/a"),
-                (true, "POST", "/s.S/M"),
-                (true, "POST", "/s.S/N"),
-                (true, "POST", "/t.T/M"),
-                (true, "POST", "/s.S/M/x"),
-            ] {
+        for (h, headers) in header_sets.into_iter().enumerate() {
+            for (p, (method, path)) in [
+                ("GET", "/v1/a"),
+                ("GET", "/v1/b"),
+                ("POST", "/v1/a"),
+                ("HEAD", "/v1/a"),
+                ("GET", "/v1/a/b"),
+                ("GET", "/"),
+                ("PUT", "/v2"),
+                ("GET", "/v1//a"),
+                ("POST", "/v1/%2e%2e/a"),
+                ("GET", "/v1/%61"),
+                ("POST", "/s.S/M"),
+                ("GET", "/s.S/M"),
+                ("POST", "/s.S/N"),
+                ("POST", "/t.T/M"),
+                ("POST", "/s.S/M/x"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let host = [None, Some("a.org"), Some("B.a.org"), Some("c.org")]
+                    .get((h + p) % 4)
+                    .copied()
+                    .flatten();
                 samples.push(Sample {
-                    grpc,
                     method,
                     path,
+                    host,
                     headers,
                 });
             }
@@ -1668,14 +1722,15 @@ mod tests {
             rules.push((rule, matches));
         }
 
-        // Ambiguous samples: a path with `//` or an encoded dot, a gRPC path
-        // of another shape, or a repeated header.
+        // Ambiguous samples: a path with `//` or an encoded dot, no host, a
+        // repeated header or a list in one header.
         let ambiguous = |i: usize| {
             let sample = &samples[i % samples.len()];
             sample.path.contains("//")
-                || sample.path.contains('%')
-                || sample.path == "/s.S/M/x"
+                || sample.path.contains("%2e")
+                || sample.host.is_none()
                 || sample.headers.len() == 2 && sample.headers[0] == sample.headers[1]
+                || sample.headers.iter().any(|(_, v)| v.contains(','))
         };
         let mut nevers = 0;
         for (rule, matches) in &rules {

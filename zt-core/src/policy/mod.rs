@@ -29,16 +29,16 @@
 //! }"#, Format::Json)?;
 //!
 //! let web: SpiffeId = "spiffe://example.org/frontend/web".parse()?;
-//! let decision = policy.decide(&web, &Request::http("GET", "/v1/items/42"));
+//! let decision = policy.decide(&web, &Request::new("GET", "/v1/items/42"));
 //! assert!(decision.is_allowed());
 //! assert_eq!(decision.reason().to_string(), "allowed by rule frontend-reads-items");
 //!
-//! let decision = policy.decide(&web, &Request::http("DELETE", "/v1/items/42"));
+//! let decision = policy.decide(&web, &Request::new("DELETE", "/v1/items/42"));
 //! assert!(!decision.is_allowed());
 //! assert_eq!(decision.rule(), None);
 //!
 //! let legacy: SpiffeId = "spiffe://example.org/frontend/legacy".parse()?;
-//! let decision = policy.decide(&legacy, &Request::http("GET", "/v1/items/42"));
+//! let decision = policy.decide(&legacy, &Request::new("GET", "/v1/items/42"));
 //! assert_eq!(decision.verdict(), Verdict::Deny);
 //! assert_eq!(decision.reason().to_string(), "denied by rule no-legacy");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -49,6 +49,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod canonical;
 mod decision;
 mod engine;
 mod lint;
@@ -59,7 +60,8 @@ mod store;
 
 pub use decision::{Decision, Reason, Verdict};
 pub use lint::{LintFinding, LintKind};
-pub use request::{Headers, Protocol, Request};
+pub use canonical::{AmbiguousPath, Authority, MalformedAuthority, canonical_path};
+pub use request::{Headers, Request};
 pub use store::{PolicyChanges, PolicyGuard, PolicyStatus, PolicyStore};
 
 use crate::SpiffeId;
@@ -396,7 +398,7 @@ impl Policy {
     ///
     /// let policy = Policy::allow_patterns(["spiffe://example.org/ns/prod/**"])?;
     /// let api = "spiffe://example.org/ns/prod/api".parse()?;
-    /// let decision = policy.decide(&api, &Request::http("POST", "/anything"));
+    /// let decision = policy.decide(&api, &Request::new("POST", "/anything"));
     /// assert_eq!(decision.rule(), Some("spiffe://example.org/ns/prod/**"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

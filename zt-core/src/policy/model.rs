@@ -12,8 +12,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::pattern::{
-    Domain, GrpcPattern, HeaderName, Id, IdPattern, Method, PathPattern, RuleName, ValuePattern,
-    quoted,
+    Domain, GrpcPattern, HeaderName, HostPattern, Id, IdPattern, Method, PathPattern, RuleName,
+    ValuePattern, quoted,
 };
 use super::{Format, Location, Mode, PolicyError};
 use crate::SpiffeId;
@@ -84,11 +84,16 @@ pub(crate) struct From {
     pub(crate) not_patterns: Option<NonEmpty<IdPattern>>,
 }
 
-/// Which requests a rule applies to: HTTP fields (`methods`, `paths`) or gRPC
-/// fields (`grpc`), never both.
+/// Which requests a rule applies to. Present fields are ANDed; the values of one
+/// field are ORed. Every field applies to every request, whatever its protocol:
+/// `grpc` matches by the path's shape, `paths` matches gRPC calls as well.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct To {
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) hosts: Option<NonEmpty<HostPattern>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) not_hosts: Option<NonEmpty<HostPattern>>,
     #[serde(default, deserialize_with = "present")]
     pub(crate) methods: Option<NonEmpty<Method>>,
     #[serde(default, deserialize_with = "present")]
@@ -109,12 +114,17 @@ pub(crate) struct Condition {
     pub(crate) header: HeaderName,
     pub(crate) values: Option<NonEmpty<ValuePattern>>,
     pub(crate) not_values: Option<NonEmpty<ValuePattern>>,
+    /// The header is a list: its members (repeated fields, comma-separated
+    /// elements) are matched one by one.
+    pub(crate) members: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCondition {
     header: HeaderName,
+    #[serde(default)]
+    members: bool,
     #[serde(default, deserialize_with = "present")]
     values: Option<NonEmpty<ValuePattern>>,
     #[serde(default, deserialize_with = "present")]
@@ -417,31 +427,45 @@ impl From {
 // === impl To ===
 
 impl To {
-    pub(crate) fn is_http(&self) -> bool {
-        self.methods.is_some()
-            || self.paths.is_some()
-            || self.not_methods.is_some()
-            || self.not_paths.is_some()
+    fn is_empty(&self) -> bool {
+        self.methods.is_none()
+            && self.not_methods.is_none()
+            && self.paths.is_none()
+            && self.not_paths.is_none()
+            && self.grpc.is_none()
+            && self.not_grpc.is_none()
+            && self.hosts.is_none()
+            && self.not_hosts.is_none()
     }
 
-    pub(crate) fn is_grpc(&self) -> bool {
+    pub(crate) fn has_grpc(&self) -> bool {
         self.grpc.is_some() || self.not_grpc.is_some()
     }
 
+    pub(crate) fn has_paths(&self) -> bool {
+        self.paths.is_some() || self.not_paths.is_some()
+    }
+
+    pub(crate) fn has_hosts(&self) -> bool {
+        self.hosts.is_some() || self.not_hosts.is_some()
+    }
+
     fn validate(&self) -> Result<(), String> {
-        match (self.is_http(), self.is_grpc()) {
-            (false, false) => {
-                return Err("to is empty: leave it out to match every request".to_owned());
-            }
-            (true, true) => {
-                return Err(
-                    "to mixes HTTP fields (methods, paths) with gRPC fields (grpc): \
-                            HTTP fields never match gRPC calls, write two rules"
-                        .to_owned(),
-                );
-            }
-            _ => {}
+        if self.is_empty() {
+            return Err("to is empty: leave it out to match every request".to_owned());
         }
+        let raw_hosts = |list: &Option<NonEmpty<HostPattern>>| -> Vec<String> {
+            list.iter()
+                .flat_map(|l| l.iter())
+                .map(|p| p.raw.to_ascii_lowercase())
+                .collect()
+        };
+        overlap(
+            "hosts",
+            &raw_hosts(&self.hosts),
+            "not_hosts",
+            &raw_hosts(&self.not_hosts),
+        )?;
         both(
             "methods",
             &self.methods,
@@ -471,7 +495,7 @@ impl To {
                 .not_paths
                 .iter()
                 .flat_map(|p| p.iter())
-                .find(|not| not.matches(&path.raw))
+                .find(|not| not.matches(&path.canonical))
             {
                 return Err(format!(
                     "path {} can never match: not_paths excludes it with {}",
@@ -516,15 +540,39 @@ impl To {
 impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = RawCondition::deserialize(deserializer)?;
-        Ok(Condition {
+        let mut condition = Condition {
             header: raw.header,
             values: raw.values,
             not_values: raw.not_values,
-        })
+            members: raw.members,
+        };
+        if condition.is_host() {
+            // The host is compared in canonical form: lower case, no trailing dot.
+            if condition.members {
+                return Err(de::Error::custom(
+                    "when condition on header host: a request has one host; members does not apply",
+                ));
+            }
+            for list in [&mut condition.values, &mut condition.not_values]
+                .into_iter()
+                .flatten()
+            {
+                for value in list.0.iter_mut() {
+                    *value = value.host_form().map_err(de::Error::custom)?;
+                }
+            }
+        }
+        Ok(condition)
     }
 }
 
 impl Condition {
+    /// Conditions on `host` match the request's canonical host, from the HTTP/2
+    /// `:authority` or the HTTP/1.1 `Host`, not a header value.
+    pub(crate) fn is_host(&self) -> bool {
+        &*self.header.0 == "host"
+    }
+
     fn validate(&self) -> Result<(), String> {
         let header = &self.header.0;
         if self.values.is_none() && self.not_values.is_none() {

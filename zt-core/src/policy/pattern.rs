@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::de;
 
+use super::canonical::{AmbiguousPath, Authority, canonical_segment};
 use crate::id::split_trust_domain;
 use crate::{IdMatcher, PatternError, SpiffeId, TrustDomain};
 
@@ -307,7 +308,10 @@ const fn is_tchar(b: u8) -> bool {
 /// for one or more segments.
 #[derive(Clone, Debug)]
 pub(crate) struct PathPattern {
+    /// As written in the policy.
     pub(crate) raw: Box<str>,
+    /// With every literal segment in canonical form (see `canonical_path`).
+    pub(crate) canonical: Box<str>,
     kind: PathKind,
 }
 
@@ -370,12 +374,28 @@ impl FromStr for PathPattern {
                     return bad("a wildcard is a whole segment, either * or **");
                 }
                 _ => {
-                    if let Err(why) = check_path_segment(part) {
-                        return bad(why);
+                    let literal = match canonical_literal(part) {
+                        Ok(literal) => literal,
+                        Err(why) => return bad(why),
+                    };
+                    if matches!(&*literal, "." | "..") {
+                        return bad("paths cannot contain . or .. segments");
                     }
-                    segments.push(PathSegment::Literal(part.into()));
+                    segments.push(PathSegment::Literal(literal.into()));
                 }
             }
+        }
+        let mut canonical = String::with_capacity(s.len());
+        for segment in &segments {
+            canonical.push('/');
+            if let PathSegment::Literal(literal) = segment {
+                canonical.push_str(literal);
+            } else {
+                canonical.push('*');
+            }
+        }
+        if tail_rest {
+            canonical.push_str("/**");
         }
         let kind = if wildcard {
             // A wildcard follows the literal segments, so a matching path has a
@@ -401,6 +421,7 @@ impl FromStr for PathPattern {
         };
         Ok(Self {
             raw: s.into(),
+            canonical: canonical.into(),
             kind,
         })
     }
@@ -408,53 +429,24 @@ impl FromStr for PathPattern {
 
 deserialize_from_str!(PathPattern, "an HTTP path such as /v1/items/*");
 
-/// Checks a literal segment of a path pattern: RFC 3986 `pchar`s, with
-/// percent-encodings well formed and none that requests may not carry.
-fn check_path_segment(segment: &str) -> Result<(), &'static str> {
-    let bytes = segment.as_bytes();
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let encoded = bytes
-                .get(i.saturating_add(1)..i.saturating_add(3))
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-            match encoded {
-                None => return Err("% must be followed by two hex digits"),
-                Some(b'.' | b'/' | b'\\') => {
-                    return Err(
-                        "an encoded '.', '/' or '\\' never matches: requests carrying one are ambiguous",
-                    );
-                }
-                Some(_) => i = i.saturating_add(3),
-            }
-            continue;
-        }
-        let pchar = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'@'
-            );
-        if !pchar {
-            return Err("paths may only contain URI path characters (RFC 3986 pchar)");
-        }
-        i = i.saturating_add(1);
+/// A literal segment of a path pattern in canonical form: RFC 3986 `pchar`s,
+/// percent-encodings well formed, none that requests may not carry, and
+/// encodings normalised as requests are (`%61` is `a`).
+fn canonical_literal(segment: &str) -> Result<String, &'static str> {
+    if !segment
+        .bytes()
+        .all(|b| b == b'%' || b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@".contains(&b))
+    {
+        return Err("paths may only contain URI path characters (RFC 3986 pchar)");
     }
-    Ok(())
+    match canonical_segment(segment) {
+        Ok(literal) => Ok(literal.into_owned()),
+        Err(AmbiguousPath::InvalidEscape) => Err("% must be followed by two hex digits"),
+        Err(AmbiguousPath::EncodedSeparator | AmbiguousPath::DotSegment) => Err(
+            "an encoded '.', '/' or '\\' never matches: requests carrying one are ambiguous",
+        ),
+        Err(_) => Err("an encoded control character never matches: requests carrying one are ambiguous"),
+    }
 }
 
 impl PathPattern {
@@ -463,10 +455,10 @@ impl PathPattern {
         matches!(self.kind, PathKind::Exact)
     }
 
-    /// Whether `path` matches; `path` must have passed [`request_path`].
+    /// Whether `path`, a canonical request path, matches.
     pub(crate) fn matches(&self, path: &str) -> bool {
         match &self.kind {
-            PathKind::Exact => *self.raw == *path,
+            PathKind::Exact => *self.canonical == *path,
             PathKind::Segments {
                 prefix,
                 segments,
@@ -503,105 +495,80 @@ pub(crate) fn split_segment(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The path of an HTTP request as policies compare it: without its query
-/// string, or `None` when it is ambiguous (see [`Request`](super::Request)):
-/// it does not start with `/`, or it has `//`, a `.` or `..` segment, a
-/// backslash, `#`, a byte outside printable ASCII, or an encoded `.`, `/` or
-/// `\`, which some servers decode before routing and others do not.
-///
-/// One pass over the bytes: this runs on every request that meets a rule
-/// with path conditions.
-pub(crate) fn request_path(path: &str) -> Option<&str> {
-    let bytes = path.as_bytes();
-    if bytes.first() != Some(&b'/') {
-        return None;
-    }
-    let mut end = bytes.len();
-    let mut segment_start = 1;
-    let mut i = 1;
-    // Most bytes are plain: skip them in a tight loop.
-    while let Some(plain) = bytes
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&b| path_byte(b) != PathByte::Plain))
-    {
-        i = i.saturating_add(plain);
-        let Some(&b) = bytes.get(i) else {
-            break;
-        };
-        match path_byte(b) {
-            PathByte::Plain => {}
-            PathByte::Slash => {
-                // A `/` follows, so an empty segment here is `//`.
-                let segment = bytes.get(segment_start..i)?;
-                if matches!(segment, [] | [b'.'] | [b'.', b'.']) {
-                    return None;
-                }
-                segment_start = i.saturating_add(1);
-            }
-            PathByte::Percent => {
-                let encoded = bytes.get(i.saturating_add(1)..i.saturating_add(3));
-                if let Some([hi, lo]) = encoded
-                    && matches!(
-                        (hi, lo.to_ascii_lowercase()),
-                        (b'2', b'e' | b'f') | (b'5', b'c')
-                    )
-                {
-                    return None;
-                }
-            }
-            PathByte::Query => {
-                end = i;
-                break;
-            }
-            PathByte::Refused => return None,
+// === HostPattern ===
+
+/// A host pattern: an exact host, `*.suffix` for any host under a domain (one or
+/// more labels before the suffix) or `*` for any host. Matched against the
+/// canonical host of a request (see `Authority`): lower case, without a
+/// trailing dot and without the port.
+#[derive(Clone, Debug)]
+pub(crate) struct HostPattern {
+    pub(crate) raw: Box<str>,
+    kind: HostKind,
+}
+
+#[derive(Clone, Debug)]
+enum HostKind {
+    Any,
+    Exact(Box<str>),
+    /// The suffix with its leading dot: `.example.org` for `*.example.org`.
+    Suffix(Box<str>),
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| Err(format!("invalid host {}: {why}", quoted(s)));
+        if s.len() > MAX_VALUE_LEN {
+            return bad("too long");
         }
-        i = i.saturating_add(1);
+        let (wild, name) = match s {
+            "*" => {
+                return Ok(Self {
+                    raw: s.into(),
+                    kind: HostKind::Any,
+                });
+            }
+            _ => match s.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, s),
+            },
+        };
+        if name.contains('*') {
+            return bad("a wildcard is * alone or a leading *. label");
+        }
+        let authority = match Authority::parse(name) {
+            Ok(authority) => authority,
+            Err(err) => return bad(&err.to_string()),
+        };
+        if authority.port().is_some() {
+            return bad("hosts compare without the port: leave it out");
+        }
+        let host = authority.into_host();
+        let kind = if wild {
+            HostKind::Suffix(format!(".{host}").into())
+        } else {
+            HostKind::Exact(host.into())
+        };
+        Ok(Self {
+            raw: s.into(),
+            kind,
+        })
     }
-    // The last segment may be empty (a trailing slash), but not a dot segment.
-    if matches!(bytes.get(segment_start..end)?, [b'.'] | [b'.', b'.']) {
-        return None;
-    }
-    path.get(..end)
 }
 
-/// What [`request_path`] does with a byte of the path.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum PathByte {
-    /// Printable ASCII with no meaning of its own here.
-    Plain,
-    Slash,
-    Percent,
-    /// `?`: the query string starts.
-    Query,
-    /// A backslash, `#`, or a byte outside printable ASCII.
-    Refused,
-}
+deserialize_from_str!(HostPattern, "a host name such as api.example.org or *.example.org");
 
-/// The class of every byte, looked up once per byte: this loop runs over every
-/// request path that meets a rule with path conditions.
-static PATH_BYTES: [PathByte; 256] = path_byte_table();
-
-#[allow(clippy::indexing_slicing, reason = "every index is below 256")]
-const fn path_byte_table() -> [PathByte; 256] {
-    let mut table = [PathByte::Refused; 256];
-    let mut b = 0x21;
-    while b < 0x7f {
-        table[b] = PathByte::Plain;
-        b += 1;
+impl HostPattern {
+    /// Whether `host`, a canonical host, matches.
+    pub(crate) fn matches(&self, host: &str) -> bool {
+        match &self.kind {
+            HostKind::Any => true,
+            HostKind::Exact(exact) => **exact == *host,
+            HostKind::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(&**suffix),
+        }
     }
-    table[b'/' as usize] = PathByte::Slash;
-    table[b'%' as usize] = PathByte::Percent;
-    table[b'?' as usize] = PathByte::Query;
-    table[b'\\' as usize] = PathByte::Refused;
-    table[b'#' as usize] = PathByte::Refused;
-    table
-}
-
-fn path_byte(b: u8) -> PathByte {
-    PATH_BYTES
-        .get(usize::from(b))
-        .copied()
-        .unwrap_or(PathByte::Refused)
 }
 
 // === GrpcPattern ===
@@ -665,14 +632,6 @@ impl GrpcPattern {
     pub(crate) fn as_call(&self) -> Option<(&str, &str)> {
         Some((&self.service, self.method.as_deref()?))
     }
-}
-
-/// The service and method of a gRPC request path `/pkg.Service/Method`, or
-/// `None` when the path has another shape.
-pub(crate) fn grpc_call(path: &str) -> Option<(&str, &str)> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
-        .then_some((service, method))
 }
 
 // === HeaderName ===
@@ -753,6 +712,28 @@ impl FromStr for ValuePattern {
 deserialize_from_str!(ValuePattern, "a header value pattern");
 
 impl ValuePattern {
+    /// The same pattern for a `host` condition: lower case, without a trailing
+    /// dot, and refused with a port, which hosts compare without.
+    pub(crate) fn host_form(&self) -> Result<Self, String> {
+        let lower = self.raw.to_ascii_lowercase();
+        let (prefix, rest) = match lower.strip_prefix('*') {
+            Some(rest) => ("*", rest),
+            None => ("", lower.as_str()),
+        };
+        let rest = if self.kind == ValueKind::Suffix || self.kind == ValueKind::Exact {
+            rest.strip_suffix('.').unwrap_or(rest)
+        } else {
+            rest
+        };
+        if rest.contains(':') && !rest.starts_with('[') {
+            return Err(format!(
+                "host value {} has a port: hosts compare without the port",
+                quoted(&self.raw)
+            ));
+        }
+        format!("{prefix}{rest}").parse()
+    }
+
     pub(crate) fn is_exact(&self) -> bool {
         self.kind == ValueKind::Exact
     }
@@ -816,35 +797,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ambiguous_request_paths_are_refused() {
-        for path in [
-            "",
-            "v1",
-            "//",
-            "/a//b",
-            "/a/./b",
-            "/a/../b",
-            "/..",
-            "/a/%2e%2E/b",
-            "/a%2fb",
-            "/a%5Cb",
-            "/a\\b",
-            "/a b",
-            "/caf\u{e9}",
-        ] {
-            assert_eq!(request_path(path), None, "{path:?}");
-        }
-        for (path, expected) in [
-            ("/", "/"),
-            ("/a/", "/a/"),
-            ("/a/b?x=../..", "/a/b"),
-            ("/a/%20b", "/a/%20b"),
-            ("/a/...", "/a/..."),
-        ] {
-            assert_eq!(request_path(path), Some(expected), "{path:?}");
-        }
-    }
 
     #[test]
     fn double_star_needs_at_least_one_more_segment() {
@@ -882,19 +834,26 @@ mod tests {
     }
 
     #[test]
-    fn query_string_ends_the_path_after_a_run_of_plain_bytes() {
-        assert_eq!(request_path("/abcdefgh/ijk?q=/../"), Some("/abcdefgh/ijk"));
-        assert_eq!(request_path("/abcdefgh/ijk/..?q"), None);
-        assert_eq!(request_path("/abcdefgh\\x"), None);
-        assert_eq!(request_path("/abc%2Fdef"), None);
-        assert_eq!(request_path("/abc%"), Some("/abc%"));
+    fn path_patterns_compare_in_canonical_form() {
+        let p: PathPattern = "/users/%61dmin".parse().unwrap();
+        assert!(p.matches("/users/admin"));
+        let p: PathPattern = "/files/caf%c3%a9/*".parse().unwrap();
+        assert!(p.matches("/files/caf%C3%A9/x"));
+        assert!("/files/%2e%2e".parse::<PathPattern>().is_err());
+        assert!("/files/a%2fb".parse::<PathPattern>().is_err());
     }
 
     #[test]
-    fn grpc_request_paths_split_into_service_and_method() {
-        assert_eq!(grpc_call("/pkg.Svc/Get"), Some(("pkg.Svc", "Get")));
-        assert_eq!(grpc_call("/pkg.Svc/Get/x"), None);
-        assert_eq!(grpc_call("pkg.Svc/Get"), None);
-        assert_eq!(grpc_call("/pkg.Svc/"), None);
+    fn host_patterns_match_canonical_hosts() {
+        let exact: HostPattern = "Admin.Internal.".parse().unwrap();
+        assert!(exact.matches("admin.internal"));
+        assert!(!exact.matches("x.admin.internal"));
+        let wild: HostPattern = "*.internal".parse().unwrap();
+        assert!(wild.matches("admin.internal"));
+        assert!(wild.matches("a.b.internal"));
+        assert!(!wild.matches("internal"));
+        assert!(!wild.matches("xinternal"));
+        assert!("admin.internal:443".parse::<HostPattern>().is_err());
+        assert!("a*.internal".parse::<HostPattern>().is_err());
     }
 }

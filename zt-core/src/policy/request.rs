@@ -1,49 +1,27 @@
-//! What a policy sees of a request: protocol, method, path and headers.
+//! What a policy sees of a request: method, canonical path, host and headers.
 
+use std::borrow::Cow;
 use std::fmt;
 
-/// The protocol a request arrived with, which decides the `to` fields that can
-/// match it: `methods` and `paths` for HTTP, `grpc` for gRPC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// A plain HTTP request (HTTP/1.1 or HTTP/2).
-    Http,
-    /// A gRPC call: an HTTP/2 `POST` to `/pkg.Service/Method`.
-    Grpc,
-}
-
-impl Protocol {
-    /// `"http"` or `"grpc"`, for logs and metric labels.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http => "http",
-            Self::Grpc => "grpc",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+use super::canonical::{AmbiguousPath, Authority, canonical_path};
 
 /// Read access to a request's headers, for `when` conditions.
 ///
 /// `name` is always lowercase ASCII. Implementations over header maps that
 /// compare names case-insensitively may pass it through unchanged.
 ///
-/// # Repeated and unreadable headers
+/// # Repeated, list-valued and unreadable headers
 ///
-/// A condition is only ever evaluated against a single readable value. When
-/// [`count`](Headers::count) reports a header more often than
-/// [`get`](Headers::get) can return it — the header is repeated, or present
-/// but not valid UTF-8 — the condition is ambiguous and resolves the way that
+/// A condition is evaluated against a single readable value unless it says it
+/// matches list members (`members: true`). When [`count`](Headers::count)
+/// reports a header more often than [`get`](Headers::get) can return it — the
+/// header is repeated, or present but not valid UTF-8 — or the single value is
+/// a comma-separated list, the condition is ambiguous and resolves the way that
 /// fails closed: unmet for `allow` rules, met for `deny` and `audit` rules.
 /// Implementations over maps that can hold a header more than once (such as
-/// `http::HeaderMap`) should therefore implement `count` as well as `get`;
-/// the default `count` only knows what `get` returns.
+/// `http::HeaderMap`) should therefore implement `count` and
+/// [`all`](Headers::all) as well as `get`; the defaults only know what `get`
+/// returns.
 pub trait Headers {
     /// The value of header `name`, or `None` when it is absent or not valid
     /// UTF-8. With repeated headers, any one of the values.
@@ -52,6 +30,12 @@ pub trait Headers {
     /// How many times header `name` appears, readable or not.
     fn count(&self, name: &str) -> usize {
         usize::from(self.get(name).is_some())
+    }
+
+    /// Every value of header `name`, in order; `None` for a value that is not
+    /// valid UTF-8. Used only by conditions that match list members.
+    fn all(&self, name: &str) -> Vec<Option<&str>> {
+        self.get(name).map(Some).into_iter().collect()
     }
 }
 
@@ -79,6 +63,13 @@ impl Headers for [(&str, &str)] {
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .count()
     }
+
+    fn all(&self, name: &str) -> Vec<Option<&str>> {
+        self.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, v)| Some(v))
+            .collect()
+    }
 }
 
 /// Name-value pairs; names compare case-insensitively.
@@ -89,6 +80,10 @@ impl<const N: usize> Headers for [(&str, &str); N] {
 
     fn count(&self, name: &str) -> usize {
         Headers::count(self.as_slice(), name)
+    }
+
+    fn all(&self, name: &str) -> Vec<Option<&str>> {
+        Headers::all(self.as_slice(), name)
     }
 }
 
@@ -105,6 +100,13 @@ impl Headers for [(String, String)] {
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .count()
     }
+
+    fn all(&self, name: &str) -> Vec<Option<&str>> {
+        self.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| Some(v.as_str()))
+            .collect()
+    }
 }
 
 /// Name-value pairs; names compare case-insensitively.
@@ -116,55 +118,74 @@ impl Headers for Vec<(String, String)> {
     fn count(&self, name: &str) -> usize {
         Headers::count(self.as_slice(), name)
     }
+
+    fn all(&self, name: &str) -> Vec<Option<&str>> {
+        Headers::all(self.as_slice(), name)
+    }
 }
 
-/// One request, as the policy sees it.
+/// One request, as the policy sees it: the canonical view that every
+/// integration builds once per request and decides on.
 ///
-/// - HTTP: `method` is the request method (`"GET"`), `path` the URI path
-///   (`"/v1/items/42"`). A query string, if passed, is ignored.
-/// - gRPC: `method` is `"POST"`, `path` is `"/pkg.Service/Method"`.
+/// - `method` is the request method, compared case-sensitively; a rule that
+///   names `GET` also covers `HEAD`, which servers answer with the `GET`
+///   handler.
+/// - The path is brought into canonical form with [`canonical_path`] (query
+///   string dropped, percent-encoding normalised). A path without one is
+///   ambiguous, and `paths` and `grpc` conditions on it resolve the way that
+///   fails closed: unmet for `allow` rules, met for `deny` and `audit` rules.
+/// - A path with exactly two segments, `/service/method`, is also a gRPC call
+///   for `grpc` conditions — whatever the method and content type, because gRPC
+///   servers route by path alone.
+/// - The host is the canonical host of the request's authority
+///   ([`Authority`]); `hosts` conditions and `when` conditions on `host` match
+///   it. A request without one is ambiguous for them.
 ///
-/// Paths are compared as they arrive, without percent-decoding. A path that
-/// routers may read differently than the policy does — with `//`, a `.` or
-/// `..` segment, a backslash, an encoded `.`, `/` or `\`, or bytes outside
-/// printable ASCII — is ambiguous: `paths` conditions on it resolve the way
-/// that fails closed (unmet for `allow` rules, met for `deny` and `audit`
-/// rules). The same holds for a gRPC path that is not `/service/method`.
-#[derive(Clone, Copy)]
+/// Nothing else of the request — in particular not its content type — changes
+/// which rules can match it.
+#[derive(Clone)]
 pub struct Request<'a> {
-    /// Which `to` fields can match.
-    pub protocol: Protocol,
-    /// The HTTP method, case-sensitive (`"GET"`); `"POST"` for gRPC.
-    pub method: &'a str,
-    /// The URI path, e.g. `"/v1/items/42"` or `"/pkg.Service/Method"`.
-    pub path: &'a str,
-    /// The request headers, for `when` conditions.
-    pub headers: &'a dyn Headers,
+    method: &'a str,
+    path: Result<Cow<'a, str>, AmbiguousPath>,
+    host: Host<'a>,
+    headers: &'a dyn Headers,
+}
+
+#[derive(Clone, Debug)]
+enum Host<'a> {
+    Absent,
+    Known(Cow<'a, str>),
+    Malformed,
 }
 
 // === impl Request ===
 
 impl<'a> Request<'a> {
-    /// An HTTP request without headers.
+    /// A request for `method` and `path` (a request target's path, with or
+    /// without its query string), without headers or host.
     #[must_use]
-    pub fn http(method: &'a str, path: &'a str) -> Self {
+    pub fn new(method: &'a str, path: &'a str) -> Self {
+        Self::from_canonical(method, canonical_path(path))
+    }
+
+    /// A request whose path was already brought into canonical form with
+    /// [`canonical_path`], so integrations that forward the canonical path do
+    /// the work once.
+    #[must_use]
+    pub fn from_canonical(method: &'a str, path: Result<Cow<'a, str>, AmbiguousPath>) -> Self {
         Self {
-            protocol: Protocol::Http,
             method,
             path,
+            host: Host::Absent,
             headers: &(),
         }
     }
 
-    /// A gRPC call to `path` (`"/pkg.Service/Method"`) without metadata.
+    /// A gRPC call to `path` (`"/pkg.Service/Method"`): a `POST` without
+    /// metadata.
     #[must_use]
     pub fn grpc(path: &'a str) -> Self {
-        Self {
-            protocol: Protocol::Grpc,
-            method: "POST",
-            path,
-            headers: &(),
-        }
+        Self::new("POST", path)
     }
 
     /// The same request with `headers`.
@@ -172,15 +193,102 @@ impl<'a> Request<'a> {
     pub fn with_headers(self, headers: &'a dyn Headers) -> Self {
         Self { headers, ..self }
     }
+
+    /// The same request with the authority `raw` (`:authority` or `Host`); a
+    /// malformed one makes host conditions fail closed.
+    #[must_use]
+    pub fn with_host(self, raw: &'a str) -> Self {
+        let host = match Authority::parse(raw) {
+            Ok(authority) => Host::Known(authority.into_host()),
+            Err(_) => Host::Malformed,
+        };
+        Self { host, ..self }
+    }
+
+    /// The same request with an authority already parsed.
+    #[must_use]
+    pub fn with_authority(self, authority: Authority<'a>) -> Self {
+        Self {
+            host: Host::Known(authority.into_host()),
+            ..self
+        }
+    }
+
+    /// The request method.
+    #[must_use]
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+
+    /// The canonical path, or why the path has none.
+    ///
+    /// # Errors
+    ///
+    /// Why the path is ambiguous.
+    pub fn path(&self) -> Result<&str, AmbiguousPath> {
+        self.path.as_deref().map_err(|why| *why)
+    }
+
+    /// The canonical host, when the request has a well-formed authority.
+    #[must_use]
+    pub fn host(&self) -> Option<&str> {
+        match &self.host {
+            Host::Known(host) => Some(host),
+            Host::Absent | Host::Malformed => None,
+        }
+    }
+
+    /// The gRPC service and method the path names, when it has the shape
+    /// `/service/method`.
+    #[must_use]
+    pub fn grpc_call(&self) -> Option<(&str, &str)> {
+        grpc_call(self.path().ok()?)
+    }
+
+    /// The request headers.
+    #[must_use]
+    pub fn headers(&self) -> &'a dyn Headers {
+        self.headers
+    }
+}
+
+/// The service and method of a canonical path `/service/method`, or `None`
+/// when the path has another shape.
+pub(crate) fn grpc_call(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
 }
 
 impl fmt::Debug for Request<'_> {
     /// Leaves the headers out: they may carry credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
-            .field("protocol", &self.protocol)
             .field("method", &self.method)
             .field("path", &self.path)
+            .field("host", &self.host)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_calls_are_paths_with_two_segments() {
+        assert_eq!(grpc_call("/pkg.Svc/Get"), Some(("pkg.Svc", "Get")));
+        assert_eq!(grpc_call("/pkg.Svc/Get/x"), None);
+        assert_eq!(grpc_call("pkg.Svc/Get"), None);
+        assert_eq!(grpc_call("/pkg.Svc/"), None);
+    }
+
+    #[test]
+    fn requests_decide_on_the_canonical_path_and_host() {
+        let request = Request::new("GET", "/pkg.Svc/%47et?x").with_host("API.example.org.:443");
+        assert_eq!(request.path(), Ok("/pkg.Svc/Get"));
+        assert_eq!(request.grpc_call(), Some(("pkg.Svc", "Get")));
+        assert_eq!(request.host(), Some("api.example.org"));
+        assert_eq!(Request::new("GET", "/a").with_host("a@b").host(), None);
     }
 }
