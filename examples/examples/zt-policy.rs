@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! cargo run --example zt-policy -- check POLICY --peer SPIFFE_ID \
-//!     (--method METHOD --path PATH | --grpc pkg.Service/Method) [--header NAME=VALUE ...]
+//!     (--method METHOD --path PATH | --grpc pkg.Service/Method) [--host HOST] \
+//!     [--header NAME=VALUE ...]
 //! cargo run --example zt-policy -- lint POLICY
 //! ```
 //!
-//! `check` prints the verdict, the deciding rule and the reason, the audit rules
+//! `check` decides the request's canonical view, as zt-tower and zt-tonic do
+//! (the path percent-normalised, the host lower case without port or trailing
+//! dot; `--host`, or a `host` header, sets it), and prints that view, the verdict, the deciding rule and the reason, the audit rules
 //! that matched, and a note when the policy is in dry-run mode. The verdict is the
 //! policy's, also in dry-run mode, so a check keeps its meaning when the policy is
 //! switched to `enforce`.
@@ -27,7 +30,7 @@ use zt_examples::cli::{Args, UsageError};
 
 const USAGE: &str = "usage: zt-policy check POLICY --peer SPIFFE_ID \
                      (--method METHOD --path PATH | --grpc pkg.Service/Method) \
-                     [--header NAME=VALUE ...]\n       zt-policy lint POLICY";
+                     [--host HOST] [--header NAME=VALUE ...]\n       zt-policy lint POLICY";
 
 /// The verdict or lint outcome, as the exit code CI acts on.
 enum Outcome {
@@ -78,7 +81,7 @@ fn run(args: Vec<String>) -> Result<Outcome, Box<dyn Error>> {
     }
 }
 
-const CHECK_FLAGS: &[&str] = &["--peer", "--method", "--path", "--grpc", "--header"];
+const CHECK_FLAGS: &[&str] = &["--peer", "--method", "--path", "--grpc", "--host", "--header"];
 
 fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
     let peer: SpiffeId = args
@@ -111,15 +114,31 @@ fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
             .into());
         }
     };
-    let request = request.with_headers(&headers);
+    let mut request = request.with_headers(&headers);
+    let host = match args.optional("--host")? {
+        Some(host) => Some(host),
+        None => headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.as_str()),
+    };
+    if let Some(host) = host {
+        request = request.with_host(host);
+    }
     let policy = Policy::load(path)?;
 
     let decision = policy.decide(&peer, &request);
     println!("{}: {}", decision.verdict(), decision.reason());
     println!("  peer     {peer}");
-    match request.protocol {
-        zt_core::Protocol::Grpc => println!("  request  gRPC {}", request.path),
-        zt_core::Protocol::Http => println!("  request  {} {}", request.method, request.path),
+    match request.path() {
+        Ok(path) => println!("  request  {} {path}", request.method()),
+        Err(why) => println!("  request  {} (ambiguous: {why})", request.method()),
+    }
+    if let Some((service, method)) = request.grpc_call() {
+        println!("  gRPC     {service}/{method}");
+    }
+    if let Some(host) = request.host() {
+        println!("  host     {host}");
     }
     for audit in decision.audit_rules() {
         println!("  audit    matched audit rule {audit}");

@@ -9,10 +9,12 @@
 //! 2. re-verifies it against the serving identity ([`PeerIdentity::reverify`]), so
 //!    a client whose SVID expired or whose trust bundle was withdrawn is refused
 //!    on an HTTP/2 connection that is already open;
-//! 3. decides the call as a gRPC call (`Protocol::Grpc`) to its service and
-//!    method with the policy in force in the [`PolicyStore`] — always as gRPC,
-//!    whatever the content type, because tonic serves any request to a method's
-//!    path and an HTTP `paths` rule must never open a gRPC method;
+//! 3. decides the call on its canonical view ([`zt_core::Request`]) with the
+//!    policy in force in the [`PolicyStore`]: `grpc` rules match the path's
+//!    `/service/method`, `paths` rules match the same path, and the content type
+//!    decides nothing — tonic serves a method's path whatever the content type
+//!    says. The call is passed on with its canonical path
+//!    (`/pkg.Svc/%47et` is routed as `/pkg.Svc/Get`, the method it was decided as);
 //! 4. runs the application's [`DecisionHook`], if any, on calls the policy allowed.
 //!
 //! It is `zt_tower::Authorize` underneath, with the same `tracing` events (target
@@ -27,6 +29,8 @@
 //! | the peer no longer verifies (SVID expired, bundle withdrawn) | 16 `UNAUTHENTICATED` | `peer identity no longer valid` |
 //! | the policy denies the call | 7 `PERMISSION_DENIED` | `permission denied` |
 //! | the decision hook refuses the call | 7 `PERMISSION_DENIED` | `permission denied` |
+//! | a malformed or conflicting authority, a lower-case method | 3 `INVALID_ARGUMENT` | `malformed request` |
+//! | `CONNECT` or `Upgrade` | 12 `UNIMPLEMENTED` | `not implemented` |
 //!
 //! The reason — which rule, why the peer no longer verifies — goes to the log,
 //! never to the client.
@@ -95,7 +99,7 @@ impl AuthorizeLayer {
     /// in force in `policy`.
     pub fn new(identity: Identity, policy: PolicyStore) -> Self {
         Self {
-            inner: zt_tower::AuthorizeLayer::new(identity, policy).grpc_only(),
+            inner: zt_tower::AuthorizeLayer::new(identity, policy),
         }
     }
 }
@@ -239,6 +243,8 @@ fn status(denial: Denial) -> Status {
     match denial {
         Denial::NoIdentity => Status::unauthenticated("no verified peer identity"),
         Denial::UntrustedPeer => Status::unauthenticated("peer identity no longer valid"),
+        Denial::Malformed => Status::invalid_argument("malformed request"),
+        Denial::Unsupported => Status::unimplemented("not implemented"),
         _ => Status::permission_denied("permission denied"),
     }
 }

@@ -8,13 +8,26 @@
 //!    ([`PeerIdentity::reverify`]: one atomic load when nothing changed), so a peer
 //!    whose SVID expired or whose trust bundle was withdrawn is refused on a
 //!    connection that is already open;
-//! 3. decides the request (method and path; `application/grpc*` content types are
-//!    gRPC calls) with the policy in force in the [`PolicyStore`];
-//! 4. runs the application's [`DecisionHook`], if any, on requests the policy
+//! 3. builds the request's canonical view once ([`zt_core::Request`]: method,
+//!    canonical path, canonical host, headers) and decides it with the policy in
+//!    force in the [`PolicyStore`]. The content type decides nothing: a gRPC
+//!    call is a request to a `/service/method` path like any other;
+//! 4. passes the request on **in that canonical form**: a path or authority that
+//!    was canonicalised (`/users/%61dmin` → `/users/admin`, `Host: ADMIN.internal.`
+//!    → `admin.internal`) is rewritten before the inner service routes it, so the
+//!    policy and the router read the same bytes by construction;
+//! 5. runs the application's [`DecisionHook`], if any, on requests the policy
 //!    allowed.
 //!
-//! A refusal is `403 Forbidden` with the body `forbidden` and nothing else: the
-//! reason goes to the log, never to the peer. gRPC clients read a 403 as
+//! Requests whose shape zt cannot decide on are refused before the policy:
+//! `400 Bad Request` for a method with lower-case letters, a repeated `Host`, a
+//! `Host` that disagrees with the HTTP/2 `:authority` or the absolute-form
+//! target, or a malformed authority; `501 Not Implemented` for `CONNECT` and for
+//! requests asking to switch protocols (`Upgrade`), whose tunnels would escape
+//! per-request authorization.
+//!
+//! A policy refusal is `403 Forbidden` with the body `forbidden` and nothing
+//! else: the reason goes to the log, never to the peer. gRPC clients read a 403 as
 //! `PERMISSION_DENIED`. In a dry-run policy a request the policy would deny is let
 //! through and logged as a warning. Every decision emits a `tracing` event with
 //! target `zt::authz` and fields `peer`, `method`, `path`, `decision`, `rule` and
@@ -59,11 +72,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::header::{CONTENT_TYPE, HOST, UPGRADE};
+use http::uri::{Authority as UriAuthority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
+use zt_core::policy::{Authority, canonical_path};
 use zt_core::{Decision, Headers, Identity, PeerIdentity, PolicyStore, Verdict};
 
 use crate::metrics::{AuthzMetrics, Outcome};
@@ -169,6 +184,13 @@ pub enum Denial {
     Policy,
     /// The policy allowed the request and the [`DecisionHook`] refused it.
     Hook,
+    /// The request's shape cannot be decided on: a method with lower-case
+    /// letters, a repeated `Host`, a `Host` that disagrees with the
+    /// `:authority` or the absolute-form target, or a malformed authority.
+    Malformed,
+    /// The request asks for a tunnel or a protocol switch (`CONNECT`,
+    /// `Upgrade`), which would escape per-request authorization.
+    Unsupported,
 }
 
 /// What every clone of the service shares: one reference count per clone.
@@ -176,8 +198,6 @@ struct Shared {
     identity: Identity,
     policy: PolicyStore,
     metrics: AuthzMetrics,
-    /// Decide every request as a gRPC call, whatever its content type.
-    grpc_only: bool,
 }
 
 /// Applies [`Authorize`] to a service.
@@ -198,7 +218,6 @@ impl AuthorizeLayer {
                 identity,
                 policy,
                 metrics: AuthzMetrics::default(),
-                grpc_only: false,
             }),
             hook: NoHook,
         }
@@ -219,40 +238,13 @@ impl<H> AuthorizeLayer<H> {
     #[must_use]
     pub fn with_metrics(self, metrics: AuthzMetrics) -> Self {
         let Shared {
-            identity,
-            policy,
-            grpc_only,
-            ..
+            identity, policy, ..
         } = &*self.shared;
         Self {
             shared: Arc::new(Shared {
                 identity: identity.clone(),
                 policy: policy.clone(),
                 metrics,
-                grpc_only: *grpc_only,
-            }),
-            hook: self.hook,
-        }
-    }
-
-    /// Decides every request as a gRPC call to its path, whatever its content
-    /// type, for services that serve only gRPC. tonic serves a request to
-    /// `/pkg.Service/Method` whatever content type it carries, so deciding by the
-    /// content type would let an HTTP `paths` rule open a gRPC method.
-    #[must_use]
-    pub fn grpc_only(self) -> Self {
-        let Shared {
-            identity,
-            policy,
-            metrics,
-            ..
-        } = &*self.shared;
-        Self {
-            shared: Arc::new(Shared {
-                identity: identity.clone(),
-                policy: policy.clone(),
-                metrics: metrics.clone(),
-                grpc_only: true,
             }),
             hook: self.hook,
         }
@@ -370,26 +362,25 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match authorize(&self.shared, &mut self.hook, &mut request) {
             Ok(()) => ResponseFuture::allowed(self.inner.call(request)),
-            Err(_) => ResponseFuture::refused(),
+            Err(denial) => ResponseFuture::refused(denial),
         }
     }
 }
 
-/// Decides `request`; `Ok` lets it through. Logs and counts the outcome.
+/// Decides `request`; `Ok` lets it through, in canonical form. Logs and counts
+/// the outcome.
 fn authorize<B, H: DecisionHook<B>>(
     shared: &Shared,
     hook: &mut H,
     request: &mut Request<B>,
 ) -> Result<(), Denial> {
     let metrics = &shared.metrics;
-    let method = request.method().as_str();
-    let path = request.uri().path();
-    let Some(peer) = request.extensions().get::<PeerIdentity>() else {
+    let Some(peer) = request.extensions().get::<PeerIdentity>().cloned() else {
         metrics.record(Outcome::NoIdentity);
         tracing::error!(
             target: "zt::authz",
-            method,
-            path,
+            method = request.method().as_str(),
+            path = request.uri().path(),
             decision = "deny",
             "request carries no verified peer identity: serve the application with \
              zt_tower::Server (or zt_tonic's incoming connections), which puts the peer's \
@@ -403,8 +394,8 @@ fn authorize<B, H: DecisionHook<B>>(
         tracing::warn!(
             target: "zt::authz",
             peer = %peer.id(),
-            method,
-            path,
+            method = request.method().as_str(),
+            path = request.uri().path(),
             decision = "deny",
             rule = "peer verification",
             reason = %err,
@@ -413,21 +404,56 @@ fn authorize<B, H: DecisionHook<B>>(
         return Err(Denial::UntrustedPeer);
     }
 
-    let headers = HeaderView(request.headers());
-    let policy_request = if shared.grpc_only || is_grpc(request.headers()) {
-        zt_core::Request::grpc(path)
-    } else {
-        zt_core::Request::new(method, path)
-    }
-    .with_headers(&headers);
-    let decision = shared.policy.decide(peer.id(), &policy_request);
-    log_decision(peer, method, path, &decision, metrics);
-    if !decision.is_allowed() {
-        return Err(Denial::Policy);
+    let (decision, rewrite) = {
+        let method = request.method().as_str();
+        let path = request.uri().path();
+        let shape = match Shape::of(request) {
+            Ok(shape) => shape,
+            Err((denial, why)) => {
+                metrics.record(Outcome::Malformed);
+                tracing::info!(
+                    target: "zt::authz",
+                    peer = %peer.id(),
+                    method,
+                    path,
+                    decision = "deny",
+                    rule = "request shape",
+                    reason = why,
+                    "request refused before the policy"
+                );
+                return Err(denial);
+            }
+        };
+        let headers = HeaderView(request.headers());
+        let mut view = zt_core::Request::from_canonical(method, shape.path).with_headers(&headers);
+        if let Some(authority) = shape.authority {
+            view = view.with_authority(authority);
+        }
+        let decision = shared.policy.decide(peer.id(), &view);
+        log_decision(&peer, method, path, &decision, metrics);
+        if !decision.is_allowed() {
+            return Err(Denial::Policy);
+        }
+        (decision, Rewrite::of(request, &view))
+    };
+    // The application routes and serves what the policy decided on.
+    if let Some(rewrite) = rewrite
+        && let Err(why) = rewrite.apply(request)
+    {
+        metrics.record(Outcome::Malformed);
+        tracing::warn!(
+            target: "zt::authz",
+            peer = %peer.id(),
+            method = request.method().as_str(),
+            path = request.uri().path(),
+            decision = "deny",
+            rule = "request shape",
+            reason = why,
+            "request could not be passed on in canonical form"
+        );
+        return Err(Denial::Malformed);
     }
 
-    // The hook may change the request, so it gets its own handle on the peer.
-    let peer = peer.clone();
     if let Err(refusal) = hook.check(&peer, request) {
         metrics.record(Outcome::HookDenied);
         tracing::info!(
@@ -448,6 +474,115 @@ fn authorize<B, H: DecisionHook<B>>(
         Outcome::DryRunDenied
     });
     Ok(())
+}
+
+/// What the policy needs of a request beyond its method and headers, in
+/// canonical form: the one place zt-tower reads a request's shape.
+struct Shape<'a> {
+    path: Result<std::borrow::Cow<'a, str>, zt_core::policy::AmbiguousPath>,
+    authority: Option<Authority<'a>>,
+}
+
+impl<'a> Shape<'a> {
+    fn of<B>(request: &'a Request<B>) -> Result<Self, (Denial, &'static str)> {
+        let method = request.method();
+        if method == Method::CONNECT {
+            return Err((Denial::Unsupported, "CONNECT tunnels are not served"));
+        }
+        if request.headers().contains_key(UPGRADE) {
+            return Err((Denial::Unsupported, "protocol upgrades are not served"));
+        }
+        if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err((Denial::Malformed, "method has lower-case letters"));
+        }
+        let malformed = |why| (Denial::Malformed, why);
+        let mut hosts = request.headers().get_all(HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (None, _) => None,
+            (Some(host), None) => Some(
+                host.to_str()
+                    .ok()
+                    .and_then(|host| Authority::parse(host).ok())
+                    .ok_or(malformed("malformed Host header"))?,
+            ),
+            (Some(_), Some(_)) => return Err(malformed("repeated Host header")),
+        };
+        let target = match request.uri().authority() {
+            Some(authority) => Some(
+                Authority::parse(authority.as_str())
+                    .map_err(|_| malformed("malformed request authority"))?,
+            ),
+            None => None,
+        };
+        let authority = match (target, host) {
+            (Some(target), Some(host)) if target != host => {
+                return Err(malformed("Host header disagrees with the request authority"));
+            }
+            (Some(authority), _) | (None, Some(authority)) => Some(authority),
+            (None, None) => None,
+        };
+        Ok(Self {
+            path: canonical_path(request.uri().path()),
+            authority,
+        })
+    }
+}
+
+/// The changes that bring an allowed request into the canonical form it was
+/// decided in.
+struct Rewrite {
+    path: Option<String>,
+    authority: Option<String>,
+}
+
+impl Rewrite {
+    /// `None` when the request is canonical already, the common case.
+    fn of<B>(request: &Request<B>, view: &zt_core::Request<'_>) -> Option<Self> {
+        let path = view
+            .path()
+            .ok()
+            .filter(|canonical| *canonical != request.uri().path())
+            .map(str::to_owned);
+        let authority = view.host().and_then(|host| {
+            let target = request.uri().authority().map(UriAuthority::as_str);
+            let header = request.headers().get(HOST).and_then(|h| h.to_str().ok());
+            let port = Authority::parse(target.or(header)?).ok()?.port();
+            let canonical = match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            let differs = |raw: Option<&str>| raw.is_some_and(|raw| raw != canonical);
+            (differs(target) || differs(header)).then_some(canonical)
+        });
+        (path.is_some() || authority.is_some()).then_some(Self { path, authority })
+    }
+
+    fn apply<B>(self, request: &mut Request<B>) -> Result<(), &'static str> {
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        if let Some(path) = self.path {
+            let path_and_query = match parts.path_and_query.as_ref().and_then(PathAndQuery::query) {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            parts.path_and_query =
+                Some(PathAndQuery::try_from(path_and_query).map_err(|_| "canonical path is not a valid URI path")?);
+        }
+        if let Some(authority) = self.authority {
+            if parts.authority.is_some() {
+                parts.authority = Some(
+                    UriAuthority::try_from(authority.as_str())
+                        .map_err(|_| "canonical authority is not a valid URI authority")?,
+                );
+            }
+            if request.headers().contains_key(HOST) {
+                let value = HeaderValue::try_from(authority)
+                    .map_err(|_| "canonical authority is not a valid header value")?;
+                request.headers_mut().insert(HOST, value);
+            }
+        }
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|_| "canonical URI is invalid")?;
+        Ok(())
+    }
 }
 
 fn log_decision(
@@ -511,14 +646,6 @@ fn log_decision(
     }
 }
 
-/// `application/grpc`, `application/grpc+proto`, `application/grpc-web…`: the
-/// request is a gRPC call and the policy's gRPC rules apply.
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// The request's headers as the policy reads them.
 struct HeaderView<'a>(&'a HeaderMap);
 
@@ -530,11 +657,25 @@ impl Headers for HeaderView<'_> {
     fn count(&self, name: &str) -> usize {
         self.0.get_all(name).iter().count()
     }
+
+    fn all(&self, name: &str) -> Vec<Option<&str>> {
+        self.0
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().ok())
+            .collect()
+    }
 }
 
-fn forbidden<B: From<&'static str>>() -> Response<B> {
-    let mut response = Response::new(B::from(FORBIDDEN_BODY));
-    *response.status_mut() = StatusCode::FORBIDDEN;
+/// The response to a refusal: what kind of refusal, never why.
+fn refusal<B: From<&'static str>>(denial: Denial) -> Response<B> {
+    let (status, body) = match denial {
+        Denial::Malformed => (StatusCode::BAD_REQUEST, "bad request\n"),
+        Denial::Unsupported => (StatusCode::NOT_IMPLEMENTED, "not implemented\n"),
+        _ => (StatusCode::FORBIDDEN, FORBIDDEN_BODY),
+    };
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
@@ -564,13 +705,13 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    fn refused() -> Self
+    fn refused(denial: Denial) -> Self
     where
         B: From<&'static str>,
     {
         Self {
             state: State::Refused {
-                response: Some(forbidden()),
+                response: Some(refusal(denial)),
             },
         }
     }

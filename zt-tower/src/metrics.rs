@@ -35,11 +35,12 @@ struct Counters {
     untrusted_peer: AtomicU64,
     no_identity: AtomicU64,
     hook_denied: AtomicU64,
+    malformed: AtomicU64,
 }
 
 /// The counts at one moment. Every request is counted once in exactly one of
-/// `allowed`, `dry_run_denied`, `denied`, `untrusted_peer`, `no_identity` and
-/// `hook_denied`; `audited` counts requests that matched an audit rule as well.
+/// `allowed`, `dry_run_denied`, `denied`, `untrusted_peer`, `no_identity`,
+/// `hook_denied` and `malformed`; `audited` counts requests that matched an audit rule as well.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuthzCounts {
@@ -58,6 +59,9 @@ pub struct AuthzCounts {
     pub no_identity: u64,
     /// Allowed by the policy, refused by the application's decision hook.
     pub hook_denied: u64,
+    /// Refused before the policy for their shape: a malformed or conflicting
+    /// authority, a lower-case method, `CONNECT` or `Upgrade`.
+    pub malformed: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +72,7 @@ pub(crate) enum Outcome {
     UntrustedPeer,
     NoIdentity,
     HookDenied,
+    Malformed,
 }
 
 // === impl AuthzMetrics ===
@@ -84,6 +89,7 @@ impl AuthzMetrics {
             untrusted_peer: c.untrusted_peer.load(Ordering::Relaxed),
             no_identity: c.no_identity.load(Ordering::Relaxed),
             hook_denied: c.hook_denied.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
         }
     }
 
@@ -96,6 +102,7 @@ impl AuthzMetrics {
             Outcome::UntrustedPeer => &c.untrusted_peer,
             Outcome::NoIdentity => &c.no_identity,
             Outcome::HookDenied => &c.hook_denied,
+            Outcome::Malformed => &c.malformed,
         };
         // Counters order nothing; relaxed is enough and the cheapest.
         counter.fetch_add(1, Ordering::Relaxed);

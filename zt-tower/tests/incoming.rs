@@ -1,6 +1,6 @@
 //! The building blocks zt-tonic reuses: `Server::incoming` (authenticated
-//! connections for another HTTP stack) and `Authorize::check` with `grpc_only`
-//! (decisions without zt-tower's 403 answer).
+//! connections for another HTTP stack) and `Authorize::check` (decisions
+//! without zt-tower's 403 answer).
 
 #![allow(
     clippy::unwrap_used,
@@ -91,56 +91,62 @@ async fn incoming_skips_failed_handshakes_without_stalling() {
 }
 
 #[tokio::test]
-async fn grpc_only_decides_by_path_whatever_the_content_type() {
+async fn check_decides_by_path_whatever_the_content_type_and_canonicalises_it() {
     let ca = new_ca();
     let server = identity(&ca, SERVER_ID);
     let client = ca.mint(&id(CLIENT_ID)).unwrap();
     let peer = PeerIdentity::from_chain(client.chain().to_vec(), PeerRole::Client, 0).unwrap();
-    let policy = || {
-        Policy::parse(
-            r#"{"rules": [
-            {"name": "grpc-hello", "action": "allow", "from": {"any": true},
-             "to": {"grpc": ["helloworld.Greeter/SayHello"]}},
-            {"name": "http-all", "action": "allow", "from": {"any": true},
-             "to": {"paths": ["/**"]}}]}"#,
-            Format::Json,
-        )
-        .unwrap()
-    };
+    let policy = Policy::parse(
+        r#"{"rules": [
+        {"name": "grpc-hello", "action": "allow", "from": {"any": true},
+         "to": {"grpc": ["helloworld.Greeter/SayHello"]}},
+        {"name": "http-all", "action": "allow", "from": {"any": true},
+         "to": {"paths": ["/**"]}},
+        {"name": "no-purge", "action": "deny", "from": {"any": true},
+         "to": {"paths": ["/helloworld.Greeter/Purge"]}}]}"#,
+        Format::Json,
+    )
+    .unwrap();
     let inner = tower::service_fn(|_: Request<String>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
     });
-    let by_content_type = AuthorizeLayer::new(server.identity(), PolicyStore::new(policy()));
-    let grpc_only = AuthorizeLayer::new(server.identity(), PolicyStore::new(policy())).grpc_only();
-    let request = |path: &str| {
-        let mut request = Request::post(path).body(String::new()).unwrap();
+    let layer = AuthorizeLayer::new(server.identity(), PolicyStore::new(policy));
+    let request = |path: &str, content_type: Option<&str>| {
+        let mut request = Request::post(path);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let mut request = request.body(String::new()).unwrap();
         request.extensions_mut().insert(peer.clone());
         request
     };
 
-    // Without a gRPC content type, the HTTP rule allows any path...
-    let mut service = by_content_type.layer(inner);
-    assert_eq!(
-        service.check(&mut request("/helloworld.Greeter/Purge")),
-        Ok(())
-    );
-    // ...unless every request is a gRPC call, as on a tonic server.
-    let mut service = grpc_only.layer(inner);
-    assert_eq!(
-        service.check(&mut request("/helloworld.Greeter/Purge")),
-        Err(Denial::Policy)
-    );
-    assert_eq!(
-        service.check(&mut request("/helloworld.Greeter/SayHello")),
-        Ok(())
-    );
+    let mut service = layer.layer(inner);
+    for content_type in [None, Some("application/grpc"), Some("application/grpc+json"), Some("text/plain")] {
+        // The HTTP deny rule holds for gRPC content types too.
+        assert_eq!(
+            service.check(&mut request("/helloworld.Greeter/Purge", content_type)),
+            Err(Denial::Policy),
+            "{content_type:?}"
+        );
+        assert_eq!(
+            service.check(&mut request("/helloworld.Greeter/%50urge", content_type)),
+            Err(Denial::Policy),
+            "{content_type:?}"
+        );
+    }
+    // An allowed request is passed on in the canonical form it was decided in.
+    let mut allowed = request("/helloworld.Greeter/%53ayHello?x=%41", Some("application/grpc"));
+    assert_eq!(service.check(&mut allowed), Ok(()));
+    assert_eq!(allowed.uri().path(), "/helloworld.Greeter/SayHello");
+    assert_eq!(allowed.uri().query(), Some("x=%41"));
     assert_eq!(
         service.check(&mut Request::new(String::new())),
         Err(Denial::NoIdentity)
     );
-    let counts = grpc_only.metrics().counts();
+    let counts = layer.metrics().counts();
     assert_eq!(
         (counts.allowed, counts.denied, counts.no_identity),
-        (1, 1, 1)
+        (1, 8, 1)
     );
 }
