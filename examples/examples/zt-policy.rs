@@ -17,7 +17,9 @@
 //! `lint` loads the policy (load errors name the file, line and column) and
 //! reports the findings of `Policy::lint`: rules and values that can never match,
 //! `allow` rules a `deny` rule shadows, and rules an earlier rule makes
-//! redundant. See `docs/policy.md` for what lint does not detect.
+//! redundant. See `docs/policy.md` for what lint does not detect. It also prints,
+//! as notes that do not fail it, rules whose meaning changed when requests came
+//! to be decided on one canonical view (`Policy::upgrade_notes`).
 //!
 //! Exit codes: 0 allow / no findings, 1 deny / findings, 2 usage or load error.
 //! POLICY is YAML, TOML or JSON, by its extension.
@@ -81,7 +83,9 @@ fn run(args: Vec<String>) -> Result<Outcome, Box<dyn Error>> {
     }
 }
 
-const CHECK_FLAGS: &[&str] = &["--peer", "--method", "--path", "--grpc", "--host", "--header"];
+const CHECK_FLAGS: &[&str] = &[
+    "--peer", "--method", "--path", "--grpc", "--host", "--header",
+];
 
 fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
     let peer: SpiffeId = args
@@ -169,6 +173,10 @@ fn lint(path: &str) -> Result<Outcome, Box<dyn Error>> {
     }
     if policy.mode() == Mode::DryRun {
         println!("note: mode is dry-run: the policy lets every request through");
+    }
+    // Informational: they do not fail the lint.
+    for note in policy.upgrade_notes() {
+        println!("note: {note}");
     }
     match findings.len() {
         0 => {

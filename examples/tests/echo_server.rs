@@ -35,29 +35,38 @@ async fn curl(
     server: &EchoServer,
     path: &str,
 ) -> (String, String, std::process::Output) {
+    curl_with(pki, client, server, path, &[]).await
+}
+
+/// [`curl`] with `extra` arguments before the URL.
+async fn curl_with(
+    pki: &Pki,
+    client: &SvidFiles,
+    server: &EchoServer,
+    path: &str,
+    extra: &[&str],
+) -> (String, String, std::process::Output) {
     let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
     let url = server.url(path);
-    let output = run(
-        &tool("curl"),
-        &[
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--cert",
-            s(&client.cert),
-            "--key",
-            s(&client.key),
-            "--cacert",
-            s(&pki.bundle),
-            "--resolve",
-            &resolve,
-            "--write-out",
-            "\n%{http_code}",
-            &url,
-        ],
-    )
-    .await;
+    let mut args = vec![
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "20",
+        "--cert",
+        s(&client.cert),
+        "--key",
+        s(&client.key),
+        "--cacert",
+        s(&pki.bundle),
+        "--resolve",
+        &resolve,
+        "--write-out",
+        "\n%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let output = run(&tool("curl"), &args).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
     (code.to_owned(), body.to_owned(), output)
@@ -189,6 +198,45 @@ impl OneConnection {
             "the refusal must come on the open connection"
         );
     }
+}
+
+#[tokio::test]
+async fn curl_cannot_reshape_a_request_past_a_deny_rule() {
+    let pki = Pki::new("curl-shapes");
+    let policy = pki.dir.write(
+        "policy.json",
+        &format!(
+            r#"{{"rules": [
+            {{"name": "web", "action": "allow", "from": {{"ids": ["{CLIENT_ID}"]}}}},
+            {{"name": "no-whoami-reads", "action": "deny", "from": {{"any": true}},
+              "to": {{"methods": ["GET"], "paths": ["/whoami"]}}}},
+            {{"name": "no-admin-host", "action": "deny", "from": {{"any": true}},
+              "to": {{"hosts": ["admin.internal"]}}}}]}}"#
+        ),
+    );
+    let server = EchoServer::start(&pki, &["--policy", s(&policy)]).await;
+    let cases: &[(&str, &[&str])] = &[
+        ("/whoami", &[]),
+        ("/whoami", &["--head"]),
+        ("/whoami", &["--http2", "--head"]),
+        ("/whoami", &["-H", "content-type: application/grpc"]),
+        (
+            "/whoami",
+            &["--http2", "-H", "content-type: application/grpc+proto"],
+        ),
+        ("/%77hoami", &["--path-as-is"]),
+        ("/who%61mi", &["--http2", "--path-as-is"]),
+        ("/nothing", &["-H", "Host: ADMIN.INTERNAL."]),
+        ("/nothing", &["-H", "Host: admin.internal:443"]),
+        ("/nothing", &["--http2", "-H", "Host: Admin.Internal"]),
+    ];
+    for (path, extra) in cases {
+        let (code, _, output) = curl_with(&pki, &pki.client, &server, path, extra).await;
+        assert_eq!(code, "403", "{path} {extra:?}: {}", describe(&output));
+    }
+    // The same peer, where no deny rule applies: the router's own answer.
+    let (code, _, output) = curl(&pki, &pki.client, &server, "/nothing").await;
+    assert_eq!(code, "404", "{}", describe(&output));
 }
 
 fn policy_allowing(id: &str) -> String {

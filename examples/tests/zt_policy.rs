@@ -140,9 +140,41 @@ async fn check_of_grpc_call_is_decided_by_grpc_rules() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("request  gRPC /ledger.v1.Ledger/Post"),
+        stdout.contains("request  POST /ledger.v1.Ledger/Post\n  gRPC     ledger.v1.Ledger/Post\n"),
         "{stdout}"
     );
+}
+
+#[tokio::test]
+async fn check_decides_and_prints_the_canonical_request() {
+    let dir = TempDir::new("policy-canonical");
+    let policy = policy_file(
+        &dir,
+        "policy.yaml",
+        "rules:\n  - name: all\n    action: allow\n    from: { any: true }\n  \
+         - name: no-admin\n    action: deny\n    from: { any: true }\n    \
+         to: { paths: [/users/admin], hosts: [admin.internal] }\n",
+    );
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--peer",
+        "spiffe://example.org/web",
+        "--method",
+        "HEAD",
+        "--path",
+        "/users/%61dmin?x=1",
+        "--host",
+        "ADMIN.Internal.:443",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("deny: denied by rule no-admin\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("request  HEAD /users/admin\n"), "{stdout}");
+    assert!(stdout.contains("host     admin.internal\n"), "{stdout}");
 }
 
 #[tokio::test]
@@ -221,6 +253,24 @@ async fn lint_of_clean_policy_exits_0() {
     let (code, stdout, output) = zt_policy(&["lint", &policy]).await;
     assert_eq!(code, Some(0), "{}", describe(&output));
     assert!(stdout.contains("5 rules, mode enforce"), "{stdout}");
+    assert!(stdout.ends_with("no findings\n"), "{stdout}");
+}
+
+#[tokio::test]
+async fn lint_notes_rules_whose_meaning_changed_without_failing() {
+    let dir = TempDir::new("lint-notes");
+    let policy = policy_file(
+        &dir,
+        "policy.yaml",
+        "rules:\n  - name: no-admin\n    action: deny\n    from: { any: true }\n    \
+         to: { paths: [\"/admin/**\"] }\n",
+    );
+    let (code, stdout, output) = zt_policy(&["lint", &policy]).await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(
+        stdout.contains("note: rule \"no-admin\" (rule 1): also matches gRPC calls"),
+        "{stdout}"
+    );
     assert!(stdout.ends_with("no findings\n"), "{stdout}");
 }
 

@@ -70,20 +70,46 @@ async fn other_valid_client_gets_permission_denied() {
 }
 
 #[tokio::test]
-async fn http_rule_does_not_open_a_grpc_method() {
+async fn http_deny_rule_on_a_methods_path_refuses_the_call() {
     let ca = new_ca();
     let server = identity(&ca, SERVER_ID);
     let client = identity(&ca, CLIENT_ID);
-    // An HTTP rule on the method's path: gRPC calls are decided by `grpc` rules only.
+    // The content type decides nothing: a `paths` deny rule on the method's
+    // path holds for the gRPC call to it.
     let policy = policy(
-        r#"{"rules": [{"name": "http-everything", "action": "allow",
+        r#"{"rules": [{"name": "greeter", "action": "allow",
             "from": {"ids": ["spiffe://example.org/web"]},
-            "to": {"paths": ["/**"]}}]}"#,
+            "to": {"grpc": ["helloworld.Greeter/*"]}},
+            {"name": "no-hello", "action": "deny", "from": {"any": true},
+            "to": {"paths": ["/helloworld.Greeter/SayHello"]}}]}"#,
     );
     let running = Running::start(server.identity(), PolicyStore::new(policy)).await;
 
     let channel = running.channel(&client).await;
     let status = within("call", say_hello(&channel, "Ada"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let reply = within("call", say_goodbye(&channel, "Ada")).await.unwrap();
+    assert!(reply.contains("Ada"), "{reply}");
+}
+
+#[tokio::test]
+async fn http_allow_rule_on_a_methods_path_serves_the_call() {
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let client = identity(&ca, CLIENT_ID);
+    let policy = policy(
+        r#"{"rules": [{"name": "hello-path", "action": "allow",
+            "from": {"ids": ["spiffe://example.org/web"]},
+            "to": {"methods": ["POST"], "paths": ["/helloworld.Greeter/SayHello"]}}]}"#,
+    );
+    let running = Running::start(server.identity(), PolicyStore::new(policy)).await;
+
+    let channel = running.channel(&client).await;
+    let reply = within("call", say_hello(&channel, "Ada")).await.unwrap();
+    assert_eq!(reply, format!("Hello Ada from {CLIENT_ID}"));
+    let status = within("call", say_goodbye(&channel, "Ada"))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");

@@ -516,7 +516,9 @@ impl<'a> Shape<'a> {
         };
         let authority = match (target, host) {
             (Some(target), Some(host)) if target != host => {
-                return Err(malformed("Host header disagrees with the request authority"));
+                return Err(malformed(
+                    "Host header disagrees with the request authority",
+                ));
             }
             (Some(authority), _) | (None, Some(authority)) => Some(authority),
             (None, None) => None,
@@ -564,8 +566,10 @@ impl Rewrite {
                 Some(query) => format!("{path}?{query}"),
                 None => path,
             };
-            parts.path_and_query =
-                Some(PathAndQuery::try_from(path_and_query).map_err(|_| "canonical path is not a valid URI path")?);
+            parts.path_and_query = Some(
+                PathAndQuery::try_from(path_and_query)
+                    .map_err(|_| "canonical path is not a valid URI path")?,
+            );
         }
         if let Some(authority) = self.authority {
             if parts.authority.is_some() {

@@ -324,46 +324,43 @@ async fn decision_hook_refuses_a_request_the_policy_allowed() {
 }
 
 #[tokio::test]
-async fn grpc_content_type_is_decided_by_grpc_rules() {
+async fn grpc_rules_decide_by_path_whatever_the_content_type() {
     let ca = new_ca();
     let server = identity(&ca, SERVER_ID);
     let client = identity(&ca, CLIENT_ID);
     let policy = Policy::parse(
         &format!(
             r#"{{"rules": [
-                {{"name": "web-reads", "action": "allow", "from": {{"ids": ["{CLIENT_ID}"]}},
-                  "to": {{"grpc": ["shop.Catalog/Get"]}}}}
+                {{"name": "web-catalog", "action": "allow", "from": {{"ids": ["{CLIENT_ID}"]}},
+                  "to": {{"grpc": ["shop.Catalog/*"]}}}},
+                {{"name": "no-delete", "action": "deny", "from": {{"any": true}},
+                  "to": {{"grpc": ["shop.Catalog/Delete"]}}}}
             ]}}"#
         ),
         Format::Json,
     )
     .unwrap();
-    let app = axum::Router::new().route("/shop.Catalog/Get", post(|| async { "item" }));
+    let app = axum::Router::new()
+        .route("/shop.Catalog/Get", post(|| async { "item" }))
+        .route("/shop.Catalog/Delete", post(|| async { "deleted" }));
     let app = authorized(app, server.identity(), PolicyStore::new(policy));
     let running = serve(Server::builder(server.identity()), app).await;
 
     let (mut conn, _closed) = OneConnection::open(running.addr, &client, Version::Http2).await;
-    let grpc = conn
-        .send(
-            Request::post("https://localhost/shop.Catalog/Get")
-                .header("content-type", "application/grpc+proto")
-                .body(Empty::new())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(grpc, StatusCode::OK, "a gRPC call the grpc rule allows");
-    let plain = conn
-        .send(
-            Request::post("https://localhost/shop.Catalog/Get")
-                .body(Empty::new())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(
-        plain,
-        StatusCode::FORBIDDEN,
-        "grpc rules never match plain HTTP"
-    );
+    for content_type in [Some("application/grpc+proto"), Some("text/plain"), None] {
+        for (path, expected) in [
+            ("/shop.Catalog/Get", StatusCode::OK),
+            ("/shop.Catalog/Delete", StatusCode::FORBIDDEN),
+            ("/shop.Catalog/%44elete", StatusCode::FORBIDDEN),
+        ] {
+            let mut request = Request::post(format!("https://localhost{path}"));
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let status = conn.send(request.body(Empty::new()).unwrap()).await;
+            assert_eq!(status, expected, "{path} as {content_type:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -122,7 +122,12 @@ async fn check_decides_by_path_whatever_the_content_type_and_canonicalises_it() 
     };
 
     let mut service = layer.layer(inner);
-    for content_type in [None, Some("application/grpc"), Some("application/grpc+json"), Some("text/plain")] {
+    for content_type in [
+        None,
+        Some("application/grpc"),
+        Some("application/grpc+json"),
+        Some("text/plain"),
+    ] {
         // The HTTP deny rule holds for gRPC content types too.
         assert_eq!(
             service.check(&mut request("/helloworld.Greeter/Purge", content_type)),
@@ -136,7 +141,10 @@ async fn check_decides_by_path_whatever_the_content_type_and_canonicalises_it() 
         );
     }
     // An allowed request is passed on in the canonical form it was decided in.
-    let mut allowed = request("/helloworld.Greeter/%53ayHello?x=%41", Some("application/grpc"));
+    let mut allowed = request(
+        "/helloworld.Greeter/%53ayHello?x=%41",
+        Some("application/grpc"),
+    );
     assert_eq!(service.check(&mut allowed), Ok(()));
     assert_eq!(allowed.uri().path(), "/helloworld.Greeter/SayHello");
     assert_eq!(allowed.uri().query(), Some("x=%41"));

@@ -166,7 +166,11 @@ impl Fixture {
             PolicyStore::new(Policy::parse(POLICY, Format::Yaml).unwrap()),
         );
         let metrics = layer.metrics().clone();
-        let running = serve(Server::builder(server.identity()), app(hits.clone()).layer(layer)).await;
+        let running = serve(
+            Server::builder(server.identity()),
+            app(hits.clone()).layer(layer),
+        )
+        .await;
         Self {
             addr: running.addr,
             client,
@@ -186,7 +190,10 @@ impl Fixture {
     async fn raw_http1(&self, head: &str) -> Option<u16> {
         let mut tls = within(
             "TLS handshake",
-            tls_connect(self.addr, client_config(&self.client, SERVER_ID, &[b"http/1.1"])),
+            tls_connect(
+                self.addr,
+                client_config(&self.client, SERVER_ID, &[b"http/1.1"]),
+            ),
         )
         .await
         .unwrap();
@@ -199,12 +206,15 @@ impl Fixture {
 
     /// Sends `request` over HTTP/2 on a fresh connection.
     async fn http2(&self, request: Request<Empty<Bytes>>) -> Option<u16> {
-        let (mut conn, _closed) = OneConnection::open(self.addr, &self.client, Version::Http2).await;
+        let (mut conn, _closed) =
+            OneConnection::open(self.addr, &self.client, Version::Http2).await;
         let OneConnection::H2(sender) = &mut conn else {
             unreachable!()
         };
         within("ready", sender.ready()).await.ok()?;
-        let response = within("response", sender.send_request(request)).await.ok()?;
+        let response = within("response", sender.send_request(request))
+            .await
+            .ok()?;
         Some(response.status().as_u16())
     }
 }
@@ -221,7 +231,12 @@ fn h1(method: &str, target: &str, headers: &[(&str, &str)]) -> String {
     head
 }
 
-fn h2(method: &str, authority: &str, path: &str, headers: &[(&str, &str)]) -> Request<Empty<Bytes>> {
+fn h2(
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Request<Empty<Bytes>> {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("https://{authority}{path}"));
@@ -249,16 +264,46 @@ async fn grpc_content_types_do_not_move_a_request_out_of_http_deny_rules() {
     ] {
         let headers = [("content-type", content_type)];
         let status = fx.raw_http1(&h1("GET", "/admin/users", &headers)).await;
-        refused(&fx, status, 403, &format!("HTTP/1.1 GET /admin/users as {content_type}"));
+        refused(
+            &fx,
+            status,
+            403,
+            &format!("HTTP/1.1 GET /admin/users as {content_type}"),
+        );
         let status = fx.raw_http1(&h1("DELETE", "/items/7", &headers)).await;
-        refused(&fx, status, 403, &format!("HTTP/1.1 DELETE /items/7 as {content_type}"));
-        let status = fx.http2(h2("POST", "localhost", "/admin/users", &headers)).await;
-        refused(&fx, status, 403, &format!("HTTP/2 POST /admin/users as {content_type}"));
-        let status = fx.http2(h2("DELETE", "localhost", "/items/7", &headers)).await;
-        refused(&fx, status, 403, &format!("HTTP/2 DELETE /items/7 as {content_type}"));
+        refused(
+            &fx,
+            status,
+            403,
+            &format!("HTTP/1.1 DELETE /items/7 as {content_type}"),
+        );
+        let status = fx
+            .http2(h2("POST", "localhost", "/admin/users", &headers))
+            .await;
+        refused(
+            &fx,
+            status,
+            403,
+            &format!("HTTP/2 POST /admin/users as {content_type}"),
+        );
+        let status = fx
+            .http2(h2("DELETE", "localhost", "/items/7", &headers))
+            .await;
+        refused(
+            &fx,
+            status,
+            403,
+            &format!("HTTP/2 DELETE /items/7 as {content_type}"),
+        );
     }
     // The same peer is served where no deny rule applies.
-    let status = fx.raw_http1(&h1("GET", "/public", &[("content-type", "application/grpc")])).await;
+    let status = fx
+        .raw_http1(&h1(
+            "GET",
+            "/public",
+            &[("content-type", "application/grpc")],
+        ))
+        .await;
     assert_eq!(status, Some(200));
     assert_eq!(fx.take_hits().len(), 1);
 }
@@ -280,7 +325,11 @@ async fn percent_encoded_letters_reach_no_denied_handler() {
         refused(&fx, status, 403, &format!("HTTP/2 {target}"));
     }
     // An encoded separator or dot segment is ambiguous: deny rules on paths match.
-    for target in ["/files/secret%2Fkey", "/files/x/%2e%2e/secret/key", "/users/x/../admin"] {
+    for target in [
+        "/files/secret%2Fkey",
+        "/files/x/%2e%2e/secret/key",
+        "/users/x/../admin",
+    ] {
         let status = fx.raw_http1(&h1("GET", target, &[])).await;
         refused(&fx, status, 403, &format!("HTTP/1.1 {target}"));
     }
@@ -290,7 +339,11 @@ async fn percent_encoded_letters_reach_no_denied_handler() {
 async fn allowed_requests_reach_the_router_in_canonical_form() {
     let fx = Fixture::start().await;
     let status = fx
-        .raw_http1(&h1("GET", "/users/%62%6f%62?q=%61", &[("host", "API.Example.ORG.:8443")]))
+        .raw_http1(&h1(
+            "GET",
+            "/users/%62%6f%62?q=%61",
+            &[("host", "API.Example.ORG.:8443")],
+        ))
         .await;
     assert_eq!(status, Some(200));
     let hits = fx.take_hits();
@@ -302,7 +355,9 @@ async fn allowed_requests_reach_the_router_in_canonical_form() {
     assert_eq!(status, Some(200));
     assert_eq!(fx.take_hits()[0].captures, ["%61dmin"]);
     // HTTP/2: the `:authority` is canonicalised as well.
-    let status = fx.http2(h2("GET", "API.example.org", "/users/%62ob", &[])).await;
+    let status = fx
+        .http2(h2("GET", "API.example.org", "/users/%62ob", &[]))
+        .await;
     assert_eq!(status, Some(200));
     let hits = fx.take_hits();
     assert_eq!(hits[0].captures, ["bob"]);
@@ -312,7 +367,13 @@ async fn allowed_requests_reach_the_router_in_canonical_form() {
 #[tokio::test]
 async fn host_spellings_and_http2_authority_meet_host_deny_rules() {
     let fx = Fixture::start().await;
-    for host in ["admin.internal", "ADMIN.INTERNAL", "admin.internal.", "admin.internal:443", "Admin.Internal.:8443"] {
+    for host in [
+        "admin.internal",
+        "ADMIN.INTERNAL",
+        "admin.internal.",
+        "admin.internal:443",
+        "Admin.Internal.:8443",
+    ] {
         let status = fx.raw_http1(&h1("GET", "/public", &[("host", host)])).await;
         refused(&fx, status, 403, &format!("HTTP/1.1 Host {host}"));
         let status = fx.http2(h2("GET", host, "/public", &[])).await;
@@ -323,15 +384,28 @@ async fn host_spellings_and_http2_authority_meet_host_deny_rules() {
     }
     // A Host that disagrees with the authority, or a repeated Host, is refused.
     let status = fx
-        .raw_http1(&h1("GET", "https://admin.internal/public", &[("host", "localhost")]))
+        .raw_http1(&h1(
+            "GET",
+            "https://admin.internal/public",
+            &[("host", "localhost")],
+        ))
         .await;
     refused(&fx, status, 400, "absolute form disagreeing with Host");
-    let status = fx.http2(h2("GET", "admin.internal", "/public", &[("host", "localhost")])).await;
+    let status = fx
+        .http2(h2(
+            "GET",
+            "admin.internal",
+            "/public",
+            &[("host", "localhost")],
+        ))
+        .await;
     refused(&fx, status, 400, "HTTP/2 :authority disagreeing with host");
     let head = "GET /public HTTP/1.1\r\nhost: localhost\r\nhost: admin.internal\r\nconnection: close\r\n\r\n";
     let status = fx.raw_http1(head).await;
     refused(&fx, status, 400, "repeated Host");
-    let status = fx.raw_http1(&h1("GET", "/public", &[("host", "u@admin.internal")])).await;
+    let status = fx
+        .raw_http1(&h1("GET", "/public", &[("host", "u@admin.internal")]))
+        .await;
     refused(&fx, status, 400, "Host with user information");
     assert!(fx.metrics.counts().malformed >= 4);
 }
@@ -351,16 +425,26 @@ async fn head_meets_a_deny_rule_on_get() {
 async fn header_lists_meet_deny_rules_on_their_members() {
     let fx = Fixture::start().await;
     for value in ["off, on", "off,on", "on, off"] {
-        let status = fx.raw_http1(&h1("GET", "/public", &[("x-debug", value)])).await;
+        let status = fx
+            .raw_http1(&h1("GET", "/public", &[("x-debug", value)]))
+            .await;
         refused(&fx, status, 403, &format!("HTTP/1.1 x-debug: {value}"));
-        let status = fx.http2(h2("GET", "localhost", "/public", &[("x-debug", value)])).await;
+        let status = fx
+            .http2(h2("GET", "localhost", "/public", &[("x-debug", value)]))
+            .await;
         refused(&fx, status, 403, &format!("HTTP/2 x-debug: {value}"));
     }
     let status = fx
-        .raw_http1(&h1("GET", "/public", &[("x-debug", "off"), ("x-debug", "on")]))
+        .raw_http1(&h1(
+            "GET",
+            "/public",
+            &[("x-debug", "off"), ("x-debug", "on")],
+        ))
         .await;
     refused(&fx, status, 403, "repeated x-debug");
-    let status = fx.raw_http1(&h1("GET", "/public", &[("x-debug", "off")])).await;
+    let status = fx
+        .raw_http1(&h1("GET", "/public", &[("x-debug", "off")]))
+        .await;
     assert_eq!(status, Some(200));
     assert_eq!(fx.take_hits().len(), 1);
 }
@@ -375,7 +459,11 @@ async fn connect_and_upgrades_never_reach_a_handler() {
         .unwrap();
     let status = fx.http2(connect).await;
     refused(&fx, status, 501, "HTTP/2 CONNECT");
-    let status = fx.raw_http1("CONNECT localhost:443 HTTP/1.1\r\nhost: localhost:443\r\nconnection: close\r\n\r\n").await;
+    let status = fx
+        .raw_http1(
+            "CONNECT localhost:443 HTTP/1.1\r\nhost: localhost:443\r\nconnection: close\r\n\r\n",
+        )
+        .await;
     assert_ne!(status, Some(200), "HTTP/1.1 CONNECT");
     assert!(fx.take_hits().is_empty());
     let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
@@ -450,7 +538,9 @@ fn variant() -> impl Strategy<Value = Variant> {
         base,
         prop::collection::vec(proptest::arbitrary::any::<u8>(), 24),
         suffix,
-        prop::sample::select(vec!["GET", "HEAD", "POST", "DELETE", "OPTIONS", "PUT", "get"]),
+        prop::sample::select(vec![
+            "GET", "HEAD", "POST", "DELETE", "OPTIONS", "PUT", "get",
+        ]),
         prop::sample::select(vec![
             "localhost",
             "localhost",
@@ -516,7 +606,11 @@ fn understood_path(hit: &Hit) -> String {
         "/items/{id}" => format!("/items/{}", encode_segment(&hit.captures[0])),
         "/files/{*rest}" => format!(
             "/files/{}",
-            hit.captures[0].split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+            hit.captures[0]
+                .split('/')
+                .map(encode_segment)
+                .collect::<Vec<_>>()
+                .join("/")
         ),
         route => route.to_owned(),
     }

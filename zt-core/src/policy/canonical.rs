@@ -152,7 +152,10 @@ const fn is_segment_char(b: u8) -> bool {
 }
 
 fn class(b: u8) -> Class {
-    CLASSES.get(usize::from(b)).copied().unwrap_or(Class::Encode)
+    CLASSES
+        .get(usize::from(b))
+        .copied()
+        .unwrap_or(Class::Encode)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -286,7 +289,9 @@ pub(crate) fn canonical_segment(segment: &str) -> Result<Cow<'_, str>, Ambiguous
     if canonical == path {
         return Ok(Cow::Borrowed(segment));
     }
-    Ok(Cow::Owned(canonical.get(1..).unwrap_or_default().to_owned()))
+    Ok(Cow::Owned(
+        canonical.get(1..).unwrap_or_default().to_owned(),
+    ))
 }
 
 /// Why an authority (`:authority`, `Host`) is malformed.
@@ -448,7 +453,10 @@ mod tests {
 
     #[test]
     fn percent_25_is_never_decoded_twice() {
-        assert_eq!(canonical_path("/u/%2561dmin").as_deref(), Ok("/u/%2561dmin"));
+        assert_eq!(
+            canonical_path("/u/%2561dmin").as_deref(),
+            Ok("/u/%2561dmin")
+        );
     }
 
     #[test]
@@ -485,7 +493,10 @@ mod tests {
 
     #[test]
     fn canonical_paths_borrow_when_nothing_changes() {
-        assert!(matches!(canonical_path("/v1/items/42?x"), Ok(Cow::Borrowed("/v1/items/42"))));
+        assert!(matches!(
+            canonical_path("/v1/items/42?x"),
+            Ok(Cow::Borrowed("/v1/items/42"))
+        ));
         assert!(matches!(canonical_path("/v1/%61"), Ok(Cow::Owned(_))));
     }
 
@@ -493,7 +504,11 @@ mod tests {
     fn canonical_form_is_a_fixed_point() {
         for raw in ["/users/%61dmin", "/a/%c3%a9", "/a/\"", "/a/%25", "/x/%3f"] {
             let once = canonical_path(raw).unwrap().into_owned();
-            assert_eq!(canonical_path(&once).as_deref(), Ok(once.as_str()), "{raw:?}");
+            assert_eq!(
+                canonical_path(&once).as_deref(),
+                Ok(once.as_str()),
+                "{raw:?}"
+            );
         }
     }
 
@@ -519,7 +534,11 @@ mod tests {
             ("[FE80::1]", "[fe80::1]", None),
         ] {
             let authority = Authority::parse(raw).unwrap();
-            assert_eq!((authority.host(), authority.port()), (host, port), "{raw:?}");
+            assert_eq!(
+                (authority.host(), authority.port()),
+                (host, port),
+                "{raw:?}"
+            );
         }
     }
 

@@ -530,7 +530,9 @@ fn members_match(condition: &Condition, fields: &[Option<&str>], count: usize) -
         );
     }
     let any = |patterns: &[super::pattern::ValuePattern]| {
-        members.iter().any(|m| patterns.iter().any(|p| p.matches(m)))
+        members
+            .iter()
+            .any(|m| patterns.iter().any(|p| p.matches(m)))
     };
     Tri::from_bool(
         condition.values.as_deref().is_none_or(any)

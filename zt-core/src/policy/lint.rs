@@ -94,6 +94,13 @@ pub enum LintKind {
         /// The name of the covering rule.
         by: String,
     },
+    /// A rule whose meaning changed when requests came to be decided on one
+    /// canonical view: an HTTP rule that now also matches gRPC calls on its
+    /// paths (the content type decides nothing), or a rule naming `GET` that now
+    /// also covers `HEAD`. Reported by
+    /// [`Policy::upgrade_notes`](super::Policy::upgrade_notes), not by `lint`:
+    /// the rule is not wrong, it may just say more than it used to.
+    MeaningChanged,
 }
 
 // === impl LintFinding ===
@@ -210,6 +217,50 @@ pub(crate) fn lint(rules: &[Rule]) -> Vec<LintFinding> {
     }
     findings.sort_by_key(|finding| finding.position);
     findings
+}
+
+/// Rules whose meaning changed with the canonical request view; see
+/// [`LintKind::MeaningChanged`].
+pub(crate) fn upgrade_notes(rules: &[Rule]) -> Vec<LintFinding> {
+    let mut notes = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        let Some(to) = &rule.to else {
+            continue;
+        };
+        let mut note = |message: String| {
+            notes.push(LintFinding {
+                rule: Arc::clone(&rule.name),
+                position: index.saturating_add(1),
+                kind: LintKind::MeaningChanged,
+                message,
+            });
+        };
+        let http_only =
+            (to.methods.is_some() || to.not_methods.is_some() || to.has_paths()) && !to.has_grpc();
+        let admits_post = match Methods::of(to) {
+            Methods::Only(methods) => methods.contains(&"POST"),
+            Methods::AllBut(methods) => !methods.contains(&"POST"),
+        };
+        let two_segments = to
+            .paths
+            .as_ref()
+            .is_none_or(|paths| paths.iter().any(PathPattern::can_match_two_segments));
+        if http_only && admits_post && two_segments {
+            note(
+                "also matches gRPC calls (POST /pkg.Service/Method) on its paths: the content \
+                 type no longer decides which rules apply"
+                    .to_owned(),
+            );
+        }
+        let names_get = |list: &Option<NonEmpty<super::pattern::Method>>| {
+            let names: Vec<&str> = list.iter().flat_map(|m| m.iter()).map(|m| &*m.0).collect();
+            names.contains(&"GET") && !names.contains(&"HEAD")
+        };
+        if names_get(&to.methods) || names_get(&to.not_methods) {
+            note("names GET, which now also covers HEAD".to_owned());
+        }
+    }
+    notes
 }
 
 fn action_name(action: Action) -> &'static str {
@@ -743,7 +794,8 @@ impl<'a> Methods<'a> {
     /// A rule that names `GET` covers `HEAD` too, in both fields.
     fn of(to: &'a To) -> Self {
         let expand = |list: &'a Option<NonEmpty<super::pattern::Method>>| {
-            let mut names: Vec<&'a str> = list.iter().flat_map(|m| m.iter()).map(|m| &*m.0).collect();
+            let mut names: Vec<&'a str> =
+                list.iter().flat_map(|m| m.iter()).map(|m| &*m.0).collect();
             if names.contains(&"GET") && !names.contains(&"HEAD") {
                 names.push("HEAD");
             }
@@ -856,7 +908,11 @@ fn condition_within(inner: &Condition, outer: &Condition) -> bool {
     // may meet `inner` while another meets `outer`'s `not_values`.
     if inner.members || outer.members {
         fn raw(list: &Option<NonEmpty<ValuePattern>>) -> Vec<&str> {
-            let mut raw: Vec<&str> = list.iter().flat_map(|l| l.iter()).map(|v| &*v.raw).collect();
+            let mut raw: Vec<&str> = list
+                .iter()
+                .flat_map(|l| l.iter())
+                .map(|v| &*v.raw)
+                .collect();
             raw.sort_unstable();
             raw
         }
@@ -1838,5 +1894,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn notes(rules: &str) -> Vec<String> {
+        let policy = Policy::parse(&format!(r#"{{"rules": [{rules}]}}"#), Format::Json).unwrap();
+        policy
+            .upgrade_notes()
+            .iter()
+            .map(|n| format!("{} {}", n.rule(), n.message()))
+            .collect()
+    }
+
+    #[test]
+    fn upgrade_notes_name_http_rules_that_now_match_grpc_calls() {
+        let found = notes(
+            r#"{"name": "a", "action": "deny", "from": {"any": true}, "to": {"paths": ["/admin/**"]}},
+               {"name": "b", "action": "allow", "from": {"any": true}, "to": {"paths": ["/v1/items/*"]}},
+               {"name": "c", "action": "allow", "from": {"any": true}, "to": {"methods": ["PUT"], "paths": ["/x/y"]}},
+               {"name": "d", "action": "allow", "from": {"any": true}, "to": {"grpc": ["p.S/*"]}},
+               {"name": "e", "action": "allow", "from": {"any": true}, "to": {"not_methods": ["DELETE"]}}"#,
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("a also matches gRPC calls"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("e also matches gRPC calls"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn upgrade_notes_name_rules_whose_get_now_covers_head() {
+        let found = notes(
+            r#"{"name": "a", "action": "allow", "from": {"any": true}, "to": {"methods": ["GET"]}},
+               {"name": "b", "action": "allow", "from": {"any": true}, "to": {"methods": ["GET", "HEAD"]}}"#,
+        );
+        assert_eq!(found, ["a names GET, which now also covers HEAD"]);
     }
 }

@@ -58,9 +58,9 @@ mod pattern;
 mod request;
 mod store;
 
+pub use canonical::{AmbiguousPath, Authority, MalformedAuthority, canonical_path};
 pub use decision::{Decision, Reason, Verdict};
 pub use lint::{LintFinding, LintKind};
-pub use canonical::{AmbiguousPath, Authority, MalformedAuthority, canonical_path};
 pub use request::{Headers, Request};
 pub use store::{PolicyChanges, PolicyGuard, PolicyStatus, PolicyStore};
 
@@ -480,6 +480,27 @@ impl Policy {
     #[must_use]
     pub fn lint(&self) -> Vec<LintFinding> {
         lint::lint(self.engine.rules())
+    }
+
+    /// Rules whose meaning changed when zt came to decide every request on one
+    /// canonical view ([`LintKind::MeaningChanged`]): HTTP rules that now also
+    /// match gRPC calls on their paths, and rules naming `GET` that now also
+    /// cover `HEAD`. Informational: read them when upgrading a policy.
+    ///
+    /// ```
+    /// use zt_core::{Format, Policy};
+    ///
+    /// let policy = Policy::parse(r#"{"rules": [{"name": "writes", "action": "deny",
+    ///     "from": {"any": true}, "to": {"methods": ["POST"], "paths": ["/*/*"]}}]}"#,
+    ///     Format::Json)?;
+    /// let notes = policy.upgrade_notes();
+    /// assert_eq!(notes.len(), 1);
+    /// assert!(notes[0].message().contains("gRPC"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn upgrade_notes(&self) -> Vec<LintFinding> {
+        lint::upgrade_notes(self.engine.rules())
     }
 }
 

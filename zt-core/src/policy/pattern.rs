@@ -442,10 +442,12 @@ fn canonical_literal(segment: &str) -> Result<String, &'static str> {
     match canonical_segment(segment) {
         Ok(literal) => Ok(literal.into_owned()),
         Err(AmbiguousPath::InvalidEscape) => Err("% must be followed by two hex digits"),
-        Err(AmbiguousPath::EncodedSeparator | AmbiguousPath::DotSegment) => Err(
-            "an encoded '.', '/' or '\\' never matches: requests carrying one are ambiguous",
-        ),
-        Err(_) => Err("an encoded control character never matches: requests carrying one are ambiguous"),
+        Err(AmbiguousPath::EncodedSeparator | AmbiguousPath::DotSegment) => {
+            Err("an encoded '.', '/' or '\\' never matches: requests carrying one are ambiguous")
+        }
+        Err(_) => {
+            Err("an encoded control character never matches: requests carrying one are ambiguous")
+        }
     }
 }
 
@@ -453,6 +455,23 @@ impl PathPattern {
     /// Whether the pattern is a single path, without wildcards.
     pub(crate) fn is_exact(&self) -> bool {
         matches!(self.kind, PathKind::Exact)
+    }
+
+    /// Whether some path of exactly two non-empty segments, the shape of a gRPC
+    /// call, matches.
+    pub(crate) fn can_match_two_segments(&self) -> bool {
+        match &self.kind {
+            PathKind::Exact => crate::policy::request::grpc_call(&self.canonical).is_some(),
+            PathKind::Segments {
+                prefix,
+                segments,
+                rest,
+            } => {
+                let literals = prefix.matches('/').count().saturating_sub(1);
+                let fixed = literals.saturating_add(segments.len());
+                if *rest { fixed <= 1 } else { fixed == 2 }
+            }
+        }
     }
 
     /// Whether `path`, a canonical request path, matches.
@@ -558,7 +577,10 @@ impl FromStr for HostPattern {
     }
 }
 
-deserialize_from_str!(HostPattern, "a host name such as api.example.org or *.example.org");
+deserialize_from_str!(
+    HostPattern,
+    "a host name such as api.example.org or *.example.org"
+);
 
 impl HostPattern {
     /// Whether `host`, a canonical host, matches.
@@ -796,7 +818,6 @@ mod tests {
             }
         }
     }
-
 
     #[test]
     fn double_star_needs_at_least_one_more_segment() {
