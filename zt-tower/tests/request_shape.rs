@@ -24,10 +24,10 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{any, get};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Uri};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::Empty;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zt_core::{Format, IdentitySource, StaticSource};
 use zt_tower::{AuthorizeLayer, Policy, PolicyStore, Server};
@@ -538,36 +538,31 @@ fn variant() -> impl Strategy<Value = Variant> {
         base,
         prop::collection::vec(proptest::arbitrary::any::<u8>(), 24),
         suffix,
-        prop::sample::select(vec![
-            "GET", "HEAD", "POST", "DELETE", "OPTIONS", "PUT", "get",
-        ]),
-        prop::sample::select(vec![
-            "localhost",
-            "localhost",
-            "api.example.org",
-            "API.Example.org.",
-            "admin.internal",
-            "ADMIN.INTERNAL",
-            "admin.internal.",
-            "admin.internal:443",
-            "api.example.org",
-        ]),
+        // Mostly requests no deny rule is about, so that many reach a handler
+        // and the property is tested on them; the rest try every rule.
+        prop_oneof![
+            4 => Just("GET"),
+            1 => prop::sample::select(vec!["HEAD", "POST", "DELETE", "OPTIONS", "PUT", "get"]),
+        ],
+        prop_oneof![
+            4 => prop::sample::select(vec!["localhost", "api.example.org", "API.Example.org."]),
+            1 => prop::sample::select(vec![
+                "admin.internal",
+                "ADMIN.INTERNAL",
+                "admin.internal.",
+                "admin.internal:443",
+            ]),
+        ],
         prop::option::of(prop::sample::select(vec![
             "application/grpc",
             "application/grpc+json",
             "application/grpc-web",
             "text/plain",
         ])),
-        prop::sample::select(vec![
-            vec![],
-            vec![],
-            vec![],
-            vec!["off"],
-            vec!["on"],
-            vec!["off, on"],
-            vec!["off", "on"],
-            vec!["ON"],
-        ]),
+        prop_oneof![
+            4 => prop::sample::select(vec![Vec::<&'static str>::new(), vec!["off"]]),
+            1 => prop::sample::select(vec![vec!["on"], vec!["off, on"], vec!["off", "on"], vec!["ON"]]),
+        ],
         proptest::arbitrary::any::<bool>(),
         proptest::arbitrary::any::<bool>(),
     )
@@ -660,13 +655,21 @@ fn no_request_variant_reaches_a_handler_the_policy_denies_it() {
     let fx = rt.block_on(Fixture::start());
     let peer = id(CLIENT_ID);
     let reached = std::cell::Cell::new(0_u32);
-    let mut runner = TestRunner::new(Config {
-        cases: 200,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    // A fixed seed: the same 200 variants on every run, so CI is repeatable;
+    // change the seed to explore others.
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 200,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
     let result = runner.run(&variant(), |v| {
         let status = rt.block_on(fx.send(&v));
+        if std::env::var_os("ZT_SHOW_VARIANTS").is_some() {
+            println!("{status:?} {v:?}");
+        }
         for hit in fx.take_hits() {
             reached.set(reached.get() + 1);
             let path = understood_path(&hit);
@@ -691,5 +694,57 @@ fn no_request_variant_reaches_a_handler_the_policy_denies_it() {
     result.unwrap();
     // The property means something only if allowed variants do get through.
     let reached = reached.get();
-    assert!(reached > 10, "only {reached} variants reached a handler");
+    println!("{reached} of 200 variants reached a handler");
+    assert!(reached >= 25, "only {reached} variants reached a handler");
+}
+
+#[tokio::test]
+async fn the_server_itself_refuses_tunnels_without_an_authorize_layer() {
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let client = identity(&ca, CLIENT_ID);
+    let hits = Hits::default();
+    // No AuthorizeLayer: only the server stands between the peer and the app.
+    let running = serve(Server::builder(server.identity()), app(hits.clone())).await;
+    let connect = Request::builder()
+        .method(Method::CONNECT)
+        .uri("localhost:443")
+        .body(Empty::new())
+        .unwrap();
+    let (mut conn, _closed) = OneConnection::open(running.addr, &client, Version::Http2).await;
+    let OneConnection::H2(sender) = &mut conn else {
+        unreachable!()
+    };
+    within("ready", sender.ready()).await.unwrap();
+    let response = within("response", sender.send_request(connect))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+
+    let mut tls = within(
+        "TLS handshake",
+        tls_connect(
+            running.addr,
+            client_config(&client, SERVER_ID, &[b"http/1.1"]),
+        ),
+    )
+    .await
+    .unwrap();
+    let head = h1(
+        "GET",
+        "/public",
+        &[("connection", "upgrade"), ("upgrade", "websocket")],
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = within("response", tls.read_to_end(&mut response)).await;
+    assert!(
+        String::from_utf8_lossy(&response).starts_with("HTTP/1.1 501"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    assert!(hits.lock().unwrap().is_empty(), "a tunnel reached the app");
+    // An ordinary request is served.
+    let status = get_once(running.addr, &client, Version::Http1, "/public").await;
+    assert_eq!(status.0, StatusCode::OK);
 }

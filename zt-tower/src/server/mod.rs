@@ -25,9 +25,12 @@
 //!   (they tell HTTP/1.1 from HTTP/2), and, over HTTP/1.1, every request head within
 //!   the same timeout; an HTTP/2 client that stops answering pings is disconnected
 //!   ([`ServerBuilder::http2_keep_alive_interval`]).
-//! - **No protocol upgrades.** An upgraded stream (WebSocket, `CONNECT`) would leave
-//!   per-request authorization and the SVID-expiry close behind, so upgrade
-//!   requests are answered as plain HTTP requests and never switch protocols.
+//! - **No tunnels, no protocol upgrades.** An upgraded stream (WebSocket, `CONNECT`)
+//!   would leave per-request authorization and the SVID-expiry close behind, so the
+//!   server answers `CONNECT` (HTTP/1.1 and HTTP/2) and every request with an
+//!   `Upgrade` header with `501 Not Implemented` itself, without calling the
+//!   application, and never switches protocols. HTTP/2 extended `CONNECT` is not
+//!   enabled.
 //!
 //! ```
 //! # #[cfg(feature = "axum")] {
@@ -75,6 +78,7 @@ use std::time::{Duration, SystemTime};
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -966,17 +970,66 @@ struct ConnService<S> {
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    B: http_body::Body,
 {
-    type Response = Response<B>;
+    type Response = Response<Either<B, Empty<B::Data>>>;
     type Error = S::Error;
-    type Future = Oneshot<S, Request<Incoming>>;
+    type Future = ConnFuture<S, B>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        // A tunnel or a switched protocol would carry traffic no request-level
+        // check sees: refused here, whatever the application does with it.
+        if request.method() == http::Method::CONNECT
+            || request.headers().contains_key(http::header::UPGRADE)
+        {
+            tracing::debug!(peer = %self.peer.id(), method = request.method().as_str(), "tunnel or upgrade refused");
+            let mut response = Response::new(Either::Right(Empty::new()));
+            *response.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
+            return ConnFuture::Refused {
+                response: Some(response),
+            };
+        }
         request.extensions_mut().insert(self.peer.clone());
-        Oneshot {
-            service: self.inner.clone(),
-            request: Some(request),
-            future: None,
+        ConnFuture::Served {
+            future: Oneshot {
+                service: self.inner.clone(),
+                request: Some(request),
+                future: None,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ConnService`].
+    #[project = ConnFutureProj]
+    enum ConnFuture<S, B>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>>,
+        B: http_body::Body,
+    {
+        Served { #[pin] future: Oneshot<S, Request<Incoming>> },
+        Refused { response: Option<Response<Either<B, Empty<B::Data>>>> },
+    }
+}
+
+impl<S, B> Future for ConnFuture<S, B>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<Either<B, Empty<B::Data>>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ConnFutureProj::Served { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(Either::Left))),
+            ConnFutureProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after completion: there is nothing more to give.
+                None => Poll::Pending,
+            },
         }
     }
 }
