@@ -1,55 +1,7 @@
 //! The canonical form of a request's path and authority: the one spelling that
 //! policies match and that integrations forward to the application, so the two
-//! can never read a request differently.
-//!
-//! # Paths
-//!
-//! [`canonical_path`] reads a request target's path (a query string, if any, is
-//! left out) and returns it with
-//!
-//! - every percent-encoded octet that stands for a character allowed unencoded in
-//!   a path segment (RFC 3986 unreserved characters, sub-delimiters, `:` and `@`)
-//!   decoded: `/users/%61dmin` is `/users/admin`, as a router that decodes its
-//!   captures reads it;
-//! - every other octet percent-encoded with upper-case hex digits: `%c3%a9` is
-//!   `%C3%A9`, a raw `"` is `%22`, raw UTF-8 is encoded byte by byte;
-//! - `%25` left encoded, so nothing is ever decoded twice.
-//!
-//! A path that routers may read in more than one way has no canonical form: it is
-//! [`AmbiguousPath`], and policies treat it as failing closed. That is a path
-//! that does not start with `/`, or that has an empty segment (`//`), a `.` or
-//! `..` segment (also when encoded), an encoded `/` or `\` (`%2F`, `%5C`), a raw
-//! `\`, `#`, a NUL or other control character (raw or encoded), or a `%` not
-//! followed by two hex digits. A trailing `/` is kept: `/a/` and `/a` are
-//! different paths, as they are to most routers.
-//!
-//! ```
-//! use zt_core::policy::{AmbiguousPath, canonical_path};
-//!
-//! assert_eq!(canonical_path("/users/%61dmin?x=1").unwrap(), "/users/admin");
-//! assert_eq!(canonical_path("/files/caf%c3%a9").unwrap(), "/files/caf%C3%A9");
-//! assert_eq!(canonical_path("/a/%2e%2e/admin"), Err(AmbiguousPath::DotSegment));
-//! assert_eq!(canonical_path("/files/secret%2Fkey"), Err(AmbiguousPath::EncodedSeparator));
-//! ```
-//!
-//! # Authorities
-//!
-//! [`Authority::parse`] reads an HTTP/2 `:authority`, an HTTP/1.1 `Host` or the
-//! authority of an absolute-form target. The host is compared case-insensitively
-//! and without one trailing dot, so the canonical host is lower case without it;
-//! the port is kept apart, and policies never compare it. An authority with
-//! user information, percent-encoding or characters no host name has is
-//! malformed.
-//!
-//! ```
-//! use zt_core::policy::Authority;
-//!
-//! let authority = Authority::parse("ADMIN.Internal.:8443").unwrap();
-//! assert_eq!(authority.host(), "admin.internal");
-//! assert_eq!(authority.port(), Some(8443));
-//! assert_eq!(authority.to_string(), "admin.internal:8443");
-//! assert!(Authority::parse("user@admin.internal").is_err());
-//! ```
+//! can never read a request differently. See [`canonical_path`] and
+//! [`Authority::parse`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -179,8 +131,36 @@ fn push_encoded(out: &mut String, b: u8) {
 }
 
 /// The canonical form of `path`, a request target's path with or without its
-/// query string; see the [module docs](self). Borrows when the path is already
-/// canonical, which is the common case.
+/// query string. Borrows when the path is already canonical, which is the
+/// common case.
+///
+/// [`canonical_path`] reads a request target's path (a query string, if any, is
+/// left out) and returns it with
+///
+/// - every percent-encoded octet that stands for a character allowed unencoded in
+///   a path segment (RFC 3986 unreserved characters, sub-delimiters, `:` and `@`)
+///   decoded: `/users/%61dmin` is `/users/admin`, as a router that decodes its
+///   captures reads it;
+/// - every other octet percent-encoded with upper-case hex digits: `%c3%a9` is
+///   `%C3%A9`, a raw `"` is `%22`, raw UTF-8 is encoded byte by byte;
+/// - `%25` left encoded, so nothing is ever decoded twice.
+///
+/// A path that routers may read in more than one way has no canonical form: it is
+/// [`AmbiguousPath`], and policies treat it as failing closed. That is a path
+/// that does not start with `/`, or that has an empty segment (`//`), a `.` or
+/// `..` segment (also when encoded), an encoded `/` or `\` (`%2F`, `%5C`), a raw
+/// `\`, `#`, a NUL or other control character (raw or encoded), or a `%` not
+/// followed by two hex digits. A trailing `/` is kept: `/a/` and `/a` are
+/// different paths, as they are to most routers.
+///
+/// ```
+/// use zt_core::policy::{AmbiguousPath, canonical_path};
+///
+/// assert_eq!(canonical_path("/users/%61dmin?x=1").unwrap(), "/users/admin");
+/// assert_eq!(canonical_path("/files/caf%c3%a9").unwrap(), "/files/caf%C3%A9");
+/// assert_eq!(canonical_path("/a/%2e%2e/admin"), Err(AmbiguousPath::DotSegment));
+/// assert_eq!(canonical_path("/files/secret%2Fkey"), Err(AmbiguousPath::EncodedSeparator));
+/// ```
 ///
 /// # Errors
 ///
@@ -222,7 +202,6 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     };
     let mut out = String::with_capacity(path.len());
     out.push_str(path.get(..changed_at).unwrap_or_default());
-    let mut segment_start = segment_start;
     let mut i = changed_at;
     while let Some(&b) = bytes.get(i) {
         match class(b) {
@@ -314,7 +293,24 @@ pub enum MalformedAuthority {
 }
 
 /// A request's authority in canonical form: lower-case host without a trailing
-/// dot, and the port apart; see the [module docs](self).
+/// dot, and the port apart.
+///
+/// [`Authority::parse`] reads an HTTP/2 `:authority`, an HTTP/1.1 `Host` or the
+/// authority of an absolute-form target. The host is compared case-insensitively
+/// and without one trailing dot, so the canonical host is lower case without it;
+/// the port is kept apart, and policies never compare it. An authority with
+/// user information, percent-encoding or characters no host name has is
+/// malformed.
+///
+/// ```
+/// use zt_core::policy::Authority;
+///
+/// let authority = Authority::parse("ADMIN.Internal.:8443").unwrap();
+/// assert_eq!(authority.host(), "admin.internal");
+/// assert_eq!(authority.port(), Some(8443));
+/// assert_eq!(authority.to_string(), "admin.internal:8443");
+/// assert!(Authority::parse("user@admin.internal").is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Authority<'a> {
     host: Cow<'a, str>,
