@@ -281,22 +281,26 @@ async fn connection_is_closed_when_client_svid_expires() {
     // On the open connection a call after expiry would be UNAUTHENTICATED. Once
     // the server closed it, the channel has to reconnect, and the server refuses
     // the expired SVID at the handshake.
-    let status = within("the connection to close", async {
+    // A call racing the close may fail with a broken pipe first; the test waits
+    // for the reconnection's refusal, and fails if it never comes.
+    let mut seen = Vec::new();
+    let status = within("the reconnection to be refused", async {
         loop {
             match say_hello(&channel, "Ada").await {
                 Ok(_) => {}
                 Err(status) if status.code() == Code::Unauthenticated => {}
-                Err(status) => return status,
+                // The alert reaches the client as text inside an I/O error.
+                Err(status) if format!("{status:?}").contains("CertificateExpired") => {
+                    return status;
+                }
+                Err(status) => seen.push(status.code()),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
-    // The alert reaches the client as text inside an I/O error.
-    assert!(
-        format!("{status:?}").contains("CertificateExpired"),
-        "reconnecting should fail on the expired SVID: {status:?}"
-    );
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(seen.len() <= 3, "transient errors before the refusal: {seen:?}");
 }
 
 #[tokio::test]

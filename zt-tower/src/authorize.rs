@@ -530,6 +530,15 @@ impl<'a> Shape<'a> {
     }
 }
 
+/// Whether `raw`, a well-formed authority, is in canonical form: no upper-case
+/// letter, no trailing dot before the port or at the end, no empty port.
+fn is_canonical_authority(raw: &str) -> bool {
+    !raw.bytes().any(|b| b.is_ascii_uppercase())
+        && !raw.ends_with('.')
+        && !raw.ends_with(':')
+        && !raw.contains(".:")
+}
+
 /// The changes that bring an allowed request into the canonical form it was
 /// decided in.
 struct Rewrite {
@@ -545,17 +554,21 @@ impl Rewrite {
             .ok()
             .filter(|canonical| *canonical != request.uri().path())
             .map(str::to_owned);
-        let authority = view.host().and_then(|host| {
-            let target = request.uri().authority().map(UriAuthority::as_str);
-            let header = request.headers().get(HOST).and_then(|h| h.to_str().ok());
-            let port = Authority::parse(target.or(header)?).ok()?.port();
-            let canonical = match port {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            };
-            let differs = |raw: Option<&str>| raw.is_some_and(|raw| raw != canonical);
-            (differs(target) || differs(header)).then_some(canonical)
-        });
+        let target = request.uri().authority().map(UriAuthority::as_str);
+        let header = request.headers().get(HOST).and_then(|h| h.to_str().ok());
+        // Parsed again, and a string made, only for an authority that is not
+        // canonical already: the common case costs two scans.
+        let authority = if [target, header].into_iter().flatten().all(is_canonical_authority) {
+            None
+        } else {
+            view.host().and_then(|host| {
+                let port = Authority::parse(target.or(header)?).ok()?.port();
+                Some(match port {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_owned(),
+                })
+            })
+        };
         (path.is_some() || authority.is_some()).then_some(Self { path, authority })
     }
 
