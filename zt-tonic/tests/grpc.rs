@@ -300,7 +300,10 @@ async fn connection_is_closed_when_client_svid_expires() {
     })
     .await;
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
-    assert!(seen.len() <= 3, "transient errors before the refusal: {seen:?}");
+    assert!(
+        seen.len() <= 3,
+        "transient errors before the refusal: {seen:?}"
+    );
 }
 
 #[tokio::test]

@@ -558,7 +558,11 @@ impl Rewrite {
         let header = request.headers().get(HOST).and_then(|h| h.to_str().ok());
         // Parsed again, and a string made, only for an authority that is not
         // canonical already: the common case costs two scans.
-        let authority = if [target, header].into_iter().flatten().all(is_canonical_authority) {
+        let authority = if [target, header]
+            .into_iter()
+            .flatten()
+            .all(is_canonical_authority)
+        {
             None
         } else {
             view.host().and_then(|host| {
