@@ -204,7 +204,7 @@ async fn zt_server_once(identity: Identity) -> (u16, JoinHandle<io::Result<Spiff
             let (tcp, _) = listener.accept().await?;
             let mut tls = acceptor.accept(tcp).await?;
             let (_, conn) = tls.get_ref();
-            let peer = PeerIdentity::from_connection(conn, PeerRole::Client, 0)
+            let peer = PeerIdentity::from_connection(conn, PeerRole::Client, &identity)
                 .map_err(io::Error::other)?;
             peer.reverify(&identity, SystemTime::now())
                 .map_err(io::Error::other)?;

@@ -127,11 +127,13 @@ async fn handshake(server: &Identity, client: &Identity) -> io::Result<Handshake
     let acceptor = TlsAcceptor::from(Arc::new(server_config));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
+    let server_identity = server.clone();
     let server_side = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
         let mut tls = acceptor.accept(tcp).await?;
-        let peer = PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, 0)
-            .map_err(io::Error::other)?;
+        let peer =
+            PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, &server_identity)
+                .map_err(io::Error::other)?;
         tls.write_all(b"ok").await?;
         tls.shutdown().await?;
         Ok::<_, io::Error>(peer.id().clone())

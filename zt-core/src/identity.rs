@@ -25,7 +25,8 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -33,7 +34,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
+use crate::peer::Verifications;
 use crate::{BundleSet, Error, SpiffeId, X509Svid};
+
+/// The next snapshot stamp. Stamps name exactly one snapshot in the process,
+/// whatever identity published it, so a peer verified under one identity's
+/// snapshot can never pass for verified under another's.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
 
 /// One consistent state of our identity: our SVID with its key, the bundles we
 /// trust, and a generation number that grows with every publication.
@@ -41,6 +48,8 @@ pub struct Snapshot {
     svid: X509Svid,
     bundles: BundleSet,
     generation: u64,
+    /// Unique in the process; see `NEXT_STAMP`.
+    stamp: u64,
     certified_key: Arc<CertifiedKey>,
     published_at: SystemTime,
 }
@@ -63,9 +72,15 @@ impl Snapshot {
         &self.bundles
     }
 
-    /// The generation: 1 for the first snapshot, growing by one with each publication.
+    /// The generation: 1 for the first snapshot of this identity, growing by one
+    /// with each publication. No two snapshots of one identity share one.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The process-wide unique name of this snapshot, for re-verification.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     /// When this snapshot was published.
@@ -184,6 +199,8 @@ struct Shared {
     /// is gone.
     status: watch::Receiver<Status>,
     provider: Arc<CryptoProvider>,
+    /// What this identity's verifiers established, for `PeerIdentity::from_connection`.
+    verifications: Verifications,
 }
 
 /// Read handle on the live identity. Cheap to clone; every clone sees the same state.
@@ -246,6 +263,10 @@ impl Identity {
     pub fn crypto_provider(&self) -> &Arc<CryptoProvider> {
         &self.shared.provider
     }
+
+    pub(crate) fn verifications(&self) -> &Verifications {
+        &self.shared.verifications
+    }
 }
 
 impl fmt::Debug for Identity {
@@ -289,10 +310,14 @@ impl IdentitySource for Identity {
 
 /// The write side of an [`Identity`]: validates candidates and publishes them.
 ///
-/// Held by exactly one source; not `Clone` so two writers cannot race.
+/// Held by one source and not `Clone`; it is `Sync`, and concurrent
+/// publications through a shared reference are serialised, so no two snapshots
+/// ever get the same generation and the last one published is the one serving.
 pub struct IdentityPublisher {
     shared: Arc<Shared>,
     status: watch::Sender<Status>,
+    /// Held from reading the serving snapshot to storing its successor.
+    publishing: Mutex<()>,
 }
 
 // === impl IdentityPublisher ===
@@ -315,8 +340,10 @@ impl IdentityPublisher {
                 current: ArcSwapOption::empty(),
                 status: rx,
                 provider,
+                verifications: Verifications::default(),
             }),
             status,
+            publishing: Mutex::new(()),
         }
     }
 
@@ -366,6 +393,11 @@ impl IdentityPublisher {
         }
         svid.verify(&bundles, provider, now)?;
 
+        // The lock only orders publications; a panic under it leaves nothing half done.
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let previous = self.shared.current.load_full();
         if let Some(current) = &previous
             && current.svid.chain() == svid.chain()
@@ -381,6 +413,7 @@ impl IdentityPublisher {
             svid,
             bundles,
             generation,
+            stamp: NEXT_STAMP.fetch_add(1, Ordering::Relaxed),
             certified_key: Arc::new(certified_key),
             published_at: now,
         });
@@ -423,6 +456,10 @@ impl IdentityPublisher {
     /// connections are re-verified against nothing, until the next publication.
     pub fn withdraw(&self, reason: &str) {
         tracing::warn!(reason, "identity withdrawn; failing closed");
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.shared.current.store(None);
         self.status.send_modify(|status| {
             status.withdrawn = Some(reason.to_owned());

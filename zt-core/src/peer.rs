@@ -17,7 +17,7 @@
 //! let identity = publisher.identity();
 //!
 //! let client = ca.mint(&"spiffe://example.org/client".parse()?)?;
-//! let peer = PeerIdentity::from_chain(client.chain().to_vec(), PeerRole::Client, 0)?;
+//! let peer = PeerIdentity::from_chain(client.chain().to_vec(), PeerRole::Client)?;
 //! peer.reverify(&identity, SystemTime::now())?;
 //! assert_eq!(peer.id().path(), "/client");
 //!
@@ -29,15 +29,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustls::CommonState;
 use rustls_pki_types::CertificateDer;
 
+use crate::identity::Snapshot;
 use crate::svid::inspect_chain_facts;
 use crate::{Identity, PeerRole, SpiffeId, SvidError, VerifiedPeer, verify_peer_chain};
 
@@ -52,20 +53,25 @@ struct PeerInner {
     chain: Vec<CertificateDer<'static>>,
     role: PeerRole,
     not_after: SystemTime,
-    /// The newest snapshot generation the chain is known to verify under.
-    verified_generation: AtomicU64,
+    /// The stamp of the newest snapshot the chain is known to verify under (0:
+    /// none). Stamps are unique in the process, across identities.
+    verified_stamp: AtomicU64,
 }
 
 // === impl PeerIdentity ===
 
 impl PeerIdentity {
     /// The identity of a TLS connection's peer, after a completed handshake in which
-    /// zt's verifier accepted it.
+    /// the verifier of `identity` (a config from [`tls`](crate::tls) built on it)
+    /// accepted it.
     ///
-    /// `verified_since` is the [`Identity::generation`] read **before** the handshake
-    /// began: the verifier used that snapshot or a newer one, so the first
-    /// [`reverify`](Self::reverify) under that generation can skip the chain check.
-    /// Passing 0 is always safe and costs one extra verification.
+    /// What that verifier established about exactly this chain — the ID, the
+    /// expiry, and the snapshot it verified under — is taken from `identity`'s own
+    /// record, so the chain is not parsed again and the first
+    /// [`reverify`](Self::reverify) under the same snapshot is one atomic load.
+    /// Nothing a caller passes vouches for the chain: without a record (another
+    /// identity's verifier, another role, a chain it never accepted) the chain is
+    /// parsed and left to `reverify`.
     ///
     /// # Errors
     ///
@@ -74,23 +80,25 @@ impl PeerIdentity {
     pub fn from_connection(
         conn: &CommonState,
         role: PeerRole,
-        verified_since: u64,
+        identity: &Identity,
     ) -> Result<Self, SvidError> {
         let presented = conn.peer_certificates().ok_or(SvidError::NoCertificate)?;
         let chain: Vec<_> = presented.iter().map(|c| c.clone().into_owned()).collect();
-        // The verifier has just parsed and verified this very chain, normally in the
-        // same poll on this thread: reuse what it established instead of parsing the
-        // certificates again. Any mismatch falls back to parsing.
-        if let Some((id, not_after, generation)) = recall_verified(role, &chain) {
-            return Ok(Self::assemble(id, chain, role, not_after, generation));
+        if let Some(record) = identity.verifications().take(role, &chain) {
+            return Ok(Self::assemble(
+                record.id,
+                chain,
+                role,
+                record.not_after,
+                record.stamp,
+            ));
         }
-        Self::from_chain(chain, role, verified_since)
+        Self::from_chain(chain, role)
     }
 
     /// The identity of a peer that presented `chain` (leaf first). The chain's SVID
-    /// rules are checked here; its trust is established by [`reverify`](Self::reverify)
-    /// unless `verified_since` vouches for it as in
-    /// [`from_connection`](Self::from_connection).
+    /// rules are checked here; its trust is established by the first
+    /// [`reverify`](Self::reverify).
     ///
     /// # Errors
     ///
@@ -98,10 +106,9 @@ impl PeerIdentity {
     pub fn from_chain(
         chain: Vec<CertificateDer<'static>>,
         role: PeerRole,
-        verified_since: u64,
     ) -> Result<Self, SvidError> {
         let (id, not_after) = inspect_chain_facts(&chain)?;
-        Ok(Self::assemble(id, chain, role, not_after, verified_since))
+        Ok(Self::assemble(id, chain, role, not_after, 0))
     }
 
     fn assemble(
@@ -109,7 +116,7 @@ impl PeerIdentity {
         chain: Vec<CertificateDer<'static>>,
         role: PeerRole,
         not_after: SystemTime,
-        verified_generation: u64,
+        verified_stamp: u64,
     ) -> Self {
         Self {
             inner: Arc::new(PeerInner {
@@ -117,7 +124,7 @@ impl PeerIdentity {
                 chain,
                 role,
                 not_after,
-                verified_generation: AtomicU64::new(verified_generation),
+                verified_stamp: AtomicU64::new(verified_stamp),
             }),
         }
     }
@@ -147,9 +154,10 @@ impl PeerIdentity {
         self.inner.not_after
     }
 
-    /// The newest snapshot generation the peer is known to verify under (0: none).
-    pub fn verified_generation(&self) -> u64 {
-        self.inner.verified_generation.load(Ordering::Acquire)
+    /// Whether the peer is known to verify under `snapshot` (so that
+    /// [`reverify`](Self::reverify) against it is one atomic load).
+    pub fn is_verified_under(&self, snapshot: &Snapshot) -> bool {
+        self.inner.verified_stamp.load(Ordering::Acquire) == snapshot.stamp()
     }
 
     /// Checks that the peer is still trusted now: its chain has not expired, and it
@@ -169,8 +177,8 @@ impl PeerIdentity {
         let Some(snapshot) = snapshot.as_ref() else {
             return Err(SvidError::NoBundle(self.inner.id.trust_domain().clone()));
         };
-        let generation = snapshot.generation();
-        if generation == self.inner.verified_generation.load(Ordering::Acquire) {
+        let stamp = snapshot.stamp();
+        if stamp == self.inner.verified_stamp.load(Ordering::Acquire) {
             return Ok(());
         }
         verify_peer_chain(
@@ -180,59 +188,74 @@ impl PeerIdentity {
             identity.crypto_provider(),
             now,
         )?;
-        self.inner
-            .verified_generation
-            .fetch_max(generation, Ordering::AcqRel);
+        // Stamps grow with every publication, so the newest verification wins a race.
+        self.inner.verified_stamp.fetch_max(stamp, Ordering::AcqRel);
         Ok(())
     }
 }
 
-/// The chain zt's verifier accepted last on this thread, with what it established.
-struct LastVerified {
+/// How many verifier results an identity keeps for handshakes still finishing.
+/// A record is taken when its connection's `PeerIdentity` is built; one never
+/// taken (a handshake that failed after the certificate was verified) ages out.
+const MAX_RECORDS: usize = 64;
+
+/// What an identity's verifier established about a chain it accepted.
+struct Record {
     role: PeerRole,
     chain: Vec<CertificateDer<'static>>,
     id: SpiffeId,
     not_after: SystemTime,
-    generation: u64,
+    stamp: u64,
 }
 
-thread_local! {
-    static LAST_VERIFIED: RefCell<Option<LastVerified>> = const { RefCell::new(None) };
+/// The verifier-to-`PeerIdentity` handoff of one identity: its verifiers record
+/// each chain they accept, `PeerIdentity::from_connection` takes the record for
+/// exactly the chain its connection presented. Verification depends only on the
+/// chain, the role and the snapshot, so a record vouches for its chain on any
+/// connection of this identity, and for nothing on another identity's.
+#[derive(Default)]
+pub(crate) struct Verifications {
+    records: Mutex<VecDeque<Record>>,
 }
 
-/// Records that the verifier accepted `chain` for `role` under snapshot `generation`.
-pub(crate) fn remember_verified(
-    role: PeerRole,
-    chain: &[CertificateDer<'_>],
-    verified: &VerifiedPeer,
-    generation: u64,
-) {
-    LAST_VERIFIED.with(|slot| {
-        if let Ok(mut slot) = slot.try_borrow_mut() {
-            *slot = Some(LastVerified {
-                role,
-                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
-                id: verified.id().clone(),
-                not_after: verified.not_after(),
-                generation,
-            });
+impl Verifications {
+    pub(crate) fn record(
+        &self,
+        role: PeerRole,
+        chain: &[CertificateDer<'_>],
+        verified: &VerifiedPeer,
+        stamp: u64,
+    ) {
+        let record = Record {
+            role,
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            id: verified.id().clone(),
+            not_after: verified.not_after(),
+            stamp,
+        };
+        // A poisoned lock only means another thread panicked while holding it;
+        // the queue itself is always consistent.
+        let mut records = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if records.len() >= MAX_RECORDS {
+            records.pop_front();
         }
-    });
-}
+        records.push_back(record);
+    }
 
-/// What the verifier established about exactly this chain for this role, if it was
-/// the last one it accepted on this thread. Verification depends only on the chain,
-/// the role and the snapshot, so the recorded generation vouches for the chain.
-fn recall_verified(
-    role: PeerRole,
-    chain: &[CertificateDer<'static>],
-) -> Option<(SpiffeId, SystemTime, u64)> {
-    LAST_VERIFIED.with(|slot| {
-        let slot = slot.try_borrow().ok()?;
-        let last = slot.as_ref()?;
-        (last.role == role && last.chain == chain)
-            .then(|| (last.id.clone(), last.not_after, last.generation))
-    })
+    fn take(&self, role: PeerRole, chain: &[CertificateDer<'static>]) -> Option<Record> {
+        let mut records = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The newest record first: it is normally this connection's.
+        let position = records
+            .iter()
+            .rposition(|r| r.role == role && r.chain == chain)?;
+        records.remove(position)
+    }
 }
 
 impl fmt::Debug for PeerIdentity {

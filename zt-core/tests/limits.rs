@@ -370,7 +370,7 @@ fn chain_deeper_than_max_chain_len_is_refused_before_path_building() {
     };
     assert_eq!(chain.len(), MAX_CHAIN_LEN + 1);
     assert_eq!(verify(&chain, &bundles).unwrap_err(), too_long);
-    let err = PeerIdentity::from_chain(chain, PeerRole::Client, 0).unwrap_err();
+    let err = PeerIdentity::from_chain(chain, PeerRole::Client).unwrap_err();
     assert_eq!(err, too_long);
 }
 

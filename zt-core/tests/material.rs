@@ -553,18 +553,26 @@ fn peer_identity_takes_what_the_verifier_established_for_exactly_that_chain() {
     let mut s = zt_core::rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
     handshake_in_memory(&mut c, &mut s);
 
-    // The verifier accepted this chain under generation 1: that, not the 0 passed
-    // in, is what the identity records.
-    let peer = PeerIdentity::from_connection(&s, PeerRole::Client, 0).unwrap();
+    // The verifier of the server identity accepted this chain under its serving
+    // snapshot: its record, and nothing the caller passes, vouches for it.
+    let serving = server.identity().snapshot().unwrap();
+    let peer = PeerIdentity::from_connection(&s, PeerRole::Client, &server.identity()).unwrap();
     assert_eq!(peer.id(), client_svid.id());
-    assert_eq!(peer.verified_generation(), 1);
+    assert!(peer.is_verified_under(&serving));
     assert_eq!(peer.not_after(), client_svid.not_after());
 
-    // The same chain in another role, or a chain the verifier did not accept, vouches
-    // for nothing: it is parsed and left to re-verification.
-    let as_server = PeerIdentity::from_connection(&s, PeerRole::Server, 0).unwrap();
-    assert_eq!(as_server.verified_generation(), 0);
+    // The record was taken; the same chain in another role, through another
+    // identity, or a chain the verifier did not accept vouches for nothing: it is
+    // parsed and left to re-verification.
+    let again = PeerIdentity::from_connection(&s, PeerRole::Client, &server.identity()).unwrap();
+    assert!(!again.is_verified_under(&serving));
+    let as_server =
+        PeerIdentity::from_connection(&s, PeerRole::Server, &server.identity()).unwrap();
+    assert!(!as_server.is_verified_under(&serving));
+    let through_client =
+        PeerIdentity::from_connection(&s, PeerRole::Client, &client.identity()).unwrap();
+    assert!(!through_client.is_verified_under(&serving));
     let other = ca.mint(&id("spiffe://example.org/client")).unwrap();
-    let unverified = PeerIdentity::from_chain(other.chain().to_vec(), PeerRole::Client, 0).unwrap();
-    assert_eq!(unverified.verified_generation(), 0);
+    let unverified = PeerIdentity::from_chain(other.chain().to_vec(), PeerRole::Client).unwrap();
+    assert!(!unverified.is_verified_under(&serving));
 }

@@ -13,7 +13,7 @@
 //! ```
 //! # let ca = zt_core::dev::DevCa::new("example.org".parse()?)?;
 //! # let svid = ca.mint(&"spiffe://example.org/tenant/acme".parse()?)?;
-//! # let acme = zt_tonic::PeerIdentity::from_chain(svid.chain().to_vec(), zt_core::PeerRole::Client, 0)?;
+//! # let acme = zt_tonic::PeerIdentity::from_chain(svid.chain().to_vec(), zt_core::PeerRole::Client)?;
 //! use tonic::service::Interceptor;
 //! use tonic::{Code, Request, Status};
 //! use zt_tonic::PeerIdentity;

@@ -248,7 +248,7 @@ impl ConnectInfo {
 /// ```
 /// # let ca = zt_core::dev::DevCa::new("example.org".parse()?)?;
 /// # let svid = ca.mint(&"spiffe://example.org/web".parse()?)?;
-/// # let identity = zt_tonic::PeerIdentity::from_chain(svid.chain().to_vec(), zt_core::PeerRole::Client, 0)?;
+/// # let identity = zt_tonic::PeerIdentity::from_chain(svid.chain().to_vec(), zt_core::PeerRole::Client)?;
 /// let mut request = tonic::Request::new(());
 /// assert!(zt_tonic::peer(&request).is_none());
 ///

@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
     let client = ca
         .mint(&"spiffe://example.org/web".parse().unwrap())
         .unwrap();
-    let peer = PeerIdentity::from_chain(client.chain().to_vec(), PeerRole::Client, 0).unwrap();
+    let peer = PeerIdentity::from_chain(client.chain().to_vec(), PeerRole::Client).unwrap();
     // First re-verification under this generation: the full chain check, once.
     peer.reverify(&server.identity(), std::time::SystemTime::now())
         .unwrap();

@@ -39,7 +39,7 @@
 //! # let ca = DevCa::new("example.org".parse()?)?;
 //! # let source = StaticSource::new(ca.mint(&"spiffe://example.org/api".parse()?)?, BundleSet::new().with(ca.bundle()))?;
 //! # let client = ca.mint(&"spiffe://example.org/web".parse()?)?;
-//! # let peer = zt_tower::PeerIdentity::from_chain(client.chain().to_vec(), zt_core::PeerRole::Client, 0)?;
+//! # let peer = zt_tower::PeerIdentity::from_chain(client.chain().to_vec(), zt_core::PeerRole::Client)?;
 //! use std::convert::Infallible;
 //! use http::{Request, Response, StatusCode};
 //! use tower::{Layer, ServiceExt};

@@ -189,8 +189,6 @@ impl Connector {
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY");
             }
-            // Read before the handshake, as the server does (see PeerIdentity::from_connection).
-            let generation = self.identity.generation();
             let tls =
                 self.tls.connect(server_name, tcp).await.map_err(
                     |err| match tls::rejection_reason(&err) {
@@ -199,7 +197,7 @@ impl Connector {
                     },
                 )?;
             let peer =
-                PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, generation)?;
+                PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, &self.identity)?;
             Ok(ZtStream {
                 io: TokioIo::new(tls),
                 peer,

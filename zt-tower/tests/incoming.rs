@@ -95,7 +95,7 @@ async fn check_decides_by_path_whatever_the_content_type_and_canonicalises_it() 
     let ca = new_ca();
     let server = identity(&ca, SERVER_ID);
     let client = ca.mint(&id(CLIENT_ID)).unwrap();
-    let peer = PeerIdentity::from_chain(client.chain().to_vec(), PeerRole::Client, 0).unwrap();
+    let peer = PeerIdentity::from_chain(client.chain().to_vec(), PeerRole::Client).unwrap();
     let policy = Policy::parse(
         r#"{"rules": [
         {"name": "grpc-hello", "action": "allow", "from": {"any": true},

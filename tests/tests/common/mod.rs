@@ -665,7 +665,8 @@ pub struct Accepted {
     pub generation_before: u64,
     /// The client's chain as the server received it (empty when none).
     pub peer_chain: Vec<CertificateDer<'static>>,
-    /// `PeerIdentity::from_connection(conn, PeerRole::Client, generation_before)`.
+    /// `PeerIdentity::from_connection(conn, PeerRole::Client, identity)`, or
+    /// `from_chain` for plain servers.
     pub peer: Result<PeerIdentity, SvidError>,
     pub protocol_version: Option<ProtocolVersion>,
     pub handshake_kind: Option<HandshakeKind>,
@@ -693,6 +694,7 @@ impl TestServer {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 let generation_before = identity.as_ref().map_or(0, Identity::generation);
+                let identity = identity.clone();
                 tokio::spawn(async move {
                     match acceptor.accept(tcp).await {
                         Err(err) => {
@@ -706,11 +708,25 @@ impl TestServer {
                                     .peer_certificates()
                                     .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
                                     .unwrap_or_default(),
-                                peer: PeerIdentity::from_connection(
-                                    conn,
-                                    PeerRole::Client,
-                                    generation_before,
-                                ),
+                                peer: match &identity {
+                                    Some(identity) => PeerIdentity::from_connection(
+                                        conn,
+                                        PeerRole::Client,
+                                        identity,
+                                    ),
+                                    None => conn
+                                        .peer_certificates()
+                                        .ok_or(SvidError::NoCertificate)
+                                        .and_then(|chain| {
+                                            PeerIdentity::from_chain(
+                                                chain
+                                                    .iter()
+                                                    .map(|c| c.clone().into_owned())
+                                                    .collect(),
+                                                PeerRole::Client,
+                                            )
+                                        }),
+                                },
                                 protocol_version: conn.protocol_version(),
                                 handshake_kind: conn.handshake_kind(),
                             };

@@ -66,7 +66,9 @@ impl SpiffeVerifier {
                 OtherError(Arc::new(err)),
             )));
         }
-        crate::peer::remember_verified(self.role, &chain, &verified, snapshot.generation());
+        self.identity
+            .verifications()
+            .record(self.role, &chain, &verified, snapshot.stamp());
         Ok(())
     }
 }

@@ -313,7 +313,7 @@ fn accepted_svid(svid: &X509Svid) {
     let again = X509Svid::from_pem(chain_pem.as_bytes(), key_pem.as_bytes()).unwrap();
     assert_eq!(again.chain(), svid.chain());
 
-    let peer = PeerIdentity::from_chain(svid.chain().to_vec(), PeerRole::Client, 0).unwrap();
+    let peer = PeerIdentity::from_chain(svid.chain().to_vec(), PeerRole::Client).unwrap();
     assert_eq!(peer.id(), svid.id());
     assert_eq!(peer.not_after(), svid.not_after());
     // Loading an arbitrary key must fail cleanly; the fixture's own pair must match.
@@ -338,7 +338,7 @@ pub(crate) fn svid_der_chain(input: &[u8]) {
         .map(|der| CertificateDer::from(der.to_vec()))
         .collect();
     let svid = X509Svid::from_der(chain.clone(), fx.key.clone_key());
-    let peer = PeerIdentity::from_chain(chain.clone(), PeerRole::Client, 0);
+    let peer = PeerIdentity::from_chain(chain.clone(), PeerRole::Client);
     assert_eq!(
         svid.as_ref().map(X509Svid::id).map_err(Clone::clone),
         peer.as_ref().map(PeerIdentity::id).map_err(Clone::clone),
@@ -454,7 +454,7 @@ pub(crate) fn verify_edited(input: &[u8]) {
     let svid = X509Svid::from_der(chain.clone(), fx.key.clone_key())
         .expect("an accepted chain passes the SVID rules");
     assert_eq!(svid.id(), verified.id());
-    let peer = PeerIdentity::from_chain(chain, role, 0).unwrap();
+    let peer = PeerIdentity::from_chain(chain, role).unwrap();
     assert_eq!(peer.id(), verified.id());
 }
 

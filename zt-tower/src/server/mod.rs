@@ -562,10 +562,6 @@ impl Inner {
         I: AsyncRead + AsyncWrite + Unpin,
         A: fmt::Debug,
     {
-        // Read before the handshake: the verifier checks the chain against this
-        // snapshot or a newer one, so the first re-verification under this
-        // generation can skip the chain check.
-        let generation = self.identity.generation();
         let accept = self.acceptor.accept(io).into_fallible();
         let tls = match tokio::time::timeout(self.handshake_timeout, accept).await {
             Ok(Ok(tls)) => tls,
@@ -582,7 +578,7 @@ impl Inner {
                 return None;
             }
         };
-        match PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, generation) {
+        match PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, &self.identity) {
             Ok(peer) => Some((tls, peer, addr)),
             Err(err) => {
                 // The verifier accepted the chain, so this is not expected; fail closed.

@@ -287,12 +287,11 @@ pub async fn serve_without_expiry_close(server: &StaticSource, app: Router) -> S
             let identity = identity.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let generation = identity.generation();
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let peer =
-                    PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, generation)
+                    PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, &identity)
                         .unwrap();
                 let service = hyper::service::service_fn(
                     move |mut request: Request<hyper::body::Incoming>| {
