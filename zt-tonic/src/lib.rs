@@ -111,7 +111,9 @@ pub use server::{ConnectInfo, Incoming, IncomingBuilder, TlsConnection, connect_
 pub use zt_core::{
     IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
 };
-pub use zt_tower::{AuthzCounts, AuthzMetrics, ConnectError, DecisionHook, NoHook, Refusal};
+pub use zt_tower::{
+    AuthzCounts, AuthzMetrics, ConnectError, DecisionHook, NoHook, Refusal, ServerNoLongerTrusted,
+};
 
 /// Re-exported so applications name the same versions as zt-tonic.
 pub use {tonic, zt_core, zt_tower};

@@ -394,3 +394,66 @@ async fn interceptor_refuses_call_its_check_rejects_for_this_peer() {
     assert_eq!(status.message(), "not your tenant");
     serving.abort();
 }
+
+#[tokio::test]
+async fn channel_to_a_server_that_no_longer_verifies_sends_no_call() {
+    // The server's SVID is from an old CA the client stops trusting; the client's
+    // own SVID is from the new one.
+    let old_ca = new_ca();
+    let new_ca = new_ca();
+    let both = X509Bundle::new(
+        old_ca.trust_domain().clone(),
+        vec![old_ca.cert_der().clone(), new_ca.cert_der().clone()],
+    )
+    .unwrap();
+    let server = identity_with(
+        &old_ca,
+        SvidParams::new(id(SERVER_ID)),
+        BundleSet::new().with(both.clone()),
+    );
+    let client = identity_with(
+        &new_ca,
+        SvidParams::new(id(CLIENT_ID)),
+        BundleSet::new().with(both),
+    );
+    let running = Running::start(server.identity(), PolicyStore::new(hello_for_client())).await;
+    let channel = running.channel(&client).await;
+    within("call", say_hello(&channel, "Ada")).await.unwrap();
+    assert_eq!(running.layer.metrics().counts().allowed, 1);
+
+    client
+        .update(
+            new_ca.mint(&id(CLIENT_ID)).unwrap(),
+            BundleSet::new().with(new_ca.bundle()),
+        )
+        .unwrap();
+    // The open connection fails before the call is sent (hyper reports it as
+    // closed; the typed reason is in the client's log); the next call dials anew
+    // and refuses the server at the handshake.
+    let status = within("call", say_hello(&channel, "Ada"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(status.code(), Code::Cancelled | Code::Unavailable),
+        "{status:?}"
+    );
+    let status = within("call", say_hello(&channel, "Ada"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        format!("{status:?}").contains("server certificate refused"),
+        "{status:?}"
+    );
+    let counts = running.layer.metrics().counts();
+    assert_eq!(
+        (counts.allowed, counts.denied, counts.untrusted_peer),
+        (1, 0, 0),
+        "a call reached the server that no longer verifies"
+    );
+    assert_eq!(
+        running.connections(),
+        1,
+        "the channel must not reconnect to it"
+    );
+}

@@ -9,6 +9,15 @@
 //! copies it into every response's extensions. Only `https` URIs are dialed; the host
 //! only routes the connection.
 //!
+//! **The server is re-verified on every use of the connection**, as zt servers
+//! re-verify their clients on every request: before each read and write,
+//! [`ZtStream`] checks the server's [`PeerIdentity`] against the client's current
+//! snapshot (one atomic load and a clock read while nothing changed). A server
+//! whose SVID expired or whose trust domain's bundle no longer vouches for it gets
+//! its connection failed with [`ServerNoLongerTrusted`] before another byte is
+//! sent: a pooled connection carries no request to it, and the client dials anew
+//! (and verifies the server anew) for the next one.
+//!
 //! ```
 //! # use zt_core::{BundleSet, IdentitySource, StaticSource, dev::DevCa};
 //! # let ca = DevCa::new("example.org".parse()?)?;
@@ -36,7 +45,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -47,7 +56,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use zt_core::{Error, IdMatcher, Identity, PeerIdentity, PeerRole, SvidError, tls};
+use zt_core::{Error, IdMatcher, Identity, PeerIdentity, PeerRole, SpiffeId, SvidError, tls};
 
 /// Default for [`ConnectorBuilder::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +90,20 @@ pub enum ConnectError {
     /// Dialing and the handshake took longer than the connect timeout.
     #[error("connecting timed out after {0:?}")]
     Timeout(Duration),
+}
+
+/// The server of an open connection no longer verifies: its SVID expired, or the
+/// client's current bundle no longer vouches for it. The connection is failed
+/// with this error (inside an [`io::Error`] of kind `PermissionDenied`) before
+/// anything more is sent or read on it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("server {server} no longer verifies: {reason}")]
+pub struct ServerNoLongerTrusted {
+    /// The server's SPIFFE ID.
+    pub server: SpiffeId,
+    /// Why it no longer verifies.
+    #[source]
+    pub reason: SvidError,
 }
 
 /// Configures a [`Connector`]. Start from [`Connector::builder`].
@@ -201,6 +224,8 @@ impl Connector {
             Ok(ZtStream {
                 io: TokioIo::new(tls),
                 peer,
+                identity: self.identity.clone(),
+                untrusted: None,
             })
         };
         tokio::time::timeout(self.timeout, connect)
@@ -263,10 +288,15 @@ fn server_name(host: &str, uri: &Uri) -> Result<ServerName<'static>, ConnectErro
     })
 }
 
-/// An established mTLS connection, with the server's verified identity.
+/// An established mTLS connection, with the server's verified identity, which is
+/// re-verified before every read and write (see the [module docs](self)).
 pub struct ZtStream {
     io: TokioIo<TlsStream<TcpStream>>,
     peer: PeerIdentity,
+    /// The client's identity, whose current bundles the server must verify under.
+    identity: Identity,
+    /// Set once the server stopped verifying; the connection stays failed.
+    untrusted: Option<ServerNoLongerTrusted>,
 }
 
 // === impl ZtStream ===
@@ -285,6 +315,26 @@ impl ZtStream {
     /// The TLS stream, for use outside hyper.
     pub fn into_inner(self) -> TlsStream<TcpStream> {
         self.io.into_inner()
+    }
+}
+
+impl ZtStream {
+    /// Fails closed once the server no longer verifies under today's snapshot.
+    fn check(&mut self) -> io::Result<()> {
+        if self.untrusted.is_none()
+            && let Err(reason) = self.peer.reverify(&self.identity, SystemTime::now())
+        {
+            let err = ServerNoLongerTrusted {
+                server: self.peer.id().clone(),
+                reason,
+            };
+            tracing::warn!(server = %err.server, reason = %err.reason, "server no longer verifies; failing its connection");
+            self.untrusted = Some(err);
+        }
+        match &self.untrusted {
+            Some(err) => Err(io::Error::new(io::ErrorKind::PermissionDenied, err.clone())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -313,7 +363,9 @@ impl Read for ZtStream {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -323,7 +375,9 @@ impl Write for ZtStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -343,6 +397,8 @@ impl Write for ZtStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 }

@@ -79,7 +79,7 @@ pub mod metrics;
 pub mod server;
 
 pub use authorize::{Authorize, AuthorizeLayer, DecisionHook, Denial, NoHook, Refusal};
-pub use client::{ConnectError, Connector, ConnectorBuilder, ZtStream};
+pub use client::{ConnectError, Connector, ConnectorBuilder, ServerNoLongerTrusted, ZtStream};
 #[cfg(feature = "axum")]
 pub use extract::{MissingPeer, Peer};
 pub use metrics::{AuthzCounts, AuthzMetrics};

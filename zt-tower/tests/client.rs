@@ -126,3 +126,163 @@ async fn connector_refuses_plaintext_http_uri() {
         "{err:?}"
     );
 }
+
+/// A server whose SVID is from `old_ca`, a client trusting `old_ca` and `new_ca`
+/// with an SVID from `new_ca`, so the client can withdraw the server's CA and
+/// keep its own. The server counts the requests that reach it.
+async fn rotating_pair() -> (
+    Running,
+    zt_core::IdentityPublisher,
+    zt_core::dev::DevCa,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use zt_core::{BundleSet, X509Bundle};
+
+    let old_ca = new_ca();
+    let new_ca = new_ca();
+    let both = X509Bundle::new(
+        old_ca.trust_domain().clone(),
+        vec![old_ca.cert_der().clone(), new_ca.cert_der().clone()],
+    )
+    .unwrap();
+    let server = identity_with(
+        &old_ca,
+        zt_core::dev::SvidParams::new(id(SERVER_ID)),
+        BundleSet::new().with(both.clone()),
+    );
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/whoami",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { "hello" }
+        }),
+    );
+    let running = serve(Server::builder(server.identity()), app).await;
+    let client = zt_core::IdentityPublisher::new().unwrap();
+    client
+        .publish(
+            new_ca.mint(&id(CLIENT_ID)).unwrap(),
+            BundleSet::new().with(both),
+        )
+        .unwrap();
+    (running, client, new_ca, hits)
+}
+
+/// The typed reason inside a hyper client error, if any.
+fn untrusted(err: &hyper_util::client::legacy::Error) -> Option<&zt_tower::ServerNoLongerTrusted> {
+    let mut source = err.source();
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<zt_tower::ServerNoLongerTrusted>() {
+            return Some(found);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(found) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<zt_tower::ServerNoLongerTrusted>())
+        {
+            return Some(found);
+        }
+        source = err.source();
+    }
+    None
+}
+
+async fn pooled_connection_to_a_server_that_no_longer_verifies_sends_nothing(http2: bool) {
+    use std::sync::atomic::Ordering;
+    use zt_core::BundleSet;
+
+    let (running, client, new_ca, hits) = rotating_pair().await;
+    let mut builder = Connector::builder(client.identity(), IdMatcher::exact(id(SERVER_ID)));
+    if !http2 {
+        builder = builder.alpn_protocols(vec![b"http/1.1".to_vec()]);
+    }
+    let http = client_for(builder.build().unwrap());
+    let response = within("response", http.get(url(&running, "/whoami")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // The client's trust domain withdraws the server's CA.
+    client
+        .publish(
+            new_ca.mint(&id(CLIENT_ID)).unwrap(),
+            BundleSet::new().with(new_ca.bundle()),
+        )
+        .unwrap();
+    let err = within("refusal", http.get(url(&running, "/whoami")))
+        .await
+        .expect_err("a server that no longer verifies must not be reached");
+    // The pooled connection fails with the typed reason; a retry on a new
+    // connection is refused at the handshake.
+    let refused_at_handshake = {
+        let mut source = err.source();
+        let mut found = false;
+        while let Some(inner) = source {
+            found |= matches!(
+                inner.downcast_ref::<ConnectError>(),
+                Some(ConnectError::ServerRefused(_))
+            );
+            source = inner.source();
+        }
+        found
+    };
+    assert!(
+        untrusted(&err).is_some() || refused_at_handshake,
+        "expected ServerNoLongerTrusted or a refused handshake: {err:?}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "a request reached the untrusted server"
+    );
+}
+
+#[tokio::test]
+async fn pooled_http2_connection_to_a_server_that_no_longer_verifies_sends_nothing() {
+    pooled_connection_to_a_server_that_no_longer_verifies_sends_nothing(true).await;
+}
+
+#[tokio::test]
+async fn pooled_http1_connection_to_a_server_that_no_longer_verifies_sends_nothing() {
+    pooled_connection_to_a_server_that_no_longer_verifies_sends_nothing(false).await;
+}
+
+#[tokio::test]
+async fn the_stream_fails_with_the_typed_reason_once_the_server_no_longer_verifies() {
+    use hyper::rt::Write as _;
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    use zt_core::BundleSet;
+
+    let (running, client, new_ca, hits) = rotating_pair().await;
+    let connector = Connector::new(client.identity(), IdMatcher::exact(id(SERVER_ID))).unwrap();
+    let mut stream = within("connect", connector.connect(&url(&running, "/")))
+        .await
+        .unwrap();
+    client
+        .publish(
+            new_ca.mint(&id(CLIENT_ID)).unwrap(),
+            BundleSet::new().with(new_ca.bundle()),
+        )
+        .unwrap();
+    let err = poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, b"GET / HTTP/1.1\r\n\r\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    let reason = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<zt_tower::ServerNoLongerTrusted>())
+        .expect("typed reason");
+    assert_eq!(reason.server, id(SERVER_ID));
+    assert!(
+        matches!(reason.reason, zt_core::SvidError::UnknownIssuer(_)),
+        "{reason:?}"
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
