@@ -78,7 +78,7 @@ fn describe(err: hyper_util::client::legacy::Error) -> Box<dyn Error> {
         if let Some(connect) = cause.downcast_ref::<ConnectError>() {
             return connect.to_string().into();
         }
-        if let Some(reason) = zt_core::tls::rejection_reason(cause) {
+        if let Some(reason) = zt_core::tls::Rejection::of(cause) {
             return format!("TLS handshake failed: {reason}").into();
         }
         innermost = cause.to_string();

@@ -79,7 +79,7 @@ pub enum ConnectError {
     /// zt refused the server's certificate: not a valid SVID of a trusted trust
     /// domain, or not an ID the connector accepts.
     #[error("server certificate refused: {0}")]
-    ServerRefused(String),
+    ServerRefused(#[source] tls::Rejection),
     /// The TLS handshake failed for another reason (the server may have refused
     /// our certificate, or does not speak TLS).
     #[error("TLS handshake failed: {0}")]
@@ -214,7 +214,7 @@ impl Connector {
             }
             let tls =
                 self.tls.connect(server_name, tcp).await.map_err(
-                    |err| match tls::rejection_reason(&err) {
+                    |err| match tls::Rejection::of(&err) {
                         Some(reason) => ConnectError::ServerRefused(reason),
                         None => ConnectError::Handshake(err),
                     },

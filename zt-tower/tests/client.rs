@@ -101,10 +101,11 @@ async fn connector_refuses_server_with_another_id() {
     .await
     .expect_err("server with another ID was accepted");
     match connect_error(&err) {
-        ConnectError::ServerRefused(reason) => assert!(
-            reason.contains("not authorized") && reason.contains(SERVER_ID),
-            "unclear reason: {reason}"
-        ),
+        ConnectError::ServerRefused(zt_core::tls::Rejection::Unauthorized(unauthorized)) => {
+            assert_eq!(unauthorized.id, id(SERVER_ID));
+            let text = connect_error(&err).to_string();
+            assert!(text.contains("not authorized"), "unclear reason: {text}");
+        }
         other => panic!("expected ServerRefused, got {other:?}"),
     }
 }

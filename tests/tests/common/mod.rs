@@ -883,13 +883,20 @@ fn other_certificate_error(
     }
 }
 
-/// The [`SvidError`] a zt verifier wrapped in
-/// `InvalidCertificate(CertificateError::Other(..))`.
+/// The [`SvidError`] a zt verifier refused the peer with.
 #[track_caller]
-pub fn svid_error(err: &rustls::Error) -> &SvidError {
-    other_certificate_error(err)
-        .downcast_ref::<SvidError>()
-        .unwrap_or_else(|| panic!("expected a zt SvidError, got {err:?}"))
+pub fn svid_error(err: &rustls::Error) -> SvidError {
+    match zt_core::tls::Rejection::of(err) {
+        Some(zt_core::tls::Rejection::Svid(svid)) => svid,
+        _ => panic!("expected a zt SvidError, got {err:?}"),
+    }
+}
+
+/// zt's reason for refusing the peer.
+#[track_caller]
+pub fn rejection(err: &rustls::Error) -> zt_core::tls::Rejection {
+    zt_core::tls::Rejection::of(err)
+        .unwrap_or_else(|| panic!("expected a zt rejection, got {err:?}"))
 }
 
 /// The [`UnauthorizedPeer`] a zt verifier wrapped in

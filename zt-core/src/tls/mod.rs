@@ -49,7 +49,7 @@ use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 pub use verifier::UnauthorizedPeer;
 
-use crate::{Error, IdMatcher, Identity};
+use crate::{Error, IdMatcher, Identity, SvidError};
 use resolver::SvidResolver;
 use verifier::{SpiffeClientVerifier, SpiffeServerVerifier};
 
@@ -223,79 +223,133 @@ impl ClientConfigBuilder {
     }
 }
 
-/// zt's reason for refusing a peer, dug out of a handshake error.
+/// Why zt refused a handshake, read from the handshake's error on the side that
+/// refused: one place that knows how zt's verifiers and resolvers report.
 ///
-/// rustls wraps verifier errors in `rustls::Error::InvalidCertificate`, and tokio-rustls
-/// wraps that in an `io::Error`; their `Display` shows the wrapping, not the reason.
-/// This returns the reason (`leaf certificate has 2 URI SANs, …`, `peer … is not
-/// authorized: expected …`), or `None` when `err` is not a certificate rejection.
+/// rustls lets a verifier choose the TLS alert only through the kind of its
+/// `CertificateError`, and only `CertificateError::Other` can carry a typed
+/// reason. zt picks, for each refusal, the alert that tells the peer most and the
+/// most precise local reason that alert allows:
 ///
-/// ```
-/// use zt_core::rustls::{CertificateError, Error};
-/// let err = Error::InvalidCertificate(CertificateError::Expired);
-/// assert_eq!(zt_core::tls::rejection_reason(&err).as_deref(), Some("certificate expired"));
-/// ```
-pub fn rejection_reason(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    Some(match certificate_error(err)? {
-        rustls::CertificateError::Other(other) => other.0.to_string(),
-        rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
-            crate::SvidError::Expired.to_string()
-        }
-        rustls::CertificateError::NotValidYet
-        | rustls::CertificateError::NotValidYetContext { .. } => {
-            crate::SvidError::NotYetValid.to_string()
-        }
-        other => format!("{other:?}"),
-    })
-}
-
-/// The typed SVID error behind a handshake failure, when zt's verifier refused the
-/// peer's certificate (an expired or not-yet-valid chain included).
+/// | refusal | alert the peer receives | local reason |
+/// |---|---|---|
+/// | chain not signed by an authority of the leaf's trust domain | `unknown_ca` | [`Rejection::UnknownIssuer`] (the trust domain is in the verifier's log event) |
+/// | no bundle, or an empty one, for the leaf's trust domain (not federated, or revoked) | `certificate_unknown` | [`Rejection::Svid`] `NoBundle` / `EmptyBundle`, naming the domain |
+/// | a certificate expired / not yet valid | `certificate_expired` | [`Rejection::Svid`] `Expired` / `NotYetValid` |
+/// | extended key usage without `clientAuth`/`serverAuth` | `unsupported_certificate` | [`Rejection::WrongUsage`] |
+/// | a certificate that is not valid DER | `bad_certificate` | [`Rejection::Malformed`] |
+/// | any other X509-SVID rule (URI SANs, `cA`, key usage, chain length, …) | `certificate_unknown` | [`Rejection::Svid`] with the exact rule |
+/// | a valid SVID whose ID the config does not accept | `certificate_unknown` | [`Rejection::Unauthorized`] |
+/// | our own identity has no snapshot (not ready, or withdrawn) | `handshake_failure` | [`Rejection::NoIdentityYet`] |
+///
+/// The verifier logs every refusal with its precise reason (target `zt_core::tls`).
 ///
 /// ```
 /// use zt_core::rustls::{CertificateError, Error};
+/// use zt_core::tls::Rejection;
+///
+/// let err = Error::InvalidCertificate(CertificateError::UnknownIssuer);
+/// assert_eq!(Rejection::of(&err), Some(Rejection::UnknownIssuer));
+/// assert_eq!(Rejection::of(&err).unwrap().to_string(), "certificate is not signed by a trusted authority of its trust domain");
 /// let err = Error::InvalidCertificate(CertificateError::Expired);
-/// assert_eq!(zt_core::tls::svid_error(&err), Some(zt_core::SvidError::Expired));
+/// assert_eq!(Rejection::of(&err), Some(Rejection::Svid(zt_core::SvidError::Expired)));
 /// ```
-pub fn svid_error(err: &(dyn std::error::Error + 'static)) -> Option<crate::SvidError> {
-    match certificate_error(err)? {
-        rustls::CertificateError::Other(other) => {
-            other.0.downcast_ref::<crate::SvidError>().cloned()
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The peer's chain does not lead to an authority of its trust domain.
+    #[error("certificate is not signed by a trusted authority of its trust domain")]
+    UnknownIssuer,
+    /// The peer's extended key usage does not allow its TLS role.
+    #[error("extended key usage does not allow the peer's TLS role")]
+    WrongUsage,
+    /// A certificate of the peer's chain is not valid DER X.509.
+    #[error("certificate is malformed")]
+    Malformed,
+    /// The peer's chain breaks an X509-SVID rule, or is expired or not yet valid.
+    #[error("{0}")]
+    Svid(SvidError),
+    /// The peer's SVID is valid but its ID is not one the config accepts.
+    #[error("{0}")]
+    Unauthorized(UnauthorizedPeer),
+    /// Our identity has no serving snapshot yet (or it was withdrawn): every
+    /// handshake fails closed.
+    #[error("{0}")]
+    NoIdentityYet(NoIdentityYet),
+}
+
+/// Our identity has no serving snapshot: nothing to present, no bundle to verify
+/// with. Every handshake fails closed until one is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no identity loaded yet (or it was withdrawn): refusing every handshake")]
+pub struct NoIdentityYet;
+
+// === impl Rejection ===
+
+impl Rejection {
+    /// zt's reason behind a handshake error: a `rustls::Error`, or the `io::Error`
+    /// tokio-rustls wraps it in. `None` for errors zt did not raise (I/O, protocol,
+    /// or an alert the peer sent).
+    pub fn of(err: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let rustls_err = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+            None => err.downcast_ref::<rustls::Error>()?,
+        };
+        use rustls::CertificateError as C;
+        let cert_err = match rustls_err {
+            rustls::Error::InvalidCertificate(cert_err) => cert_err,
+            rustls::Error::Other(other) => {
+                return other
+                    .0
+                    .downcast_ref::<NoIdentityYet>()
+                    .map(|e| Self::NoIdentityYet(*e));
+            }
+            _ => return None,
+        };
+        Some(match cert_err {
+            C::UnknownIssuer => Self::UnknownIssuer,
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => Self::WrongUsage,
+            C::BadEncoding => Self::Malformed,
+            C::Expired | C::ExpiredContext { .. } => Self::Svid(SvidError::Expired),
+            C::NotValidYet | C::NotValidYetContext { .. } => Self::Svid(SvidError::NotYetValid),
+            C::Other(other) => {
+                if let Some(svid) = other.0.downcast_ref::<SvidError>() {
+                    Self::Svid(svid.clone())
+                } else if let Some(unauthorized) = other.0.downcast_ref::<UnauthorizedPeer>() {
+                    Self::Unauthorized(unauthorized.clone())
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The typed SVID rule behind the refusal, when there is one.
+    pub fn svid_error(&self) -> Option<&SvidError> {
+        match self {
+            Self::Svid(err) => Some(err),
+            _ => None,
         }
-        rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
-            Some(crate::SvidError::Expired)
-        }
-        rustls::CertificateError::NotValidYet
-        | rustls::CertificateError::NotValidYetContext { .. } => {
-            Some(crate::SvidError::NotYetValid)
-        }
-        _ => None,
     }
 }
 
-/// The [`UnauthorizedPeer`] behind a handshake failure, when the peer was verified
-/// but its SPIFFE ID was not one the config accepts.
-pub fn unauthorized_peer(err: &(dyn std::error::Error + 'static)) -> Option<UnauthorizedPeer> {
-    match certificate_error(err)? {
-        rustls::CertificateError::Other(other) => {
-            other.0.downcast_ref::<UnauthorizedPeer>().cloned()
-        }
-        _ => None,
-    }
-}
-
-/// Digs the rustls certificate error out of an `io::Error` (tokio-rustls) or a
-/// `rustls::Error`.
-fn certificate_error<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::CertificateError> {
-    let rustls_err = if let Some(io) = err.downcast_ref::<std::io::Error>() {
-        io.get_ref()?.downcast_ref::<rustls::Error>()?
-    } else {
-        err.downcast_ref::<rustls::Error>()?
+/// The rustls error a verifier returns for `err`: the closest TLS alert, with the
+/// typed reason where the alert's kind can carry it (see [`Rejection`]).
+pub(crate) fn svid_rejection(err: SvidError) -> rustls::Error {
+    use rustls::CertificateError as C;
+    let cert_err = match err {
+        SvidError::UnknownIssuer(_) => C::UnknownIssuer,
+        SvidError::Expired => C::Expired,
+        SvidError::NotYetValid => C::NotValidYet,
+        SvidError::WrongUsage(_) => C::InvalidPurpose,
+        SvidError::Malformed { .. } => C::BadEncoding,
+        other => C::Other(rustls::OtherError(Arc::new(other))),
     };
-    match rustls_err {
-        rustls::Error::InvalidCertificate(cert_err) => Some(cert_err),
-        _ => None,
-    }
+    rustls::Error::InvalidCertificate(cert_err)
+}
+
+/// The rustls error for a handshake while our identity has no snapshot.
+pub(crate) fn no_identity_yet() -> rustls::Error {
+    rustls::Error::Other(rustls::OtherError(Arc::new(NoIdentityYet)))
 }

@@ -12,7 +12,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::{IdMatcher, Identity, PeerRole, SpiffeId, SvidError, verify_peer_chain};
+use crate::{IdMatcher, Identity, PeerRole, SpiffeId, verify_peer_chain};
 
 /// Why a verified peer was still refused: its ID is not one we talk to.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,9 +41,8 @@ impl SpiffeVerifier {
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
         let Some(snapshot) = self.identity.snapshot() else {
-            return Err(rustls::Error::General(
-                "no trust bundle loaded yet: refusing every peer".into(),
-            ));
+            tracing::info!(role = %self.role, "peer refused: no identity loaded yet");
+            return Err(super::no_identity_yet());
         };
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.clone());
@@ -52,8 +51,9 @@ impl SpiffeVerifier {
         let verified =
             verify_peer_chain(&chain, snapshot.bundles(), self.role, &self.provider, now).map_err(
                 |err| {
-                    tracing::debug!(role = %self.role, error = %err, "peer SVID rejected");
-                    svid_error_to_rustls(err)
+                    // The exact reason, which the alert kind may not carry.
+                    tracing::info!(role = %self.role, error = %err, "peer SVID rejected");
+                    super::svid_rejection(err)
                 },
             )?;
         if !self.authorizer.matches(verified.id()) {
@@ -71,15 +71,6 @@ impl SpiffeVerifier {
             .record(self.role, &chain, &verified, snapshot.stamp());
         Ok(())
     }
-}
-
-fn svid_error_to_rustls(err: SvidError) -> rustls::Error {
-    let cert_err = match err {
-        SvidError::Expired => CertificateError::Expired,
-        SvidError::NotYetValid => CertificateError::NotValidYet,
-        other => CertificateError::Other(OtherError(Arc::new(other))),
-    };
-    rustls::Error::InvalidCertificate(cert_err)
 }
 
 /// Verifies TLS clients as X.509-SVIDs (server side).

@@ -566,7 +566,7 @@ impl Inner {
         let tls = match tokio::time::timeout(self.handshake_timeout, accept).await {
             Ok(Ok(tls)) => tls,
             Ok(Err((err, io))) => {
-                match tls::rejection_reason(&err) {
+                match tls::Rejection::of(&err) {
                     Some(reason) => tracing::info!(?addr, %reason, "client certificate refused"),
                     None => tracing::debug!(?addr, error = %err, "TLS handshake failed"),
                 }
