@@ -567,7 +567,7 @@ async fn update_whose_svid_does_not_chain_to_its_bundle_is_rejected_as_a_whole()
     let status = wait_status(&identity, "the rejection", |s| s.last_error().is_some()).await;
     let error = status.last_error().expect("an error");
     assert!(
-        error.contains("not signed by a trusted authority of its trust domain"),
+        error.contains("not signed by an authority of trust domain example.org"),
         "unexpected error: {error}"
     );
     assert_eq!(status.generation(), snapshot.generation());
@@ -763,4 +763,60 @@ async fn endpoint_variable_is_used_when_none_is_configured() {
         .expect("endpoint from SPIFFE_ENDPOINT_SOCKET");
     let snapshot = ready(&source.identity()).await;
     assert_eq!(snapshot.id().as_str(), API_ID);
+}
+
+#[tokio::test]
+async fn federated_entry_for_our_own_trust_domain_is_refused_and_our_bundle_stays() {
+    let ca = new_ca("example.org");
+    // Another authority claiming our trust domain, offered as "federated" beside
+    // ours, so that our own SVID would still verify against the merged bundle.
+    let impostor_ca = new_ca("example.org");
+    let ours = mint(&ca, API_ID);
+    let mut fake = FakeWorkloadApi::new(update(&ours, &ca));
+    fake.serve();
+    let source = start(&fake);
+    let identity = source.identity();
+    let first = ready(&identity).await;
+
+    fake.update(update(&ours, &ca).federate_all(&[&impostor_ca, &ca]));
+    let status = wait_status(&identity, "the refusal", |s| s.last_error().is_some()).await;
+    let error = status.last_error().unwrap_or_default();
+    assert!(
+        error.contains("federated bundle for trust domain example.org") && error.contains("own"),
+        "unexpected error: {error}"
+    );
+    assert_eq!(
+        status.generation(),
+        first.generation(),
+        "nothing was published"
+    );
+    let serving = identity.snapshot().expect("still serving");
+    let own = serving
+        .bundles()
+        .get(ca.trust_domain())
+        .expect("own bundle");
+    assert!(
+        own.same_authorities(&ca.bundle()),
+        "our own bundle was replaced"
+    );
+
+    // A client holding an SVID of the impostor authority is refused; ours is served.
+    let both = zt_core::X509Bundle::new(
+        ca.trust_domain().clone(),
+        vec![impostor_ca.cert_der().clone(), ca.cert_der().clone()],
+    )
+    .unwrap();
+    let impostor = StaticSource::new(mint(&impostor_ca, CLIENT_ID), BundleSet::new().with(both))
+        .expect("impostor identity");
+    let refused = handshake(&identity, &impostor.identity())
+        .await
+        .expect_err("a client of the impostor authority was accepted");
+    assert_eq!(
+        rejection(&refused),
+        "certificate is not signed by a trusted authority of its trust domain"
+    );
+    let client = peer(&ca, CLIENT_ID, &[]);
+    handshake(&identity, &client.identity())
+        .await
+        .expect("a client of our own authority is served");
 }

@@ -109,6 +109,17 @@ impl X509SvidResponse {
             .insert(format!("spiffe://{}", ca.trust_domain()), bundle_der(ca));
         self
     }
+
+    /// Adds a federated bundle for the trust domain of `cas` holding all their
+    /// authorities.
+    pub(crate) fn federate_all(mut self, cas: &[&DevCa]) -> Self {
+        let der = cas.iter().flat_map(|ca| bundle_der(ca)).collect();
+        if let Some(first) = cas.first() {
+            self.federated_bundles
+                .insert(format!("spiffe://{}", first.trust_domain()), der);
+        }
+        self
+    }
 }
 
 /// A bundle as the Workload API carries it: the authorities' DER, concatenated.

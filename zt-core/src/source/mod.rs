@@ -19,6 +19,8 @@
 
 #[cfg(feature = "workload-api")]
 mod workload;
+#[cfg(feature = "workload-api")]
+mod workload_proto;
 
 use std::sync::Arc;
 

@@ -10,6 +10,12 @@
 //! - An update that validates as a whole becomes the serving snapshot.
 //! - A malformed update is rejected and the last good snapshot keeps serving; the
 //!   reason shows in [`Status::last_error`](crate::Status::last_error).
+//! - The own trust domain's bundle is the one the Workload API sends with the SVID.
+//!   An update whose `federated_bundles` names one of its SVIDs' own trust domains
+//!   is refused as a whole, as the file source refuses such a file: a federated
+//!   entry never replaces (or widens) the bundle issued with the SVID. zt reads
+//!   the update as sent to tell the two apart; the `spiffe` crate's `X509Context`
+//!   merges them.
 //! - An update without any SVID (or without the picked one) and a `PermissionDenied`
 //!   answer withdraw the identity: handshakes fail closed until an SVID arrives again.
 //! - A lost stream or an unreachable endpoint is retried with exponential backoff and
@@ -47,13 +53,14 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_core::Stream;
 use rustls::crypto::CryptoProvider;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use spiffe::transport::{Endpoint, GrpcStatusCode, TransportError};
-use spiffe::{WorkloadApiClient, X509Context};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use spiffe::transport::{Endpoint, TransportError};
 use tokio::task::JoinHandle;
+use tonic::{Code, Status};
 use tracing::Instrument;
+
+use super::workload_proto::{self, X509SvidEntry, X509SvidResponse, split_der};
 
 use crate::{
     BundleSet, IdMatcher, Identity, IdentityPublisher, IdentitySource, SpiffeId, TrustDomain,
@@ -73,10 +80,6 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long establishing a connection may take before it counts as failed: a TCP
 /// endpoint that drops packets must not stall the source for minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The field the spiffe client names when an update carries no SVID at all. The
-/// Workload API streams the full state, so an empty list is a withdrawal, not noise.
-const EMPTY_SVIDS_FIELD: &str = "X509SVIDResponse.svids";
 
 /// Why a Workload API source could not start.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -161,19 +164,17 @@ impl SvidPicker {
         }
     }
 
-    fn pick<'a>(&self, svids: &'a [Arc<spiffe::X509Svid>]) -> Option<&'a spiffe::X509Svid> {
-        let found = match &self.rule {
+    fn pick<'a>(&self, svids: &'a [X509SvidEntry]) -> Option<&'a X509SvidEntry> {
+        match &self.rule {
             PickRule::First => svids.first(),
             PickRule::Id(matcher) => svids.iter().find(|svid| {
                 // An ID zt cannot parse cannot match; zt would reject that SVID anyway.
-                svid.spiffe_id()
-                    .to_string()
+                svid.spiffe_id
                     .parse::<SpiffeId>()
                     .is_ok_and(|id| matcher.matches(&id))
             }),
-            PickRule::Hint(hint) => svids.iter().find(|svid| svid.hint() == Some(hint.as_str())),
-        };
-        found.map(AsRef::as_ref)
+            PickRule::Hint(hint) => svids.iter().find(|svid| svid.hint == *hint),
+        }
     }
 }
 
@@ -402,8 +403,6 @@ impl Backoff {
 
 /// What to do after a failed call or stream item.
 enum Next {
-    /// Keep reading the stream.
-    Continue,
     /// Drop the stream and reconnect after a backoff.
     Reconnect,
     /// The endpoint will never serve this client: stop.
@@ -434,44 +433,34 @@ impl Worker {
     /// One connection: connect, open the stream, apply updates until it ends.
     async fn session(&mut self) -> Next {
         tracing::debug!("connecting to the Workload API");
-        let client = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            WorkloadApiClient::connect(self.endpoint.clone()),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => return self.failed("cannot reach the Workload API", &err),
-            Err(_) => {
-                self.publisher.reject(&format_args!(
-                    "cannot reach the Workload API: no connection after {CONNECT_TIMEOUT:?}"
-                ));
-                return Next::Reconnect;
+        let channel =
+            match tokio::time::timeout(CONNECT_TIMEOUT, spiffe::transport::connect(&self.endpoint))
+                .await
+            {
+                Ok(Ok(channel)) => channel,
+                Ok(Err(err)) => return self.unreachable(&err),
+                Err(_) => {
+                    self.publisher.reject(&format_args!(
+                        "cannot reach the Workload API: no connection after {CONNECT_TIMEOUT:?}"
+                    ));
+                    return Next::Reconnect;
+                }
+            };
+        let mut stream = match workload_proto::fetch_x509_svid(channel).await {
+            Ok(stream) => stream,
+            Err(status) => {
+                return self.refused("the Workload API refused the X.509-SVID stream", &status);
             }
         };
-        let stream = match client.stream_x509_contexts().await {
-            Ok(stream) => stream,
-            Err(err) => return self.failed("the Workload API refused the X.509-SVID stream", &err),
-        };
         tracing::info!("Workload API stream open");
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = next(stream.as_mut()).await {
-            match item {
-                Ok(context) => {
+        loop {
+            match stream.message().await {
+                Ok(Some(update)) => {
                     self.backoff.reset();
-                    self.apply(&context);
+                    self.apply(&update);
                 }
-                Err(spiffe::WorkloadApiError::MissingRequiredField { field })
-                    if field == EMPTY_SVIDS_FIELD =>
-                {
-                    self.backoff.reset();
-                    self.publisher
-                        .withdraw("the Workload API update carries no X.509-SVID");
-                }
-                Err(err) => match self.failed("Workload API update rejected", &err) {
-                    Next::Continue => {}
-                    other => return other,
-                },
+                Ok(None) => break,
+                Err(status) => return self.refused("Workload API stream failed", &status),
             }
         }
         self.publisher
@@ -479,48 +468,39 @@ impl Worker {
         Next::Reconnect
     }
 
-    /// Records a failure and decides how to go on.
-    fn failed(&mut self, context: &str, err: &spiffe::WorkloadApiError) -> Next {
-        let detail = match err {
-            // The status carries code and message; its source repeats them.
-            spiffe::WorkloadApiError::Transport(TransportError::Status(status)) => {
-                status.to_string()
-            }
-            other => error_chain(other),
-        };
-        match err {
-            spiffe::WorkloadApiError::NoIdentityIssued
-            | spiffe::WorkloadApiError::PermissionDenied(_) => {
+    /// The endpoint could not be reached: retried, unless its transport is one
+    /// this build cannot use.
+    fn unreachable(&mut self, err: &TransportError) -> Next {
+        let detail = error_chain(err);
+        if let TransportError::UnsupportedEndpointTransport { .. } = err {
+            self.stop(&format!("cannot reach the Workload API: {detail}"));
+            return Next::Stop;
+        }
+        self.publisher
+            .reject(&format_args!("cannot reach the Workload API: {detail}"));
+        Next::Reconnect
+    }
+
+    /// Records a gRPC status and decides how to go on.
+    fn refused(&mut self, context: &str, status: &Status) -> Next {
+        let detail = format!("{:?}: {}", status.code(), status.message());
+        match status.code() {
+            Code::PermissionDenied => {
                 self.publisher.withdraw(&format!(
                     "the Workload API grants this workload no identity (PermissionDenied): {detail}"
                 ));
                 Next::Reconnect
             }
-            spiffe::WorkloadApiError::Transport(TransportError::Status(status))
-                if matches!(
-                    status.code(),
-                    GrpcStatusCode::InvalidArgument | GrpcStatusCode::Unimplemented
-                ) =>
-            {
+            // SPIFFE Workload Endpoint §6: these answers do not change on retry.
+            Code::InvalidArgument | Code::Unimplemented => {
                 self.stop(&format!(
                     "{context}: {detail}; not retrying, this answer does not change on retry"
                 ));
                 Next::Stop
             }
-            spiffe::WorkloadApiError::Transport(TransportError::UnsupportedEndpointTransport {
-                ..
-            }) => {
-                self.stop(&format!("{context}: {detail}"));
-                Next::Stop
-            }
-            spiffe::WorkloadApiError::Transport(_) | spiffe::WorkloadApiError::EmptyResponse => {
-                self.publisher.reject(&format_args!("{context}: {detail}"));
-                Next::Reconnect
-            }
-            // Anything else is a malformed update on a healthy stream.
             _ => {
                 self.publisher.reject(&format_args!("{context}: {detail}"));
-                Next::Continue
+                Next::Reconnect
             }
         }
     }
@@ -532,24 +512,26 @@ impl Worker {
     }
 
     /// Turns one update into a candidate and publishes it.
-    fn apply(&self, context: &X509Context) {
+    fn apply(&self, update: &X509SvidResponse) {
         tracing::debug!(
-            svids = context.svids().len(),
-            trust_domains = context.bundle_set().len(),
+            svids = update.svids.len(),
+            federated = update.federated_bundles.len(),
             "Workload API update received"
         );
-        let Some(picked) = self.picker.pick(context.svids()) else {
+        // Each update is the full state: no SVID at all means none is granted now.
+        if update.svids.is_empty() {
+            self.publisher
+                .withdraw("the Workload API update carries no X.509-SVID");
+            return;
+        }
+        let Some(picked) = self.picker.pick(&update.svids) else {
             self.publisher.withdraw(&format!(
                 "the Workload API update has no SVID matching the picker ({})",
                 self.picker
             ));
             return;
         };
-        let candidate = convert_svid(picked).and_then(|svid| {
-            let bundles = convert_bundles(context)?;
-            Ok((svid, bundles))
-        });
-        match candidate {
+        match candidate(picked, update) {
             // `publish` records and logs its own verdict.
             Ok((svid, bundles)) => {
                 let _ = self.publisher.publish(svid, bundles);
@@ -570,40 +552,63 @@ impl Drop for Worker {
     }
 }
 
-/// Polls the next stream item without pulling in a stream-combinator crate.
-async fn next<S: Stream>(mut stream: std::pin::Pin<&mut S>) -> Option<S::Item> {
-    std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await
-}
-
-fn convert_svid(svid: &spiffe::X509Svid) -> Result<X509Svid, String> {
-    let chain = svid
-        .cert_chain()
-        .iter()
-        .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        svid.private_key().as_bytes().to_vec(),
-    ));
-    X509Svid::from_der(chain, key).map_err(|err| format!("invalid X.509-SVID: {err}"))
-}
-
-fn convert_bundles(context: &X509Context) -> Result<BundleSet, String> {
+/// The candidate of an update: the picked SVID, its own trust domain's bundle as
+/// the SVID entry carries it, the bundles of the update's other SVIDs' trust
+/// domains, and the federated bundles. A federated entry for a trust domain of the
+/// update's own SVIDs would replace the bundle the Workload API gave with the SVID:
+/// it is refused, and the update with it, as the file source refuses one.
+fn candidate(
+    picked: &X509SvidEntry,
+    update: &X509SvidResponse,
+) -> Result<(X509Svid, BundleSet), String> {
+    let svid = X509Svid::from_der(
+        split_der(&picked.x509_svid).map_err(|err| format!("invalid X.509-SVID: {err}"))?,
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(picked.x509_svid_key.clone())),
+    )
+    .map_err(|err| format!("invalid X.509-SVID: {err}"))?;
+    let own = svid.id().trust_domain().clone();
     let mut bundles = BundleSet::new();
-    for (trust_domain, bundle) in context.bundle_set().iter() {
-        let trust_domain: TrustDomain = trust_domain
-            .as_str()
-            .parse()
-            .map_err(|err| format!("invalid trust domain {trust_domain}: {err}"))?;
-        let authorities = bundle
-            .authorities()
-            .iter()
-            .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
-            .collect();
-        let bundle = X509Bundle::new(trust_domain.clone(), authorities)
-            .map_err(|err| format!("invalid bundle for trust domain {trust_domain}: {err}"))?;
-        bundles.insert(bundle);
+    bundles.insert(bundle(own.clone(), &picked.bundle)?);
+    let mut own_domains = vec![own];
+    for entry in &update.svids {
+        // Another SVID's bundle, for its trust domain (ours is the picked one's).
+        let Ok(id) = entry.spiffe_id.parse::<SpiffeId>() else {
+            continue;
+        };
+        let td = id.trust_domain().clone();
+        if !own_domains.contains(&td) {
+            bundles.insert(bundle(td.clone(), &entry.bundle)?);
+            own_domains.push(td);
+        }
     }
-    Ok(bundles)
+    let mut federated: Vec<_> = update.federated_bundles.iter().collect();
+    federated.sort_unstable_by_key(|(name, _)| name.as_str());
+    for (name, der) in federated {
+        let td = federated_trust_domain(name)?;
+        if own_domains.contains(&td) {
+            return Err(format!(
+                "federated bundle for trust domain {td}, which is this workload's own: \
+                 refused, a federated entry never replaces the bundle issued with the SVID"
+            ));
+        }
+        bundles.insert(bundle(td, der)?);
+    }
+    Ok((svid, bundles))
+}
+
+/// A `federated_bundles` key: the trust domain's SPIFFE ID (`spiffe://example.org`),
+/// or, from some servers, the bare name.
+fn federated_trust_domain(name: &str) -> Result<TrustDomain, String> {
+    let bare = name.strip_prefix("spiffe://").unwrap_or(name);
+    bare.parse()
+        .map_err(|err| format!("invalid federated trust domain {name:?}: {err}"))
+}
+
+fn bundle(trust_domain: TrustDomain, der: &[u8]) -> Result<X509Bundle, String> {
+    let authorities = split_der(der)
+        .map_err(|err| format!("invalid bundle for trust domain {trust_domain}: {err}"))?;
+    X509Bundle::new(trust_domain.clone(), authorities)
+        .map_err(|err| format!("invalid bundle for trust domain {trust_domain}: {err}"))
 }
 
 /// An error with its sources, skipping a source whose text the outer message already
