@@ -8,12 +8,16 @@
 //! ```
 //!
 //! The difference of the two totals divided by 20 is the cost of one handshake.
+//! `ztpeer` also builds the server side's `PeerIdentity` from the finished
+//! connection, as zt-tower's server does (the verifier's record taken, no second
+//! parse of the chain).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection};
 use zt_benches::{handshake_in_memory, plain_pair, zt_pair};
 use zt_core::dev::{DevCa, SvidParams};
+use zt_core::{PeerIdentity, PeerRole};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -35,6 +39,12 @@ fn main() {
         let mut c = ClientConnection::new(pair.client.clone(), name.clone()).unwrap();
         let mut s = ServerConnection::new(pair.server.clone()).unwrap();
         handshake_in_memory(&mut c, &mut s).unwrap();
+        if kind == "ztpeer" {
+            let client_peer =
+                PeerIdentity::from_connection(&s, PeerRole::Client, &pair.publishers[0].identity())
+                    .unwrap();
+            std::hint::black_box(client_peer);
+        }
     }
     println!("{count} {kind} handshakes");
 }
