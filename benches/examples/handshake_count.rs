@@ -11,7 +11,7 @@
 //! `ztpeer` also builds the server side's `PeerIdentity` from the finished
 //! connection, as zt-tower's server does (the verifier's record taken, no second
 //! parse of the chain).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection};

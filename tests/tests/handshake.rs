@@ -1322,3 +1322,34 @@ async fn tls13_only_zt_client_cannot_connect_to_tls12_only_server() {
         rustls::Error::AlertReceived(AlertDescription::ProtocolVersion)
     );
 }
+
+/// The mesh chain: a leaf and seven self-signed authorities that all carry the
+/// trusted root's name, each of which could have issued the leaf and every other.
+fn mesh_credential(ca: &TestCa, id: &str) -> Credential {
+    let impostors: Vec<TestCa> = (0..7).map(|_| TestCa::same_name_as(ca)).collect();
+    let mut credential = impostors[0].issue(&LeafSpec::valid(id));
+    credential
+        .chain
+        .extend(impostors.iter().map(|impostor| impostor.cert().clone()));
+    credential
+}
+
+#[tokio::test]
+async fn zt_server_refuses_a_mesh_of_same_named_authorities_before_path_building() {
+    let ca = TestCa::new(TD);
+    let err = zt_server_refusal(&ca, ca.bundle_set(), &mesh_credential(&ca, CLIENT_ID)).await;
+    assert!(
+        matches!(svid_error(&err), SvidError::UnlinkedChain { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn zt_client_refuses_a_server_presenting_a_mesh_of_same_named_authorities() {
+    let ca = TestCa::new(TD);
+    let err = zt_client_refusal(&ca, ca.bundle_set(), &mesh_credential(&ca, SERVER_ID)).await;
+    assert!(
+        matches!(svid_error(&err), SvidError::UnlinkedChain { .. }),
+        "{err:?}"
+    );
+}

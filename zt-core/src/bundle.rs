@@ -50,7 +50,10 @@ pub struct X509Bundle {
 struct BundleInner {
     trust_domain: TrustDomain,
     authorities: Vec<CertificateDer<'static>>,
-    anchors: Vec<TrustAnchor<'static>>,
+    /// The anchors grouped by their subject's DER, so that verification hands
+    /// webpki only the anchors that can have issued a presented chain's last
+    /// certificate: path building never scans every anchor of a large bundle.
+    by_subject: HashMap<Vec<u8>, Vec<TrustAnchor<'static>>>,
     sequence: Option<u64>,
     refresh_hint: Option<Duration>,
 }
@@ -77,7 +80,7 @@ impl X509Bundle {
             inner: Arc::new(BundleInner {
                 trust_domain,
                 authorities: Vec::new(),
-                anchors: Vec::new(),
+                by_subject: HashMap::new(),
                 sequence: None,
                 refresh_hint: None,
             }),
@@ -167,7 +170,7 @@ impl X509Bundle {
                 limit: MAX_AUTHORITIES,
             });
         }
-        let mut anchors = Vec::with_capacity(authorities.len());
+        let mut by_subject: HashMap<Vec<u8>, Vec<TrustAnchor<'static>>> = HashMap::new();
         for (index, der) in authorities.iter().enumerate() {
             let cert =
                 x509::parse(der).map_err(|reason| BundleError::Malformed { index, reason })?;
@@ -180,13 +183,16 @@ impl X509Bundle {
                     reason: format!("{e:?}"),
                 })?
                 .to_owned();
-            anchors.push(anchor);
+            by_subject
+                .entry(cert.subject().as_raw().to_vec())
+                .or_default()
+                .push(anchor);
         }
         Ok(Self {
             inner: Arc::new(BundleInner {
                 trust_domain,
                 authorities,
-                anchors,
+                by_subject,
                 sequence,
                 refresh_hint,
             }),
@@ -223,9 +229,13 @@ impl X509Bundle {
         self.inner.refresh_hint
     }
 
-    /// The authorities as webpki trust anchors.
-    pub(crate) fn anchors(&self) -> &[TrustAnchor<'static>] {
-        &self.inner.anchors
+    /// The anchors whose subject is `subject` (a Name's DER): the only ones that
+    /// can have issued a certificate naming it as its issuer.
+    pub(crate) fn anchors_named(&self, subject: &[u8]) -> &[TrustAnchor<'static>] {
+        self.inner
+            .by_subject
+            .get(subject)
+            .map_or(&[][..], Vec::as_slice)
     }
 
     /// `true` when both bundles hold the same authorities for the same domain.

@@ -110,6 +110,18 @@ pub enum SvidError {
         /// Position in the chain.
         index: usize,
     },
+    /// The presented chain is not one issuance path, leaf first: a certificate
+    /// does not name the next one as its issuer (by name, and by key identifier
+    /// where both carry one), two intermediates share a subject, or an
+    /// intermediate before the last is self-issued. Refused before any path
+    /// building, which such chains would make costly.
+    #[error("presented chain is not one issuance path at certificate {index}: {reason}")]
+    UnlinkedChain {
+        /// Position in the chain of the certificate that breaks the path.
+        index: usize,
+        /// How it breaks it.
+        reason: &'static str,
+    },
     /// There is no bundle for the leaf's trust domain.
     #[error("no trust bundle for trust domain {0}")]
     NoBundle(TrustDomain),

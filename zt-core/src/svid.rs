@@ -37,7 +37,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use crate::{BundleSet, PeerRole, SpiffeId, SvidError, x509};
 
@@ -269,9 +269,14 @@ fn verify_chain(
         Some(PeerRole::Server) => EkuCheck::Role(webpki::KeyUsage::server_auth()),
         None => EkuCheck::AnyTlsRole,
     };
+    // Only the anchors that can have issued the last presented certificate.
+    let anchors = bundle.anchors_named(&facts.last_issuer);
+    if anchors.is_empty() {
+        return Err(SvidError::UnknownIssuer(td.clone()));
+    }
     ee.verify_for_usage(
         provider.signature_verification_algorithms.all,
-        bundle.anchors(),
+        anchors,
         intermediates,
         time,
         &usage,
@@ -355,6 +360,9 @@ struct ChainFacts {
     id: SpiffeId,
     not_before: i64,
     not_after: i64,
+    /// The issuer name (DER) of the last presented certificate: the subject of
+    /// every trust anchor that can complete the path.
+    last_issuer: Vec<u8>,
 }
 
 /// The SPIFFE ID and expiry of a chain that passes the SVID rules needing no bundle.
@@ -381,9 +389,13 @@ fn inspect_chain(chain: &[CertificateDer<'_>]) -> Result<ChainFacts, SvidError> 
     check_leaf_constraints(&leaf)?;
     let mut not_before = x509::not_before_unix(&leaf);
     let mut not_after = x509::not_after_unix(&leaf);
+    let mut previous = leaf;
+    let mut subjects: Vec<Vec<u8>> = Vec::with_capacity(intermediates.len());
     for (offset, der) in intermediates.iter().enumerate() {
         let index = offset + 1;
         let cert = x509::parse(der).map_err(|reason| SvidError::Malformed { index, reason })?;
+        check_link(&previous, &cert, index, index == chain.len() - 1, &subjects)?;
+        subjects.push(cert.subject().as_raw().to_vec());
         if !x509::is_ca(&cert).map_err(|reason| SvidError::Malformed { index, reason })? {
             return Err(SvidError::IntermediateNotCa { index });
         }
@@ -399,12 +411,72 @@ fn inspect_chain(chain: &[CertificateDer<'_>]) -> Result<ChainFacts, SvidError> 
         }
         not_before = not_before.max(x509::not_before_unix(&cert));
         not_after = not_after.min(x509::not_after_unix(&cert));
+        previous = cert;
     }
     Ok(ChainFacts {
         id,
         not_before,
         not_after,
+        last_issuer: previous.issuer().as_raw().to_vec(),
     })
+}
+
+/// Checks that `cert`, at `index`, is the issuer of `previous`, the certificate
+/// before it, and adds nothing a path cannot use. With every presented
+/// certificate on one path, path building has one candidate per step, so what a
+/// peer presents bounds the work its verification costs (webpki alone would try
+/// every ordering of same-named certificates).
+fn check_link(
+    previous: &X509Certificate<'_>,
+    cert: &X509Certificate<'_>,
+    index: usize,
+    last: bool,
+    subjects: &[Vec<u8>],
+) -> Result<(), SvidError> {
+    let unlinked = |reason| SvidError::UnlinkedChain { index, reason };
+    let subject = cert.subject().as_raw();
+    if previous.issuer().as_raw() != subject {
+        return Err(unlinked(
+            "its subject is not the previous certificate's issuer",
+        ));
+    }
+    if let (Some(authority), Some(key_id)) = (authority_key_id(previous), subject_key_id(cert))
+        && authority != key_id
+    {
+        return Err(unlinked(
+            "its key identifier is not the previous certificate's authority key identifier",
+        ));
+    }
+    if subjects.iter().any(|seen| seen.as_slice() == subject) {
+        return Err(unlinked(
+            "another presented certificate has the same subject",
+        ));
+    }
+    // A root may be sent last; a self-issued certificate anywhere else is a loop.
+    if !last && cert.issuer().as_raw() == subject {
+        return Err(unlinked(
+            "a self-issued certificate before the end of the chain",
+        ));
+    }
+    Ok(())
+}
+
+fn authority_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => Some(aki.key_identifier.as_ref()?.0),
+            _ => None,
+        })
+}
+
+fn subject_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0),
+            _ => None,
+        })
 }
 
 fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {

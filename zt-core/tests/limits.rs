@@ -571,3 +571,81 @@ fn deeply_nested_unknown_member_is_skipped_without_recursion() {
     let bundle = X509Bundle::from_spiffe_json(td("example.org"), json.as_bytes()).unwrap();
     assert!(bundle.is_empty());
 }
+
+// === verification cost: chains that would make path building costly ===
+
+/// The mesh chain: a leaf and `count` self-signed CA certificates that all carry
+/// the trusted root's name, so that each could issue the leaf and each other.
+fn mesh_chain(root_name: &str, count: usize) -> Vec<CertificateDer<'static>> {
+    let cas: Vec<RawCa> = (0..count).map(|_| RawCa::new(root_name)).collect();
+    let (leaf, _) = cas[0].leaf("spiffe://example.org/attacker", Vec::new());
+    let mut chain = vec![leaf];
+    chain.extend(cas.iter().map(|ca| ca.der.clone()));
+    chain
+}
+
+#[test]
+fn mesh_of_same_named_authorities_is_refused_before_path_building() {
+    let root = RawCa::new("example root");
+    let bundles = root.bundle("example.org");
+    let err = verify(&mesh_chain("example root", 7), &bundles).unwrap_err();
+    assert!(
+        matches!(err, SvidError::UnlinkedChain { index: 1, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn intermediates_out_of_issuance_order_are_refused() {
+    let root = DevCa::new(td("example.org")).unwrap();
+    let first = root.intermediate().unwrap();
+    let second = first.intermediate().unwrap();
+    let svid = second.mint(&id("spiffe://example.org/w")).unwrap();
+    let bundles = BundleSet::new().with(root.bundle());
+    let chain = svid.chain().to_vec();
+    assert_eq!(chain.len(), 3);
+    verify(&chain, &bundles).unwrap();
+    let swapped = vec![chain[0].clone(), chain[2].clone(), chain[1].clone()];
+    let err = verify(&swapped, &bundles).unwrap_err();
+    assert!(
+        matches!(err, SvidError::UnlinkedChain { index: 1, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn trailing_copy_of_the_root_is_accepted_and_checked_for_validity() {
+    // Some servers send their root last. It must still be valid now.
+    let hour = Duration::from_secs(3600);
+    let now = SystemTime::now();
+    let key = KeyPair::generate().unwrap();
+    let mut expired = ca_params("sent root");
+    expired.not_before = (now - 2 * hour).into();
+    expired.not_after = (now - hour).into();
+    let expired_copy = expired.self_signed(&key).unwrap().der().clone();
+    let params = ca_params("sent root");
+    let root_der = params.self_signed(&key).unwrap().der().clone();
+    let root = RawCa {
+        issuer: Issuer::new(params, key),
+        der: root_der.clone(),
+    };
+    let bundles = root.bundle("example.org");
+    let (leaf, _) = root.leaf("spiffe://example.org/w", Vec::new());
+    verify(&[leaf.clone(), root_der], &bundles).unwrap();
+    assert_eq!(
+        verify(&[leaf, expired_copy], &bundles).unwrap_err(),
+        SvidError::Expired
+    );
+}
+
+#[test]
+fn chain_whose_last_issuer_no_anchor_is_named_is_refused_without_path_building() {
+    let root = RawCa::new("example root");
+    let bundles = root.bundle("example.org");
+    let stranger = RawCa::new("stranger root");
+    let (leaf, _) = stranger.leaf("spiffe://example.org/w", Vec::new());
+    assert_eq!(
+        verify(&[leaf], &bundles).unwrap_err(),
+        SvidError::UnknownIssuer(td("example.org"))
+    );
+}
