@@ -20,7 +20,6 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use zt_examples::cli::{self, Args};
 use zt_examples::greeter::{Greeter, GreeterServer, HelloReply, HelloRequest};
@@ -52,7 +51,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         println!("listening on {addr}");
     }
 
-    Server::builder()
+    // tonic's server with zt-tower's HTTP/2 bounds (streams, headers, pings).
+    zt_tonic::server()
         .layer(AuthorizeLayer::new(identity, policy))
         .add_service(health_service)
         .add_service(GreeterServer::new(Hello))

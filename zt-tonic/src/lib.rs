@@ -106,7 +106,9 @@ pub mod server;
 pub use authorize::{Authorize, AuthorizeLayer};
 pub use client::{ChannelError, Connector, ConnectorBuilder, endpoint};
 pub use interceptor::{PeerCheck, PeerInterceptor, interceptor};
-pub use server::{ConnectInfo, Incoming, IncomingBuilder, TlsConnection, connect_info, peer};
+pub use server::{
+    ConnectInfo, Incoming, IncomingBuilder, TlsConnection, connect_info, peer, server,
+};
 
 pub use zt_core::{
     IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,

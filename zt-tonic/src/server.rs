@@ -10,6 +10,10 @@
 //!   own with a timeout ([`IncomingBuilder::handshake_timeout`]); at most
 //!   [`IncomingBuilder::max_concurrent_handshakes`] run at once, and while they do,
 //!   new connections wait in the kernel's backlog.
+//! - **Silent clients are cut off.** A client must send the HTTP/2 preface within
+//!   [`IncomingBuilder::header_read_timeout`] of its handshake; with
+//!   [`server()`](crate::server()), streams, header lists and unanswered pings are
+//!   bounded as on zt-tower's server.
 //! - **HTTP/2 only.** ALPN offers `h2` alone; a client that offers ALPN without it
 //!   fails the handshake instead of reaching a server that cannot answer it.
 //! - **The peer travels with every request.** Each [`TlsConnection`]'s tonic
@@ -30,7 +34,6 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! # let ca = DevCa::new("example.org".parse()?)?;
 //! # let source = StaticSource::new(ca.mint(&"spiffe://example.org/api".parse()?)?, BundleSet::new().with(ca.bundle()))?;
-//! use tonic::transport::Server;
 //! use zt_tonic::{AuthorizeLayer, Incoming, Policy, PolicyStore};
 //!
 //! let identity = source.identity();
@@ -40,7 +43,8 @@
 //! assert!(incoming.local_addr().is_some());
 //!
 //! let (_reporter, health) = tonic_health::server::health_reporter();
-//! let server = Server::builder()
+//! // zt_tonic::server(): tonic's server with zt-tower's HTTP/2 bounds.
+//! let server = zt_tonic::server()
 //!     .layer(AuthorizeLayer::new(identity, policy))
 //!     .add_service(health)
 //!     .serve_with_incoming(incoming);
@@ -72,6 +76,7 @@ use zt_tower::{Listener, TlsIncoming};
 #[derive(Clone, Debug)]
 pub struct IncomingBuilder {
     inner: zt_tower::ServerBuilder,
+    preface_timeout: Duration,
 }
 
 // === impl IncomingBuilder ===
@@ -129,7 +134,21 @@ impl IncomingBuilder {
         Ok(Incoming {
             inner: server.incoming(listener),
             local_addr,
+            preface_timeout: self.preface_timeout,
         })
+    }
+
+    /// How long a client may take after its handshake to send the HTTP/2
+    /// connection preface (default
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`](zt_tower::server::DEFAULT_HEADER_READ_TIMEOUT),
+    /// as zt-tower's): a client silent after its handshake, or stalled inside the
+    /// preface, is disconnected instead of holding its connection until its SVID
+    /// expires. Past the preface, idle HTTP/2 clients are bounded by the keep-alive
+    /// pings of [`server()`](crate::server()).
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.preface_timeout = timeout;
+        self
     }
 }
 
@@ -143,6 +162,7 @@ impl IncomingBuilder {
 pub struct Incoming<I, A> {
     inner: TlsIncoming<I, A>,
     local_addr: Option<SocketAddr>,
+    preface_timeout: Duration,
 }
 
 // === impl Incoming ===
@@ -153,6 +173,7 @@ impl Incoming<(), ()> {
     pub fn builder(identity: Identity) -> IncomingBuilder {
         IncomingBuilder {
             inner: zt_tower::Server::builder(identity),
+            preface_timeout: zt_tower::server::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 
@@ -183,6 +204,7 @@ impl<I, A: Any> Stream for Incoming<I, A> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let local_addr = this.local_addr;
+        let preface_timeout = this.preface_timeout;
         this.inner.poll_accept(cx).map(|accepted| {
             accepted.map(|accepted| {
                 let info = ConnectInfo {
@@ -190,7 +212,7 @@ impl<I, A: Any> Stream for Incoming<I, A> {
                     remote_addr: socket_addr(&accepted.addr),
                     local_addr,
                 };
-                Ok(TlsConnection::new(accepted.stream, info))
+                Ok(TlsConnection::new(accepted.stream, info, preface_timeout))
             })
         })
     }
@@ -283,18 +305,22 @@ pub struct TlsConnection<I> {
     /// before it is polled, and `Sleep` must stay pinned.
     expiry: Pin<Box<Sleep>>,
     expired: bool,
+    /// Until the client has sent the HTTP/2 preface: the deadline for it, and how
+    /// many bytes have arrived.
+    preface: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 // === impl TlsConnection ===
 
 impl<I> TlsConnection<I> {
-    fn new(stream: TlsStream<I>, info: ConnectInfo) -> Self {
+    fn new(stream: TlsStream<I>, info: ConnectInfo, preface_timeout: Duration) -> Self {
         let expiry = Box::pin(tokio::time::sleep_until(instant_at(info.peer.not_after())));
         Self {
             stream,
             info,
             expiry,
             expired: false,
+            preface: Some((Box::pin(tokio::time::sleep(preface_timeout)), 0)),
         }
     }
 
@@ -353,7 +379,31 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsConnection<I> {
         if this.check_expiry(cx) {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Some((deadline, seen)) = &mut this.preface {
+            match &read {
+                Poll::Ready(Ok(())) => {
+                    *seen = seen.saturating_add(buf.filled().len().saturating_sub(before));
+                    if *seen >= HTTP2_PREFACE_LEN {
+                        this.preface = None;
+                    }
+                }
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    tracing::debug!(
+                        peer = %this.info.peer.id(),
+                        remote_addr = ?this.info.remote_addr,
+                        "client sent no HTTP/2 preface in time; closing"
+                    );
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no HTTP/2 preface within the header read timeout",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        read
     }
 }
 
@@ -394,6 +444,40 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsConnection<I> {
         // Still passed on after expiry: it sends TLS close_notify.
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
+}
+
+/// The length of the HTTP/2 connection preface (RFC 9113 §3.4).
+const HTTP2_PREFACE_LEN: usize = 24;
+
+/// A tonic server with the HTTP/2 bounds zt-tower's server has, from the same
+/// defaults (`zt_tower::server::DEFAULT_*`): at most
+/// [`DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS`](zt_tower::server::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)
+/// concurrent streams per connection (advertised in SETTINGS; more are refused
+/// with `REFUSED_STREAM`), header lists of at most
+/// [`DEFAULT_MAX_HEADER_LIST_SIZE`](zt_tower::server::DEFAULT_MAX_HEADER_LIST_SIZE)
+/// bytes, and a keep-alive ping every
+/// [`DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL`](zt_tower::server::DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL)
+/// that a client must answer within as long. With [`Incoming`], which bounds the
+/// time to the HTTP/2 preface, this is zt-tower's server for tonic. Start from it
+/// instead of `tonic::transport::Server::builder()`; every bound can still be
+/// changed with tonic's own methods, and `max_connection_age` set below the SVID
+/// lifetime for graceful rotation.
+///
+/// ```
+/// let server = zt_tonic::server();
+/// # let _ = server;
+/// ```
+#[must_use]
+pub fn server() -> tonic::transport::Server {
+    use zt_tower::server::{
+        DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL, DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+        DEFAULT_MAX_HEADER_LIST_SIZE,
+    };
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(DEFAULT_MAX_HEADER_LIST_SIZE)
+        .http2_keepalive_interval(Some(DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL))
 }
 
 fn expired_error() -> io::Error {

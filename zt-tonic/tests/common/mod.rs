@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use zt_core::dev::{DevCa, SvidParams};
 use zt_core::{BundleSet, Format, IdMatcher, Identity, IdentitySource, SpiffeId, StaticSource};
 use zt_tonic::{AuthorizeLayer, Connector, Incoming, Policy, PolicyStore};
@@ -106,7 +106,7 @@ impl Running {
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(
-            Server::builder()
+            zt_tonic::server()
                 .layer(layer.clone())
                 .add_service(health_service)
                 .add_service(greeter::GreeterServer)
