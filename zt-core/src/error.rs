@@ -281,7 +281,6 @@ impl FileError {
     }
 
     /// Classifies an I/O error met while opening or reading `path`.
-    #[cfg(feature = "files")]
     pub(crate) fn io(path: &Path, err: std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let kind = match err.kind() {

@@ -76,6 +76,7 @@ pub mod policy;
 #[cfg(feature = "files")]
 mod policy_watch;
 mod provider;
+mod read;
 mod source;
 mod svid;
 pub mod tls;

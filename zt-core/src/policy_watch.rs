@@ -126,9 +126,14 @@ fn reload_if_changed(
     let current = match watch::read_bounded(path, MAX_POLICY_BYTES) {
         Ok(current) => current,
         Err(err) => {
-            // Loading reports the error in the store's status, with the same words.
-            tracing::debug!(error = %err, "policy file unreadable");
-            let _ = store.reload_from(path);
+            // Loading records the error in the store's status, with the same words;
+            // it reads through the same non-blocking reader, so it cannot hang on
+            // what this read refused.
+            if let Err(load) = store.reload_from(path) {
+                tracing::warn!(file = %path.display(), error = %load, "policy file unreadable; the policy in force stays");
+            } else {
+                tracing::debug!(error = %err, "policy file unreadable at first, then loaded");
+            }
             return None;
         }
     };

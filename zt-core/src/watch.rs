@@ -31,7 +31,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +41,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::{Error, FileError, FileErrorKind};
+use crate::Error;
 
 /// How long a directory must be quiet before a tick.
 pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -374,56 +373,12 @@ fn notify_error(context: &str, err: notify::Error) -> Error {
     }
 }
 
-/// Reads the file at `path`, refusing without reading it one larger than `limit`
-/// bytes, a directory, or anything that is not a regular file (a FIFO would block
-/// the reader forever, a device could be endless).
-pub(crate) fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, FileError> {
-    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-    let io_error = |err| FileError::io(path, err);
-    let check = |meta: &std::fs::Metadata| -> Result<(), FileError> {
-        if meta.is_dir() {
-            return Err(FileError::new(path, FileErrorKind::IsDirectory));
-        }
-        if !meta.is_file() {
-            return Err(FileError::new(path, FileErrorKind::NotAFile));
-        }
-        if meta.len() > limit {
-            return Err(FileError::new(
-                path,
-                FileErrorKind::TooLarge {
-                    size: meta.len(),
-                    limit,
-                },
-            ));
-        }
-        Ok(())
-    };
-    // Checked before opening, since opening a FIFO for reading blocks.
-    check(&std::fs::metadata(path).map_err(io_error)?)?;
-    let file = std::fs::File::open(path).map_err(io_error)?;
-    // And again on what was opened: the path may have been swapped in between.
-    let meta = file.metadata().map_err(io_error)?;
-    check(&meta)?;
-    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(io_error)?;
-    let read = u64::try_from(data.len()).unwrap_or(u64::MAX);
-    if read > limit {
-        return Err(FileError::new(
-            path,
-            FileErrorKind::TooLarge {
-                size: read.max(meta.len()),
-                limit,
-            },
-        ));
-    }
-    Ok(data)
-}
+pub(crate) use crate::read::read_bounded;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FileErrorKind;
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 

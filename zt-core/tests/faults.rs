@@ -667,3 +667,53 @@ async fn full_disk_half_written_policy_keeps_policy_until_space_is_freed() {
     .await;
     assert!(store.status().last_error().is_none());
 }
+
+#[cfg(unix)]
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_at_the_policy_path_is_refused_and_the_watch_keeps_working() {
+    let dir = TempDir::new("faults-policy-fifo");
+    let path = dir.join("policy.json");
+    write_in_place(&path, &policy_allowing(ALICE, 0));
+    let (store, _watch) = watched_store(&path);
+
+    // A FIFO appears where the policy was: no writer will ever open it.
+    std::fs::remove_file(&path).unwrap();
+    mkfifo(&path);
+    wait_for_policy_error(&store, "not a regular file").await;
+    assert_eq!(reader(&store), Some(ALICE), "the policy in force stays");
+
+    // The watch did not hang on it: the next policy is applied.
+    std::fs::remove_file(&path).unwrap();
+    write_in_place(&path, &policy_allowing(BOB, 0));
+    wait_until("the policy after the FIFO is loaded", || {
+        reader(&store) == Some(BOB)
+    })
+    .await;
+}
+
+#[cfg(unix)]
+#[test]
+fn loading_a_policy_from_a_fifo_fails_at_once() {
+    let dir = TempDir::new("faults-policy-load-fifo");
+    let path = dir.join("policy.json");
+    mkfifo(&path);
+    let (done, result) = std::sync::mpsc::channel();
+    let load = path.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(zt_core::Policy::load(&load).map(|_| ()));
+    });
+    let result = result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("Policy::load blocked on a FIFO");
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}

@@ -45,7 +45,6 @@
 //! ```
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -316,25 +315,18 @@ impl Policy {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
         let path = path.as_ref();
         file_format(path)?;
-        let io_error = |source| PolicyError::Io {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        };
-        let file = std::fs::File::open(path).map_err(io_error)?;
-        let mut bytes = Vec::new();
-        // One byte past the limit tells "too large" from "exactly at the limit"
-        // without trusting the file's reported size.
-        let limit = u64::try_from(MAX_POLICY_BYTES)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        file.take(limit).read_to_end(&mut bytes).map_err(io_error)?;
-        if bytes.len() > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge {
-                path: Some(path.to_owned()),
-                size: limit,
-                limit: MAX_POLICY_BYTES,
-            });
-        }
+        let bytes =
+            crate::read::read_bounded(path, MAX_POLICY_BYTES).map_err(|err| match err.kind() {
+                crate::FileErrorKind::TooLarge { size, .. } => PolicyError::TooLarge {
+                    path: Some(path.to_owned()),
+                    size: *size,
+                    limit: MAX_POLICY_BYTES,
+                },
+                kind => PolicyError::Io {
+                    path: path.to_owned(),
+                    source: Arc::new(std::io::Error::other(kind.clone())),
+                },
+            })?;
         Self::from_file_bytes(path, &bytes)
     }
 
