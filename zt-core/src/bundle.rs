@@ -122,7 +122,7 @@ impl X509Bundle {
         // strings of members it ignores; check the whole document first.
         let json = std::str::from_utf8(json).map_err(|e| BundleError::Json(e.to_string()))?;
         let JsonObject(doc): JsonObject<JwkSet> =
-            serde_json::from_str(json).map_err(|e| BundleError::Json(e.to_string()))?;
+            serde_json::from_str(json).map_err(|e| BundleError::Json(json_error(&e)))?;
         let mut authorities = Vec::new();
         for (index, JsonObject(key)) in doc.keys.iter().enumerate() {
             let x509_use = key.use_.as_deref() == Some("x509-svid");
@@ -379,4 +379,17 @@ impl fmt::Debug for BundleSet {
         domains.sort_by(|a, b| a.trust_domain().cmp(b.trust_domain()));
         f.debug_list().entries(domains).finish()
     }
+}
+
+/// What is wrong with a bundle document, without a word of its content: a file
+/// of secrets pointed at by mistake must not end up in logs and status pages.
+fn json_error(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match err.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "not valid JSON",
+        Category::Data => "not a SPIFFE bundle document (unexpected field, value or type)",
+        Category::Eof => "cut short",
+    };
+    format!("{what} at line {} column {}", err.line(), err.column())
 }

@@ -576,3 +576,14 @@ fn peer_identity_takes_what_the_verifier_established_for_exactly_that_chain() {
     let unverified = PeerIdentity::from_chain(other.chain().to_vec(), PeerRole::Client).unwrap();
     assert!(!unverified.is_verified_under(&serving));
 }
+
+#[test]
+fn a_json_file_of_secrets_given_as_a_bundle_is_refused_without_echoing_it() {
+    let td: zt_core::TrustDomain = "example.org".parse().unwrap();
+    let secrets = br#"{"keys": "AKIA-secret-do-not-log", "password": "hunter2"}"#;
+    let err = X509Bundle::from_spiffe_json(td, secrets)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("AKIA") && !err.contains("hunter2"), "{err}");
+    assert!(err.contains("line 1 column"), "{err}");
+}

@@ -698,7 +698,7 @@ pub(crate) fn parse(text: &str, format: Format) -> Result<Document, PolicyError>
         path: None,
         format,
         location,
-        message,
+        message: sanitize(&message),
     };
     match format {
         Format::Json => serde_json::from_str(text).map_err(|err| {
@@ -733,6 +733,52 @@ pub(crate) fn parse(text: &str, format: Format) -> Result<Document, PolicyError>
             reason = "reachable when a format feature is off"
         )]
         _ => Err(PolicyError::FormatNotEnabled { format }),
+    }
+}
+
+/// Parser error text made safe to log and show: control characters escaped, so
+/// that a field name holding a newline cannot forge a log line, and string values
+/// the parser quotes (`invalid type: string "…"`) replaced by their length, so
+/// that a file of secrets given as the policy by mistake does not end up in logs
+/// and status pages. Field names stay (escaped): they say what to fix.
+pub(crate) fn sanitize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        let (before, from) = rest.split_at(at);
+        push_escaped(&mut out, before);
+        let value = from.get("string \"".len()..).unwrap_or_default();
+        // The closing quote: the first one not escaped by a backslash.
+        let mut escaped = false;
+        let end = value.char_indices().find_map(|(i, c)| {
+            let close = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            close.then_some(i)
+        });
+        match end {
+            Some(end) => {
+                out.push_str(&format!("a string of {end} bytes"));
+                rest = value.get(end.saturating_add(1)..).unwrap_or_default();
+            }
+            None => {
+                out.push_str("a string");
+                rest = "";
+            }
+        }
+    }
+    push_escaped(&mut out, rest);
+    out
+}
+
+fn push_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
 }
 
