@@ -19,9 +19,10 @@
 //!   Kubernetes TLS Secret layout (`tls.crt`, `tls.key`, `ca.crt`) — the same SVID
 //!   twice, for `FileLayout::spiffe_helper` and `FileLayout::kubernetes_tls`.
 //!
-//! Private keys are written with mode 0600. Each file is written to a temporary
-//! name and renamed into place, so a running server watching the directory never
-//! reads half a file. Every run makes a new CA whose key is never written: rerun
+//! Private keys are written with mode 0600, only into directories that are not
+//! symbolic links and that no other user may write to (it refuses otherwise).
+//! Each file is written to a temporary name and renamed into place, so a running
+//! server watching the directory never reads half a file. Every run makes a new CA whose key is never written: rerun
 //! with every ID you need, and restart or let reload everything that trusted the
 //! old bundle. `--ttl` (`90s`, `30m`, `1h`, `2h30m`; default 1h) is the SVIDs'
 //! lifetime, at most the CA's 24 hours. `--dns NAME` adds a DNS name to every
@@ -99,7 +100,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let ca = DevCa::new(trust_domain.clone())?;
     let ca_not_after = not_after(ca.cert_der())?;
     let bundle_pem = ca.bundle_pem();
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    safe_dir(&out)?;
     write(&out.join("bundle.pem"), &bundle_pem, Secret::No)?;
     write(&out.join("bundle.json"), &spiffe_bundle(&ca)?, Secret::No)?;
     println!("trust domain {trust_domain}");
@@ -119,8 +120,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         params.dns_names = args.all("--dns").to_vec();
         let (chain, key) = ca.mint_pem(params)?;
         let dir = out.join(dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        safe_dir(&dir)?;
         for (name, contents, secret) in [
             ("svid.pem", &chain, Secret::No),
             ("svid_key.pem", &key, Secret::Yes),
@@ -265,6 +265,50 @@ fn spiffe_bundle(ca: &DevCa) -> Result<String, Box<dyn Error>> {
 enum Secret {
     Yes,
     No,
+}
+
+/// Creates `dir` if needed and checks that keys may be written into it: not a
+/// symbolic link (a planted link would send the keys elsewhere) and, on Unix, not
+/// writable by other users (who could swap the files). Each check is on the
+/// directory itself, never followed through a link.
+fn safe_dir(dir: &Path) -> Result<(), Box<dyn Error>> {
+    let refuse = |why: &str| format!("refusing to write keys into {}: {why}", dir.display());
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(refuse("it is a symbolic link").into());
+        }
+        Ok(meta) if !meta.is_dir() => return Err(refuse("it is not a directory").into()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt as _;
+                builder.mode(0o755);
+            }
+            builder
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        Err(e) => return Err(refuse(&e.to_string()).into()),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| refuse(&e.to_string()))?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(refuse("it changed while being created").into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(refuse(
+                "other users may write to it (mode allows group or world writes); \
+                 use a directory only you can write to",
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Writes `contents` to a temporary file beside `path` and renames it over

@@ -274,3 +274,43 @@ async fn echo_server_with_written_files_answers_curl_with_written_client_files()
     let json: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(json, serde_json::json!({ "spiffe_id": WEB }));
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlinked_identity_directory_is_refused_and_nothing_is_written_through_it() {
+    let dir = TempDir::new("dev-certs-symlink");
+    let out = dir.path("out");
+    let elsewhere = dir.path("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // `spiffe://example.org/api` is written to `out/api/`: plant a link there.
+    std::os::unix::fs::symlink(&elsewhere, out.join("api")).unwrap();
+    let output = dev_certs(&out, &["--id", API]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "files were written through the link"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_world_writable_output_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("dev-certs-world-writable");
+    let out = dir.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = dev_certs(&out, &["--id", API]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("other users may write"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "something was written"
+    );
+}

@@ -530,7 +530,7 @@ async fn policy_made_unreadable_mid_run_keeps_policy_and_recovers_once_readable(
     let (store, _watch) = watched_store(&path);
 
     let how = make_unreadable(&path);
-    wait_for_policy_error(&store, "Permission denied").await;
+    wait_for_policy_error(&store, "permission denied").await;
     let status = store.status();
     assert!(
         status
@@ -561,7 +561,7 @@ async fn policy_directory_deleted_and_recreated_keeps_policy_then_loads_the_new_
     let (store, _watch) = watched_store(&path);
 
     std::fs::remove_dir_all(&dir).unwrap();
-    wait_for_policy_error(&store, "No such file").await;
+    wait_for_policy_error(&store, "file not found").await;
     assert_eq!(reader(&store), Some(ALICE));
 
     std::fs::create_dir(&dir).unwrap();
