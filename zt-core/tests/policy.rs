@@ -1466,6 +1466,16 @@ fn big_policy_json(services: usize) -> String {
     format!("{{\"rules\":[{}]}}", rules.join(",\n"))
 }
 
+#[cfg(feature = "policy-yaml")]
+#[test]
+fn policy_of_100k_rules_loads_as_yaml_within_the_parser_budget() {
+    // JSON is YAML: the same document, read by the YAML parser, whose default
+    // node budget once refused policies beyond about 25,000 rules.
+    const SERVICES: usize = 100_000;
+    let policy = Policy::parse(&big_policy_json(SERVICES), Format::Yaml).unwrap();
+    assert_eq!(policy.rule_count(), SERVICES + 2);
+}
+
 #[test]
 fn policy_of_100k_rules_loads_and_decides_correctly() {
     const SERVICES: usize = 100_000;
@@ -1696,4 +1706,32 @@ fn string_values_of_a_wrong_file_do_not_appear_in_the_error() {
             .to_string();
         assert!(!err.contains("AKIA"), "{err}");
     }
+}
+
+#[test]
+fn a_rule_with_100k_not_patterns_and_thousands_of_ids_loads_and_decides_by_index() {
+    // Validation checks every listed ID against not_patterns, and every decision
+    // matches the peer against them: both go through an index, so this size is
+    // a hash lookup per ID rather than 2,000 × 100,000 comparisons.
+    let ids: Vec<String> = (0..2_000)
+        .map(|i| format!("\"spiffe://example.org/svc/{i}\""))
+        .collect();
+    let mut not_patterns: Vec<String> = (0..99_990)
+        .map(|i| format!("\"spiffe://example.org/blocked/{i}\""))
+        .collect();
+    not_patterns.extend((0..10).map(|i| format!("\"spiffe://example.org/quarantine/{i}/**\"")));
+    let text = format!(
+        r#"{{"rules": [{{"name": "big", "action": "allow",
+            "from": {{"trust_domains": ["example.org"], "not_patterns": [{}]}}}},
+           {{"name": "listed", "action": "allow", "from": {{"ids": [{}]}}}}]}}"#,
+        not_patterns.join(","),
+        ids.join(",")
+    );
+    let policy = Policy::parse(&text, Format::Json).unwrap();
+    let decide = |peer: &str| policy.decide(&id(peer), &get("/")).is_allowed();
+    assert!(decide("spiffe://example.org/svc/7"));
+    assert!(decide("spiffe://example.org/other"));
+    assert!(!decide("spiffe://example.org/blocked/99989"));
+    assert!(!decide("spiffe://example.org/quarantine/3/a/b"));
+    assert!(decide("spiffe://example.org/quarantine/10/a"));
 }

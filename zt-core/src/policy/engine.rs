@@ -375,16 +375,10 @@ fn from_matches(from: &From, peer: &SpiffeId, id_known: bool) -> bool {
     let has_td = |tds: &[Domain]| tds.binary_search_by(|Domain(t)| t.cmp(td)).is_ok();
     (id_known || from.ids.as_deref().is_none_or(has_id))
         && from.trust_domains.as_deref().is_none_or(has_td)
-        && from
-            .patterns
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| p.matches(peer)))
+        && (from.patterns.is_none() || from.patterns_match(peer))
         && !from.not_ids.as_deref().is_some_and(has_id)
         && !from.not_trust_domains.as_deref().is_some_and(has_td)
-        && from
-            .not_patterns
-            .as_ref()
-            .is_none_or(|ps| !ps.iter().any(|p| p.matches(peer)))
+        && !from.not_patterns_match(peer)
 }
 
 /// A method named in a rule covers the request's method; `GET` covers `HEAD`,

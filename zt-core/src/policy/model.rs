@@ -12,8 +12,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::pattern::{
-    Domain, GrpcPattern, HeaderName, HostPattern, Id, IdPattern, Method, PathPattern, RuleName,
-    ValuePattern, quoted,
+    Domain, GrpcPattern, HeaderName, HostPattern, Id, IdPattern, Method, PathPattern, PatternIndex,
+    RuleName, ValuePattern, quoted,
 };
 use super::{Format, Location, Mode, PolicyError};
 use crate::SpiffeId;
@@ -82,6 +82,11 @@ pub(crate) struct From {
     pub(crate) not_trust_domains: Option<NonEmpty<Domain>>,
     #[serde(default, deserialize_with = "present")]
     pub(crate) not_patterns: Option<NonEmpty<IdPattern>>,
+    /// `patterns` and `not_patterns` indexed for matching (see `normalize`).
+    #[serde(skip)]
+    pub(crate) patterns_index: Option<PatternIndex>,
+    #[serde(skip)]
+    pub(crate) not_patterns_index: Option<PatternIndex>,
 }
 
 /// Which requests a rule applies to. Present fields are ANDed; the values of one
@@ -245,6 +250,9 @@ impl<'de> Deserialize<'de> for Rule {
             when: raw.when.map_or_else(Box::default, |when| when.0),
         };
         let mut rule = rule;
+        if let Some(from) = &mut rule.from {
+            from.index_patterns();
+        }
         rule.validate()
             .map_err(|why| de::Error::custom(format!("rule {}: {why}", quoted(&name))))?;
         if let Some(from) = &mut rule.from {
@@ -290,6 +298,31 @@ impl From {
             .flatten()
         {
             list.sort_dedup();
+        }
+    }
+
+    /// Indexes the pattern lists; validation matches through the indexes too, so
+    /// checking every ID against `not_patterns` is linear, not a product.
+    fn index_patterns(&mut self) {
+        self.patterns_index = self.patterns.as_deref().map(PatternIndex::new);
+        self.not_patterns_index = self.not_patterns.as_deref().map(PatternIndex::new);
+    }
+
+    /// Whether `patterns` (indexed) has a match for `id`.
+    pub(crate) fn patterns_match(&self, id: &SpiffeId) -> bool {
+        match (&self.patterns_index, &self.patterns) {
+            (Some(index), _) => index.matches(id),
+            (None, Some(list)) => list.iter().any(|p| p.matches(id)),
+            (None, None) => false,
+        }
+    }
+
+    /// Whether `not_patterns` (indexed) has a match for `id`.
+    pub(crate) fn not_patterns_match(&self, id: &SpiffeId) -> bool {
+        match (&self.not_patterns_index, &self.not_patterns) {
+            (Some(index), _) => index.matches(id),
+            (None, Some(list)) => list.iter().any(|p| p.matches(id)),
+            (None, None) => false,
         }
     }
 
@@ -406,18 +439,10 @@ impl From {
         {
             return Some("its trust domain is in not_trust_domains");
         }
-        if self
-            .patterns
-            .as_ref()
-            .is_some_and(|ps| !ps.iter().any(|p| p.matches(id)))
-        {
+        if self.patterns.is_some() && !self.patterns_match(id) {
             return Some("it matches none of patterns");
         }
-        if self
-            .not_patterns
-            .as_ref()
-            .is_some_and(|ps| ps.iter().any(|p| p.matches(id)))
-        {
+        if self.not_patterns_match(id) {
             return Some("it matches not_patterns");
         }
         None
@@ -810,6 +835,9 @@ fn yaml_options() -> serde_saphyr::Options {
     // but alias expansion, which the budget's alias limits bound. The default
     // of one million events is too few for a policy of 100,000 rules.
     budget.max_events = super::MAX_POLICY_BYTES;
+    // Nodes, like events, take at least a byte of input each; the default of
+    // 250,000 refused policies of about 25,000 rules.
+    budget.max_nodes = super::MAX_POLICY_BYTES;
     serde_saphyr::options! {
         budget: Some(budget),
         // `yes`/`on` silently becoming `true` has no place in a policy.

@@ -229,6 +229,77 @@ impl IdPattern {
     }
 }
 
+/// A list of ID patterns, indexed so that matching an ID looks at the few
+/// patterns that can match it, not at every one: wildcard-free patterns by exact
+/// ID, the others by trust domain and literal first segment. A rule with 100,000
+/// `not_patterns` costs a hash lookup per decision, not 100,000 comparisons.
+#[derive(Debug, Default)]
+pub(crate) struct PatternIndex {
+    exact: std::collections::HashSet<SpiffeId>,
+    by_segment: std::collections::HashMap<(TrustDomain, Box<str>), Vec<IdPattern>>,
+    general: std::collections::HashMap<TrustDomain, Vec<IdPattern>>,
+}
+
+impl PatternIndex {
+    pub(crate) fn new(patterns: &[IdPattern]) -> Self {
+        let mut index = Self::default();
+        for pattern in patterns {
+            if let Some(id) = pattern.as_id() {
+                index.exact.insert(id);
+            } else if let Some(segment) = &pattern.first_segment {
+                index
+                    .by_segment
+                    .entry((pattern.trust_domain.clone(), segment.clone()))
+                    .or_default()
+                    .push(pattern.clone());
+            } else {
+                index
+                    .general
+                    .entry(pattern.trust_domain.clone())
+                    .or_default()
+                    .push(pattern.clone());
+            }
+        }
+        index
+    }
+
+    /// Whether any pattern of the list matches `id`.
+    pub(crate) fn matches(&self, id: &SpiffeId) -> bool {
+        if self.exact.contains(id) {
+            return true;
+        }
+        let td = id.trust_domain();
+        if let Some(general) = self.general.get(td)
+            && general.iter().any(|p| p.matches(id))
+        {
+            return true;
+        }
+        if self.by_segment.is_empty() {
+            return false;
+        }
+        let Some(first) = id.path().strip_prefix('/').map(|p| split_segment(p).0) else {
+            return false;
+        };
+        self.by_segment
+            .get(&(td.clone(), Box::from(first)))
+            .is_some_and(|bucket| bucket.iter().any(|p| p.matches(id)))
+    }
+}
+
+impl IdPattern {
+    /// The one ID a pattern without wildcards names.
+    fn as_id(&self) -> Option<SpiffeId> {
+        if self
+            .segments
+            .iter()
+            .any(|s| !matches!(s, IdSegment::Literal(_)))
+        {
+            return None;
+        }
+        SpiffeId::new(&self.raw).ok()
+    }
+}
+
 impl FromStr for IdPattern {
     type Err = String;
 
