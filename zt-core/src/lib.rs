@@ -20,7 +20,7 @@
 //!   (spiffe-helper, Kubernetes TLS Secrets, csi-driver-spiffe, explicit paths) and
 //!   reloaded when they change, validated as a whole before it serves.
 //!   `PolicyStore::watch_file` keeps a policy in step with its file the same way.
-//! - [`dev`] (feature `dev`): a development CA for tests and demos.
+//! - `dev` (feature `dev`): a development CA for tests and demos.
 //! - `WorkloadApiSource` (feature `workload-api`): X.509-SVIDs and bundles streamed
 //!   from the SPIFFE Workload API (a SPIRE agent, for instance).
 //!

@@ -86,6 +86,9 @@
 //! ## Features
 //!
 //! - `aws-lc-rs` (default) / `ring`: the default crypto provider of zt-core.
+//! - `files` (default), `workload-api`, `policy-yaml`, `policy-toml`, `dev`: the
+//!   zt-core features of the same names, forwarded through zt-tower so that one
+//!   dependency line does.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(

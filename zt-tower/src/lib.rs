@@ -13,7 +13,7 @@
 //!   [`DecisionHook`] adds application checks; [`AuthzMetrics`] counts decisions;
 //!   [`Authorize::check`] decides for integrations that answer refusals in their
 //!   own protocol.
-//! - [`Peer`] (feature `axum`): the axum extractor for the verified peer.
+//! - `Peer` (feature `axum`): the axum extractor for the verified peer.
 //! - [`Connector`]: an mTLS connector for hyper clients that authorizes the server by
 //!   SPIFFE ID and exposes its identity on every response.
 //!
@@ -57,7 +57,10 @@
 //! ## Features
 //!
 //! - `aws-lc-rs` (default) / `ring`: the default crypto provider of zt-core.
-//! - `axum` (default): the [`Peer`] extractor. It needs only `axum-core`, whose few
+//! - `files` (default), `workload-api`, `policy-yaml`, `policy-toml`, `dev`: the
+//!   zt-core features of the same names, forwarded so that one dependency line
+//!   does.
+//! - `axum` (default): the `Peer` extractor. It needs only `axum-core`, whose few
 //!   dependencies hyper mostly brings already, so it is on by default.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
