@@ -441,8 +441,19 @@ impl IdentityPublisher {
     /// the Workload API is unreachable). The serving snapshot stays.
     pub fn reject(&self, error: &dyn fmt::Display) {
         let message = error.to_string();
-        tracing::warn!(error = %message, "identity candidate rejected; keeping the last good state");
+        self.log_rejection(None, &message);
         self.record_rejection(message);
+    }
+
+    /// Logs a rejected candidate, saying whether a good identity keeps serving or
+    /// there is none yet (every handshake fails closed until one is published).
+    pub(crate) fn log_rejection(&self, file: Option<&std::path::Path>, error: &dyn fmt::Display) {
+        let file = file.map(|f| f.display().to_string());
+        if self.shared.current.load().is_some() {
+            tracing::warn!(file, error = %error, "identity candidate rejected; keeping the last good identity");
+        } else {
+            tracing::warn!(file, error = %error, "identity candidate rejected; no identity yet, every handshake fails closed");
+        }
     }
 
     /// Records a rejection the caller has already logged.

@@ -490,11 +490,13 @@ fn policy_allowing(who: &str, padding: usize) -> String {
     format!("{{\"rules\": [\n{}\n]}}\n", rules.join(",\n"))
 }
 
-/// Which of alice and bob the policy in force lets read `/data`.
+/// Which of alice and bob the policy in force lets read `/data`. Both are asked
+/// of one policy: a reload between two loads would mix two policies' answers.
 fn reader(store: &PolicyStore) -> Option<&'static str> {
+    let policy = store.load();
     let allowed = |who: &str| {
         let id: SpiffeId = who.parse().unwrap();
-        store
+        policy
             .decide(&id, &Request::new("GET", "/data"))
             .is_allowed()
     };

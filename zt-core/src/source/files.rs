@@ -395,11 +395,7 @@ impl Inner {
                 );
             }
             Err(err) => {
-                tracing::warn!(
-                    file = %err.path().display(),
-                    error = %err.kind(),
-                    "identity files rejected; keeping the last good identity"
-                );
+                self.publisher.log_rejection(Some(err.path()), err.kind());
                 let message = err.to_string();
                 self.set_last_error(Some(err));
                 self.publisher.record_rejection(message);
