@@ -22,11 +22,16 @@
 //! Private keys are written with mode 0600, only into directories that are not
 //! symbolic links and that no other user may write to (it refuses otherwise).
 //! Each file is written to a temporary name and renamed into place, so a running
-//! server watching the directory never reads half a file. Every run makes a new CA whose key is never written: rerun
+//! server watching the directory never reads half a file.
+//!
+//! Without `--ca-dir`, every run makes a new CA whose key is never written: rerun
 //! with every ID you need, and restart or let reload everything that trusted the
-//! old bundle. `--ttl` (`90s`, `30m`, `1h`, `2h30m`; default 1h) is the SVIDs'
-//! lifetime, at most the CA's 24 hours. `--dns NAME` adds a DNS name to every
-//! SVID, for clients that check hostnames (curl, browsers).
+//! old bundle. `--ca-dir DIR` keeps the CA (`ca.pem`, and its key `ca.key`, mode
+//! 0600) in DIR: the first run makes it, later runs issue more SVIDs under it, so
+//! re-issuing one ID leaves the others valid. `--ttl` (`90s`, `30m`, `1h`,
+//! `2h30m`; default 1h) is the SVIDs' lifetime, at most the CA's 24 hours.
+//! `--dns NAME` adds a DNS name to every SVID, for clients that check hostnames
+//! (curl, browsers).
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -43,7 +48,7 @@ use zt_core::{SpiffeId, TrustDomain};
 use zt_examples::cli::{Args, UsageError};
 
 const USAGE: &str = "usage: zt-dev-certs --trust-domain TD --id SPIFFE_ID [--id SPIFFE_ID ...] \
-                     [--dns NAME ...] [--ttl DURATION] --out DIR";
+                     [--dns NAME ...] [--ttl DURATION] [--ca-dir DIR] --out DIR";
 
 const BANNER: &str = "\
 WARNING: zt-dev-certs writes DEVELOPMENT certificates from a throwaway CA.
@@ -69,7 +74,14 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(&["--trust-domain", "--id", "--dns", "--ttl", "--out"])?;
+    let args = Args::parse(&[
+        "--trust-domain",
+        "--id",
+        "--dns",
+        "--ttl",
+        "--out",
+        "--ca-dir",
+    ])?;
     let trust_domain: TrustDomain = args
         .one("--trust-domain")?
         .parse()
@@ -97,7 +109,10 @@ fn run() -> Result<(), Box<dyn Error>> {
         return Err(UsageError("give at least one --id".to_owned()).into());
     }
 
-    let ca = DevCa::new(trust_domain.clone())?;
+    let ca = match args.optional("--ca-dir")? {
+        Some(dir) => kept_ca(Path::new(dir), &trust_domain)?,
+        None => DevCa::new(trust_domain.clone())?,
+    };
     let ca_not_after = not_after(ca.cert_der())?;
     let bundle_pem = ca.bundle_pem();
     safe_dir(&out)?;
@@ -265,6 +280,38 @@ fn spiffe_bundle(ca: &DevCa) -> Result<String, Box<dyn Error>> {
 enum Secret {
     Yes,
     No,
+}
+
+/// The dev CA kept in `dir` (`ca.pem`, `ca.key`), made and saved there on the first
+/// run, so that later runs add or re-issue SVIDs under the same bundle.
+fn kept_ca(dir: &Path, trust_domain: &TrustDomain) -> Result<DevCa, Box<dyn Error>> {
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    if cert.exists() || key.exists() {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let ca =
+            DevCa::from_pem(trust_domain.clone(), &read(&cert)?, &read(&key)?).map_err(|e| {
+                format!(
+                    "the dev CA in {} cannot be used for {trust_domain}: {e} \
+                     (remove the directory to make a new CA)",
+                    dir.display()
+                )
+            })?;
+        eprintln!("using the dev CA kept in {}", dir.display());
+        return Ok(ca);
+    }
+    safe_dir(dir)?;
+    let ca = DevCa::new(trust_domain.clone())?;
+    write(&cert, &ca.cert_pem(), Secret::No)?;
+    write(&key, &ca.key_pem(), Secret::Yes)?;
+    eprintln!(
+        "WARNING: the dev CA's private key is kept in {}: whoever reads it can issue \
+         identities of {trust_domain}. Development only.",
+        key.display()
+    );
+    Ok(ca)
 }
 
 /// Creates `dir` if needed and checks that keys may be written into it: not a

@@ -314,3 +314,78 @@ async fn a_world_writable_output_directory_is_refused() {
         "something was written"
     );
 }
+
+#[tokio::test]
+async fn ca_dir_keeps_the_ca_so_reissuing_one_id_leaves_the_others_valid() {
+    let dir = TempDir::new("dev-certs-ca-dir");
+    let out = dir.path("out");
+    let ca_dir = dir.path("ca");
+    let first = dev_certs(&out, &["--id", API, "--id", WEB, "--ca-dir", s(&ca_dir)]).await;
+    assert!(first.status.success(), "{}", describe(&first));
+    let web_before = read(&out.join("frontend-web/svid.pem"));
+    let bundle_before = read(&out.join("bundle.pem"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(ca_dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the CA key is readable by others");
+    }
+
+    // Re-issue the API's SVID alone, under the kept CA.
+    let second = dev_certs(&out, &["--id", API, "--ca-dir", s(&ca_dir)]).await;
+    assert!(second.status.success(), "{}", describe(&second));
+    assert_eq!(
+        read(&out.join("bundle.pem")),
+        bundle_before,
+        "the bundle changed"
+    );
+    assert_eq!(read(&out.join("frontend-web/svid.pem")), web_before);
+
+    // The web SVID of the first run still verifies against the bundle of the second.
+    let td: zt_core::TrustDomain = TD.parse().unwrap();
+    let bundle = X509Bundle::from_pem(td, &read(&out.join("bundle.pem"))).unwrap();
+    let web = X509Svid::from_pem(
+        &read(&out.join("frontend-web/svid.pem")),
+        &read(&out.join("frontend-web/svid_key.pem")),
+    )
+    .unwrap();
+    let api = X509Svid::from_pem(
+        &read(&out.join("api/svid.pem")),
+        &read(&out.join("api/svid_key.pem")),
+    )
+    .unwrap();
+    let provider = zt_core::default_provider().unwrap();
+    let bundles = zt_core::BundleSet::new().with(bundle);
+    web.verify(&bundles, &provider, std::time::SystemTime::now())
+        .unwrap();
+    api.verify(&bundles, &provider, std::time::SystemTime::now())
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ca_dir_of_another_trust_domain_is_refused() {
+    let dir = TempDir::new("dev-certs-ca-dir-other");
+    let ca_dir = dir.path("ca");
+    let first = dev_certs(&dir.path("out"), &["--id", API, "--ca-dir", s(&ca_dir)]).await;
+    assert!(first.status.success(), "{}", describe(&first));
+    let output = run(
+        &example("zt-dev-certs"),
+        &[
+            "--trust-domain",
+            "other.org",
+            "--out",
+            s(&dir.path("out2")),
+            "--id",
+            "spiffe://other.org/api",
+            "--ca-dir",
+            s(&ca_dir),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be used for other.org"), "{stderr}");
+}

@@ -26,7 +26,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::{Error, SpiffeId, SvidError, TrustDomain, X509Bundle, X509Svid};
+use crate::{BundleSet, Error, SpiffeId, SvidError, TrustDomain, X509Bundle, X509Svid};
 
 /// The default lifetime of a minted SVID.
 pub const DEFAULT_SVID_TTL: Duration = Duration::from_secs(3600);
@@ -97,6 +97,54 @@ impl DevCa {
             chain_tail: Vec::new(),
             bundle,
         })
+    }
+
+    /// A root CA saved earlier with [`DevCa::cert_pem`] and [`DevCa::key_pem`], so
+    /// that later runs of a development tool issue more SVIDs under the same
+    /// bundle. **Development only**: a CA key on disk is a CA anyone who reads the
+    /// file can use.
+    ///
+    /// # Errors
+    ///
+    /// When the PEM does not parse, the key is not the certificate's, the
+    /// certificate is not this trust domain's dev root CA, or it has expired.
+    pub fn from_pem(
+        trust_domain: TrustDomain,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, Error> {
+        use rustls_pki_types::pem::PemObject as _;
+        let key = KeyPair::from_pem(key_pem).map_err(rcgen_error)?;
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| Error::Svid(SvidError::Pem(e.to_string())))?
+            .into_owned();
+        let params = ca_params(&trust_domain, "root", &key)?;
+        let bundle = X509Bundle::new(trust_domain.clone(), vec![der.clone()])?;
+        let ca = Self {
+            trust_domain: trust_domain.clone(),
+            issuer: Issuer::new(params, key),
+            cert: der,
+            chain_tail: Vec::new(),
+            bundle,
+        };
+        // The key must be the certificate's and the names must chain: an SVID
+        // minted now must verify against the saved certificate.
+        let probe_id = SpiffeId::new(&format!("{}/zt-dev-ca-probe", trust_domain.id()))
+            .map_err(|e| Error::Svid(SvidError::InvalidSpiffeId(e)))?;
+        let probe = ca.mint(&probe_id)?;
+        let provider = crate::default_provider()?;
+        probe.verify(
+            &BundleSet::new().with(ca.bundle()),
+            &provider,
+            SystemTime::now(),
+        )?;
+        Ok(ca)
+    }
+
+    /// This CA's private key, PKCS#8 PEM, for [`DevCa::from_pem`]. **Development
+    /// only**: write it where only you can read it, and never near production.
+    pub fn key_pem(&self) -> String {
+        pem_block("PRIVATE KEY", &self.issuer.key().serialize_der())
     }
 
     /// An intermediate CA signed by this one; SVIDs it mints carry the intermediate

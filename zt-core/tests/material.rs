@@ -587,3 +587,20 @@ fn a_json_file_of_secrets_given_as_a_bundle_is_refused_without_echoing_it() {
     assert!(!err.contains("AKIA") && !err.contains("hunter2"), "{err}");
     assert!(err.contains("line 1 column"), "{err}");
 }
+
+#[test]
+fn a_dev_ca_saved_as_pem_issues_svids_that_verify_against_its_first_bundle() {
+    let ca = new_ca();
+    let kept = DevCa::from_pem(ca.trust_domain().clone(), &ca.cert_pem(), &ca.key_pem()).unwrap();
+    let provider = zt_core::default_provider().unwrap();
+    let svid = kept.mint(&id("spiffe://example.org/later")).unwrap();
+    svid.verify(
+        &BundleSet::new().with(ca.bundle()),
+        &provider,
+        SystemTime::now(),
+    )
+    .unwrap();
+    // A key that is not the certificate's is refused.
+    let other = new_ca();
+    assert!(DevCa::from_pem(ca.trust_domain().clone(), &ca.cert_pem(), &other.key_pem()).is_err());
+}
