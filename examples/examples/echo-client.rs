@@ -15,39 +15,39 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::{CommandFactory, Parser};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use zt_core::{IdMatcher, IdentitySource, StaticSource};
-use zt_examples::cli::{self, Args, UsageError};
+use zt_examples::cli::{self, Credentials};
 use zt_tower::{ConnectError, Connector};
 
-const USAGE: &str = "usage: echo-client --url URL --cert FILE --key FILE --bundle FILE \
-                     [--federated TD=FILE ...] --server-id PATTERN";
+/// An mTLS HTTP client that authorizes the server by SPIFFE ID, not hostname:
+/// prints the response body of a 2xx answer.
+#[derive(Parser)]
+#[command(name = "echo-client", version)]
+struct Cli {
+    /// The https URL to GET.
+    #[arg(long)]
+    url: http::Uri,
+    #[command(flatten)]
+    credentials: Credentials,
+    /// The SPIFFE ID (or `*`/`**` pattern) the server must present.
+    #[arg(long, value_name = "PATTERN")]
+    server_id: IdMatcher,
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    cli::exit(run().await, USAGE)
+    let cli = Cli::parse();
+    cli::exit(run(cli).await, &Cli::command().render_usage().to_string())
 }
 
-async fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(&[
-        "--url",
-        "--cert",
-        "--key",
-        "--bundle",
-        "--federated",
-        "--server-id",
-    ])?;
-    let url: http::Uri = args
-        .one("--url")?
-        .parse()
-        .map_err(|e| UsageError(format!("--url: {e}")))?;
-    let server_id: IdMatcher = args
-        .one("--server-id")?
-        .parse()
-        .map_err(|e| UsageError(format!("--server-id: {e}")))?;
-    let (svid, bundles) = cli::load_material(&args)?;
+async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let url = cli.url;
+    let server_id = cli.server_id;
+    let (svid, bundles) = cli::load_material(&cli.credentials)?;
     let source = StaticSource::new(svid, bundles)?;
 
     let connector = Connector::builder(source.identity(), server_id)

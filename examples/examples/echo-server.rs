@@ -20,24 +20,36 @@ use std::process::ExitCode;
 
 use axum::routing::get;
 use axum::{Json, Router};
+use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
-use zt_examples::cli::{self, Args};
+use zt_examples::cli::{self, Credentials, PolicyArgs};
 use zt_tower::{AuthorizeLayer, Peer, Server};
 
-const USAGE: &str = "usage: echo-server --listen ADDR --cert FILE --key FILE --bundle FILE \
-                     [--federated TD=FILE ...] (--policy FILE | --allow PATTERN ...)";
+/// An axum app behind zt: `GET /whoami` answers the peer's SPIFFE ID to peers the
+/// policy allows. Every file is re-read when it changes.
+#[derive(Parser)]
+#[command(name = "echo-server", version)]
+struct Cli {
+    /// The address to listen on, such as 127.0.0.1:8443.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    #[command(flatten)]
+    credentials: Credentials,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     cli::init_logging();
-    cli::exit(run().await, USAGE)
+    cli::exit(run(cli).await, &Cli::command().render_usage().to_string())
 }
 
-async fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(cli::SERVER_FLAGS)?;
-    let listen = args.one("--listen")?;
-    let (policy, _policy_watch) = cli::policy(&args)?;
-    let (source, identity) = cli::watched_identity(&args).await?;
+async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let listen = cli.listen.as_str();
+    let (policy, _policy_watch) = cli::policy(&cli.policy)?;
+    let (source, identity) = cli::watched_identity(&cli.credentials).await?;
 
     let app = Router::new()
         .route("/whoami", get(whoami))

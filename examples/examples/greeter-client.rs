@@ -17,37 +17,42 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{CommandFactory, Parser};
 use tonic::Status;
 use zt_core::{IdMatcher, IdentitySource, StaticSource};
-use zt_examples::cli::{self, Args, UsageError};
+use zt_examples::cli::{self, Credentials, UsageError};
 use zt_examples::greeter::{GreeterClient, HelloRequest};
 use zt_tonic::{ConnectError, Connector};
 
-const USAGE: &str = "usage: greeter-client --url URL --cert FILE --key FILE --bundle FILE \
-                     [--federated TD=FILE ...] --server-id PATTERN --name NAME";
+/// A tonic client that authorizes the server by SPIFFE ID and says hello: prints
+/// the greeting.
+#[derive(Parser)]
+#[command(name = "greeter-client", version)]
+struct Cli {
+    /// The https URL of the server.
+    #[arg(long)]
+    url: String,
+    #[command(flatten)]
+    credentials: Credentials,
+    /// The SPIFFE ID (or `*`/`**` pattern) the server must present.
+    #[arg(long, value_name = "PATTERN")]
+    server_id: IdMatcher,
+    /// Whom to greet.
+    #[arg(long)]
+    name: String,
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    cli::exit(run().await, USAGE)
+    let cli = Cli::parse();
+    cli::exit(run(cli).await, &Cli::command().render_usage().to_string())
 }
 
-async fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(&[
-        "--url",
-        "--cert",
-        "--key",
-        "--bundle",
-        "--federated",
-        "--server-id",
-        "--name",
-    ])?;
-    let url = args.one("--url")?;
-    let server_id: IdMatcher = args
-        .one("--server-id")?
-        .parse()
-        .map_err(|e| UsageError(format!("--server-id: {e}")))?;
-    let name = args.one("--name")?;
-    let (svid, bundles) = cli::load_material(&args)?;
+async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let url = cli.url.as_str();
+    let server_id = cli.server_id;
+    let name = cli.name.as_str();
+    let (svid, bundles) = cli::load_material(&cli.credentials)?;
     let source = StaticSource::new(svid, bundles)?;
 
     let connector = Connector::builder(source.identity(), server_id)

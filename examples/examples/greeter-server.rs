@@ -19,26 +19,38 @@
 use std::error::Error;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use zt_examples::cli::{self, Args};
+use zt_examples::cli::{self, Credentials, PolicyArgs};
 use zt_examples::greeter::{Greeter, GreeterServer, HelloReply, HelloRequest};
 use zt_tonic::{AuthorizeLayer, Incoming};
 
-const USAGE: &str = "usage: greeter-server --listen ADDR --cert FILE --key FILE --bundle FILE \
-                     [--federated TD=FILE ...] (--policy FILE | --allow PATTERN ...)";
+/// A tonic Greeter and gRPC health behind zt, with every call authorized by the
+/// policy. Every file is re-read when it changes.
+#[derive(Parser)]
+#[command(name = "greeter-server", version)]
+struct Cli {
+    /// The address to listen on, such as 127.0.0.1:50051.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    #[command(flatten)]
+    credentials: Credentials,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     cli::init_logging();
-    cli::exit(run().await, USAGE)
+    cli::exit(run(cli).await, &Cli::command().render_usage().to_string())
 }
 
-async fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(cli::SERVER_FLAGS)?;
-    let listen = args.one("--listen")?;
-    let (policy, _policy_watch) = cli::policy(&args)?;
-    let (source, identity) = cli::watched_identity(&args).await?;
+async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let listen = cli.listen.as_str();
+    let (policy, _policy_watch) = cli::policy(&cli.policy)?;
+    let (source, identity) = cli::watched_identity(&cli.credentials).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GreeterServer<Hello>>().await;

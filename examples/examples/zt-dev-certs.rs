@@ -41,14 +41,45 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use clap::{CommandFactory, Parser};
 use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zt_core::dev::{DevCa, SvidParams};
 use zt_core::{SpiffeId, TrustDomain};
-use zt_examples::cli::{Args, UsageError};
+use zt_examples::cli::UsageError;
 
-const USAGE: &str = "usage: zt-dev-certs --trust-domain TD --id SPIFFE_ID [--id SPIFFE_ID ...] \
-                     [--dns NAME ...] [--ttl DURATION] [--ca-dir DIR] --out DIR";
+/// Writes DEVELOPMENT X.509-SVIDs and their trust bundle, for trying zt with files.
+#[derive(Parser)]
+#[command(
+    name = "zt-dev-certs",
+    version,
+    after_help = "Files written:\n  \
+        OUT/bundle.pem, OUT/bundle.json    the CA, as PEM and as a SPIFFE bundle document\n  \
+        OUT/<id path>/svid.pem svid_key.pem svid_bundle.pem    spiffe-helper layout\n  \
+        OUT/<id path>/tls.crt tls.key ca.crt                    Kubernetes TLS layout\n  \
+        CA_DIR/ca.pem, CA_DIR/ca.key       the kept CA, with --ca-dir (key mode 0600)\n\n\
+        <id path> is the ID's path with '/' turned into '-': spiffe://td/ns/web -> ns-web/."
+)]
+struct Cli {
+    /// The trust domain of the CA and of every ID.
+    #[arg(long, value_name = "TD")]
+    trust_domain: TrustDomain,
+    /// A SPIFFE ID to issue an SVID for; repeatable.
+    #[arg(long = "id", value_name = "SPIFFE_ID", required = true)]
+    ids: Vec<String>,
+    /// A DNS name to add to every SVID, for clients that check hostnames; repeatable.
+    #[arg(long, value_name = "NAME")]
+    dns: Vec<String>,
+    /// The SVIDs' lifetime: 90s, 30m, 1h, 2h30m (at most the CA's 24h).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    ttl: String,
+    /// Keep the CA in DIR (made on the first run) and issue under it on later runs.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// The directory to write into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
 
 const BANNER: &str = "\
 WARNING: zt-dev-certs writes DEVELOPMENT certificates from a throwaway CA.
@@ -59,40 +90,18 @@ WARNING: or another real certificate authority there.";
 const CA_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     eprintln!("{BANNER}");
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<UsageError>() => {
-            eprintln!("error: {err}\n{USAGE}");
-            ExitCode::from(2)
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    let usage = Cli::command().render_usage().to_string();
+    zt_examples::cli::exit(run(cli), &usage)
 }
 
-fn run() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(&[
-        "--trust-domain",
-        "--id",
-        "--dns",
-        "--ttl",
-        "--out",
-        "--ca-dir",
-    ])?;
-    let trust_domain: TrustDomain = args
-        .one("--trust-domain")?
-        .parse()
-        .map_err(|e| UsageError(format!("--trust-domain: {e}")))?;
-    let out = PathBuf::from(args.one("--out")?);
-    let ttl = match args.optional("--ttl")? {
-        Some(ttl) => parse_ttl(ttl)?,
-        None => Duration::from_secs(3600),
-    };
+fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let trust_domain = cli.trust_domain;
+    let out = cli.out;
+    let ttl = parse_ttl(&cli.ttl)?;
     let mut identities: Vec<(SpiffeId, String)> = Vec::new();
-    for id in args.all("--id") {
+    for id in &cli.ids {
         let id: SpiffeId = id
             .parse()
             .map_err(|e| UsageError(format!("--id {id:?}: {e}")))?;
@@ -105,12 +114,9 @@ fn run() -> Result<(), Box<dyn Error>> {
         }
         identities.push((id, dir));
     }
-    if identities.is_empty() {
-        return Err(UsageError("give at least one --id".to_owned()).into());
-    }
 
-    let ca = match args.optional("--ca-dir")? {
-        Some(dir) => kept_ca(Path::new(dir), &trust_domain)?,
+    let ca = match &cli.ca_dir {
+        Some(dir) => kept_ca(dir, &trust_domain)?,
         None => DevCa::new(trust_domain.clone())?,
     };
     let ca_not_after = not_after(ca.cert_der())?;
@@ -132,7 +138,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         let mut params = SvidParams::new(id.clone()).ttl(ttl);
         // A leaf outliving its CA would only fail later, and more confusingly.
         params.not_after = params.not_after.min(ca_not_after);
-        params.dns_names = args.all("--dns").to_vec();
+        params.dns_names = cli.dns.clone();
         let (chain, key) = ca.mint_pem(params)?;
         let dir = out.join(dir);
         safe_dir(&dir)?;

@@ -27,12 +27,52 @@
 use std::error::Error;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, Parser, Subcommand};
 use zt_core::{Mode, Policy, Request, SpiffeId, Verdict};
-use zt_examples::cli::{Args, UsageError};
+use zt_examples::cli::UsageError;
 
-const USAGE: &str = "usage: zt-policy check POLICY --peer SPIFFE_ID \
-                     (--method METHOD --path PATH | --grpc pkg.Service/Method) \
-                     [--host HOST] [--header NAME=VALUE ...]\n       zt-policy lint POLICY";
+/// Asks a zt policy file what it decides, and lints it: for people and for CI.
+/// Exit codes: 0 allow / no findings, 1 deny / findings, 2 usage or load error.
+#[derive(Parser)]
+#[command(name = "zt-policy", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decide one request, as zt-tower and zt-tonic would: prints the canonical
+    /// request, the verdict, the deciding rule and the audit rules.
+    Check {
+        /// The policy file (YAML, TOML or JSON, by extension).
+        policy: String,
+        /// The peer's SPIFFE ID.
+        #[arg(long, value_name = "SPIFFE_ID")]
+        peer: SpiffeId,
+        /// The HTTP method (with --path).
+        #[arg(long)]
+        method: Option<String>,
+        /// The request path, with or without a query (with --method).
+        #[arg(long)]
+        path: Option<String>,
+        /// A gRPC call, pkg.Service/Method (instead of --method and --path).
+        #[arg(long, value_name = "pkg.Service/Method")]
+        grpc: Option<String>,
+        /// The request's host (`:authority` or `Host`).
+        #[arg(long)]
+        host: Option<String>,
+        /// A request header, NAME=VALUE; repeatable.
+        #[arg(long, value_name = "NAME=VALUE")]
+        header: Vec<String>,
+    },
+    /// Load the policy and report rules that never match, shadowed and redundant
+    /// rules; notes on rules whose meaning changed do not fail it.
+    Lint {
+        /// The policy file (YAML, TOML or JSON, by extension).
+        policy: String,
+    },
+}
 
 /// The verdict or lint outcome, as the exit code CI acts on.
 enum Outcome {
@@ -41,11 +81,12 @@ enum Outcome {
 }
 
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(Outcome::Pass) => ExitCode::SUCCESS,
         Ok(Outcome::Fail) => ExitCode::FAILURE,
         Err(err) if err.is::<UsageError>() => {
-            eprintln!("error: {err}\n{USAGE}");
+            eprintln!("error: {err}\n{}", Cli::command().render_usage());
             ExitCode::from(2)
         }
         Err(err) => {
@@ -55,45 +96,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Vec<String>) -> Result<Outcome, Box<dyn Error>> {
-    let mut args = args.into_iter();
-    let command = args.next().unwrap_or_default();
-    if matches!(command.as_str(), "-h" | "--help" | "help") {
-        println!("{USAGE}");
-        return Ok(Outcome::Pass);
-    }
-    let lint_command = match command.as_str() {
-        "check" => false,
-        "lint" => true,
-        other => {
-            return Err(
-                UsageError(format!("expected a command, check or lint, not {other:?}")).into(),
-            );
-        }
-    };
-    let path = args
-        .next()
-        .filter(|p| !p.starts_with("--"))
-        .ok_or_else(|| UsageError("give the policy file after the command".to_owned()))?;
-    if lint_command {
-        Args::parse_known(args, &[])?;
-        lint(&path)
-    } else {
-        check(&path, &Args::parse_known(args, CHECK_FLAGS)?)
+fn run(cli: Cli) -> Result<Outcome, Box<dyn Error>> {
+    match cli.command {
+        Command::Lint { policy } => lint(&policy),
+        Command::Check {
+            policy,
+            peer,
+            method,
+            path,
+            grpc,
+            host,
+            header,
+        } => check(
+            &policy,
+            &peer,
+            (method.as_deref(), path.as_deref(), grpc.as_deref()),
+            host.as_deref(),
+            &header,
+        ),
     }
 }
 
-const CHECK_FLAGS: &[&str] = &[
-    "--peer", "--method", "--path", "--grpc", "--host", "--header",
-];
-
-fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
-    let peer: SpiffeId = args
-        .one("--peer")?
-        .parse()
-        .map_err(|e| UsageError(format!("--peer: {e}")))?;
-    let headers = args
-        .all("--header")
+fn check(
+    path: &str,
+    peer: &SpiffeId,
+    (method, request_path, grpc): (Option<&str>, Option<&str>, Option<&str>),
+    host: Option<&str>,
+    header: &[String],
+) -> Result<Outcome, Box<dyn Error>> {
+    let headers = header
         .iter()
         .map(|h| match h.split_once('=') {
             Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
@@ -101,11 +132,7 @@ fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let grpc_path;
-    let request = match (
-        args.optional("--method")?,
-        args.optional("--path")?,
-        args.optional("--grpc")?,
-    ) {
+    let request = match (method, request_path, grpc) {
         (Some(method), Some(path), None) => Request::new(method, path),
         (None, None, Some(call)) => {
             grpc_path = format!("/{}", call.strip_prefix('/').unwrap_or(call));
@@ -119,7 +146,7 @@ fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
         }
     };
     let mut request = request.with_headers(&headers);
-    let host = match args.optional("--host")? {
+    let host = match host {
         Some(host) => Some(host),
         None => headers
             .iter()
@@ -131,7 +158,7 @@ fn check(path: &str, args: &Args) -> Result<Outcome, Box<dyn Error>> {
     }
     let policy = Policy::load(path)?;
 
-    let decision = policy.decide(&peer, &request);
+    let decision = policy.decide(peer, &request);
     println!("{}: {}", decision.verdict(), decision.reason());
     println!("  peer     {peer}");
     match request.path() {

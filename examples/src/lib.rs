@@ -1,39 +1,73 @@
-//! Support code shared by the zt examples: a small command-line parser, the
-//! loading of PEM credentials, bundles and policies named on the command line, and
-//! the `helloworld.Greeter` gRPC service of the greeter examples.
+//! Support code shared by the zt examples: the command-line flags they share (parsed
+//! with clap), the loading of PEM credentials, bundles and policies named on the
+//! command line, and the `helloworld.Greeter` gRPC service of the greeter examples.
 //!
 //! ```
-//! use zt_examples::cli::Args;
+//! use clap::Parser;
+//! use zt_examples::cli::Credentials;
 //!
-//! let args = Args::parse_from(["--url", "https://api:8443/", "--allow", "a", "--allow=b"])?;
-//! assert_eq!(args.one("--url")?, "https://api:8443/");
-//! assert_eq!(args.all("--allow"), ["a", "b"]);
-//! # Ok::<(), zt_examples::cli::UsageError>(())
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     credentials: Credentials,
+//! }
+//! let cli = Cli::try_parse_from(["x", "--cert", "a.pem", "--key", "k.pem", "--bundle", "b.pem",
+//!     "--federated", "partner.org=p.json"])?;
+//! assert_eq!(cli.credentials.federated[0].0.as_str(), "partner.org");
+//! # Ok::<(), clap::Error>(())
 //! ```
 
 pub mod cli {
-    //! Flags of the form `--name VALUE` or `--name=VALUE`, each possibly repeated.
+    //! The flags the examples share, as clap argument groups.
 
-    use std::collections::BTreeMap;
     use std::path::PathBuf;
 
     use zt_core::{BundleSet, TrustDomain, X509Bundle, X509Svid};
 
-    /// A command-line mistake; the example prints it with its usage and exits 2.
+    /// A command-line mistake found after clap parsed the flags; the example prints
+    /// it with its usage and exits 2, as clap does for its own.
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
     pub struct UsageError(pub String);
 
-    /// The flags echo-server and greeter-server share.
-    pub const SERVER_FLAGS: &[&str] = &[
-        "--listen",
-        "--cert",
-        "--key",
-        "--bundle",
-        "--federated",
-        "--policy",
-        "--allow",
-    ];
+    /// Our SVID and the bundles we trust, from files.
+    #[derive(Clone, Debug, clap::Args)]
+    pub struct Credentials {
+        /// Our X.509-SVID chain, PEM (leaf first).
+        #[arg(long, value_name = "FILE")]
+        pub cert: PathBuf,
+        /// The SVID's private key, PEM (PKCS#8).
+        #[arg(long, value_name = "FILE")]
+        pub key: PathBuf,
+        /// Our own trust domain's bundle, PEM or SPIFFE bundle JSON.
+        #[arg(long, value_name = "FILE")]
+        pub bundle: PathBuf,
+        /// Another trust domain's bundle to trust, as TRUST_DOMAIN=FILE (PEM or
+        /// SPIFFE bundle JSON); repeatable.
+        #[arg(long, value_name = "TD=FILE", value_parser = parse_federated)]
+        pub federated: Vec<(TrustDomain, PathBuf)>,
+    }
+
+    fn parse_federated(value: &str) -> Result<(TrustDomain, PathBuf), String> {
+        let (td, file) = value
+            .split_once('=')
+            .ok_or_else(|| format!("expected TRUST_DOMAIN=FILE, got {value:?}"))?;
+        let td = td.parse().map_err(|e| format!("{td:?}: {e}"))?;
+        Ok((td, PathBuf::from(file)))
+    }
+
+    /// The policy a server enforces: a policy file, or allow-patterns.
+    #[derive(Clone, Debug, clap::Args)]
+    #[group(required = true, multiple = false)]
+    pub struct PolicyArgs {
+        /// A policy file (YAML, TOML or JSON, by extension), re-read when it changes.
+        #[arg(long, value_name = "FILE")]
+        pub policy: Option<PathBuf>,
+        /// Allow peers whose SPIFFE ID matches PATTERN (`*`, `**` segments);
+        /// repeatable. Instead of --policy.
+        #[arg(long, value_name = "PATTERN")]
+        pub allow: Vec<String>,
+    }
 
     /// The exit code for an example's outcome: 0 on success; 2 with the usage after a
     /// command-line mistake; 1 with a one-line error otherwise.
@@ -63,122 +97,6 @@ pub mod cli {
             .init();
     }
 
-    /// Parsed flags.
-    #[derive(Debug, Default)]
-    pub struct Args {
-        values: BTreeMap<String, Vec<String>>,
-    }
-
-    impl Args {
-        /// Parses the process arguments, accepting only the flags in `known`.
-        ///
-        /// # Errors
-        ///
-        /// An unknown flag or a flag without a value.
-        pub fn parse(known: &[&str]) -> Result<Self, UsageError> {
-            Self::parse_known(std::env::args().skip(1), known)
-        }
-
-        /// Parses `args` (without the program name), accepting only the flags in
-        /// `known`.
-        ///
-        /// # Errors
-        ///
-        /// An unknown flag, a word that is not a flag, or a flag without a value.
-        pub fn parse_known<I, S>(args: I, known: &[&str]) -> Result<Self, UsageError>
-        where
-            I: IntoIterator<Item = S>,
-            S: Into<String>,
-        {
-            let args = Self::parse_from(args)?;
-            if let Some(unknown) = args.values.keys().find(|k| !known.contains(&k.as_str())) {
-                return Err(UsageError(format!("unknown flag {unknown}")));
-            }
-            Ok(args)
-        }
-
-        /// Parses `args` (without the program name).
-        ///
-        /// # Errors
-        ///
-        /// A word that is not a flag, or a flag without a value.
-        pub fn parse_from<I, S>(args: I) -> Result<Self, UsageError>
-        where
-            I: IntoIterator<Item = S>,
-            S: Into<String>,
-        {
-            let mut parsed = Self::default();
-            let mut args = args.into_iter().map(Into::into);
-            while let Some(arg) = args.next() {
-                if !arg.starts_with("--") {
-                    return Err(UsageError(format!("unexpected argument {arg:?}")));
-                }
-                let (name, value) = match arg.split_once('=') {
-                    Some((name, value)) => (name.to_owned(), value.to_owned()),
-                    None => {
-                        let value = args
-                            .next()
-                            .ok_or_else(|| UsageError(format!("{arg} needs a value")))?;
-                        (arg, value)
-                    }
-                };
-                parsed.values.entry(name).or_default().push(value);
-            }
-            Ok(parsed)
-        }
-
-        /// The value of a flag given exactly once.
-        ///
-        /// # Errors
-        ///
-        /// When the flag is missing or repeated.
-        pub fn one(&self, name: &str) -> Result<&str, UsageError> {
-            match self.values.get(name).map(Vec::as_slice) {
-                Some([value]) => Ok(value),
-                Some(_) => Err(UsageError(format!("{name} may be given only once"))),
-                None => Err(UsageError(format!("{name} is required"))),
-            }
-        }
-
-        /// The value of a flag given at most once.
-        ///
-        /// # Errors
-        ///
-        /// When the flag is repeated.
-        pub fn optional(&self, name: &str) -> Result<Option<&str>, UsageError> {
-            match self.values.get(name).map(Vec::as_slice) {
-                Some([value]) => Ok(Some(value)),
-                Some(_) => Err(UsageError(format!("{name} may be given only once"))),
-                None => Ok(None),
-            }
-        }
-
-        /// Every value of a repeatable flag, in order.
-        pub fn all(&self, name: &str) -> &[String] {
-            self.values.get(name).map_or(&[], Vec::as_slice)
-        }
-
-        /// `--federated TD=FILE` values.
-        ///
-        /// # Errors
-        ///
-        /// A value that is not `TD=FILE` with a valid trust domain name.
-        pub fn federated(&self) -> Result<Vec<(TrustDomain, PathBuf)>, UsageError> {
-            self.all("--federated")
-                .iter()
-                .map(|value| {
-                    let (td, file) = value.split_once('=').ok_or_else(|| {
-                        UsageError(format!("--federated {value:?}: expected TRUST_DOMAIN=FILE"))
-                    })?;
-                    let td = td
-                        .parse()
-                        .map_err(|e| UsageError(format!("--federated {value:?}: {e}")))?;
-                    Ok((td, PathBuf::from(file)))
-                })
-                .collect()
-        }
-    }
-
     /// Reads a file, naming it in the error.
     ///
     /// # Errors
@@ -194,18 +112,23 @@ pub mod cli {
     /// # Errors
     ///
     /// Usage errors, unreadable files and invalid PEM or bundle documents.
-    pub fn load_material(args: &Args) -> Result<(X509Svid, BundleSet), Box<dyn std::error::Error>> {
-        let cert = args.one("--cert")?;
-        let key = args.one("--key")?;
-        let svid = X509Svid::from_pem(&read(cert)?, &read(key)?)
+    pub fn load_material(
+        credentials: &Credentials,
+    ) -> Result<(X509Svid, BundleSet), Box<dyn std::error::Error>> {
+        let shown = |path: &PathBuf| path.display().to_string();
+        let (cert, key, bundle) = (
+            shown(&credentials.cert),
+            shown(&credentials.key),
+            shown(&credentials.bundle),
+        );
+        let svid = X509Svid::from_pem(&read(&cert)?, &read(&key)?)
             .map_err(|e| format!("{cert} / {key}: {e}"))?;
-        let bundle = args.one("--bundle")?;
-        let own = X509Bundle::from_pem_or_json(svid.id().trust_domain().clone(), &read(bundle)?)
+        let own = X509Bundle::from_pem_or_json(svid.id().trust_domain().clone(), &read(&bundle)?)
             .map_err(|e| format!("{bundle}: {e}"))?;
         let mut bundles = BundleSet::new().with(own);
-        for (td, path) in args.federated()? {
-            let shown = path.display().to_string();
-            let bundle = X509Bundle::from_pem_or_json(td, &read(&shown)?)
+        for (td, path) in &credentials.federated {
+            let shown = shown(path);
+            let bundle = X509Bundle::from_pem_or_json(td.clone(), &read(&shown)?)
                 .map_err(|e| format!("{shown}: {e}"))?;
             bundles.insert(bundle);
         }
@@ -225,18 +148,15 @@ pub mod cli {
     /// Usage errors, a watcher that cannot start, or no valid identity within
     /// [`STARTUP_TIMEOUT`].
     pub async fn watched_identity(
-        args: &Args,
+        credentials: &Credentials,
     ) -> Result<(zt_core::FileSource, zt_core::Identity), Box<dyn std::error::Error>> {
         use zt_core::IdentitySource;
 
-        let layout = zt_core::FileLayout::explicit(
-            args.one("--cert")?,
-            args.one("--key")?,
-            args.one("--bundle")?,
-        );
+        let layout =
+            zt_core::FileLayout::explicit(&credentials.cert, &credentials.key, &credentials.bundle);
         let mut source = zt_core::FileSource::builder(layout);
-        for (td, path) in args.federated()? {
-            source = source.federated(td, path);
+        for (td, path) in &credentials.federated {
+            source = source.federated(td.clone(), path);
         }
         let source = source.start()?;
         let identity = source.identity();
@@ -259,12 +179,12 @@ pub mod cli {
     /// Neither or both flags, an invalid policy or pattern, or a watcher that
     /// cannot start.
     pub fn policy(
-        args: &Args,
+        args: &PolicyArgs,
     ) -> Result<(zt_core::PolicyStore, Option<zt_core::PolicyWatch>), Box<dyn std::error::Error>>
     {
         use zt_core::{Policy, PolicyStore};
 
-        match (args.optional("--policy")?, args.all("--allow")) {
+        match (&args.policy, args.allow.as_slice()) {
             (Some(path), []) => {
                 let store = PolicyStore::new(Policy::load(path)?);
                 let watch = store.watch_file(path)?;

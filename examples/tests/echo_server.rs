@@ -137,7 +137,12 @@ async fn echo_server_without_policy_or_allow_exits_with_usage() {
     )
     .await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--policy or --allow"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("required arguments were not provided")
+            && stderr.contains("--policy <FILE>|--allow <PATTERN>"),
+        "{stderr}"
+    );
 }
 
 /// One HTTP/1.1 keep-alive connection to the echo-server as `client`.

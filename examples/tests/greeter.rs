@@ -199,17 +199,12 @@ async fn policy_file_change_denies_next_call_on_same_connection() {
     let policy = pki.dir.write("policy.json", &policy_allowing(CLIENT_ID));
     let server = GreeterServer::start(&pki, &["--policy", s(&policy)]).await;
 
-    let (svid, bundles) = zt_examples::cli::load_material(
-        &zt_examples::cli::Args::parse_from([
-            "--cert",
-            s(&pki.client.cert),
-            "--key",
-            s(&pki.client.key),
-            "--bundle",
-            s(&pki.bundle),
-        ])
-        .unwrap(),
-    )
+    let (svid, bundles) = zt_examples::cli::load_material(&zt_examples::cli::Credentials {
+        cert: pki.client.cert.clone(),
+        key: pki.client.key.clone(),
+        bundle: pki.bundle.clone(),
+        federated: Vec::new(),
+    })
     .unwrap();
     let client = StaticSource::new(svid, bundles).unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
