@@ -425,6 +425,12 @@ fn authorize<B, H: DecisionHook<B>>(
             }
         };
         let headers = HeaderView(request.headers());
+        // The canonical spelling, made only for an authority written otherwise.
+        let canonical_authority = shape
+            .authority
+            .as_ref()
+            .filter(|_| shape.rewrite_authority)
+            .map(ToString::to_string);
         let mut view = zt_core::Request::from_canonical(method, shape.path).with_headers(&headers);
         if let Some(authority) = shape.authority {
             view = view.with_authority(authority);
@@ -434,7 +440,7 @@ fn authorize<B, H: DecisionHook<B>>(
         if !decision.is_allowed() {
             return Err(Denial::Policy);
         }
-        (decision, Rewrite::of(request, &view))
+        (decision, Rewrite::of(request, &view, canonical_authority))
     };
     // The application routes and serves what the policy decided on.
     if let Some(rewrite) = rewrite
@@ -481,6 +487,8 @@ fn authorize<B, H: DecisionHook<B>>(
 struct Shape<'a> {
     path: Result<std::borrow::Cow<'a, str>, zt_core::policy::AmbiguousPath>,
     authority: Option<Authority<'a>>,
+    /// The target's authority or the `Host` header is not written canonically.
+    rewrite_authority: bool,
 }
 
 impl<'a> Shape<'a> {
@@ -514,6 +522,10 @@ impl<'a> Shape<'a> {
             ),
             None => None,
         };
+        let rewrite_authority = [&target, &host]
+            .into_iter()
+            .flatten()
+            .any(|authority| !authority.is_canonical());
         let authority = match (target, host) {
             (Some(target), Some(host)) if target != host => {
                 return Err(malformed(
@@ -526,17 +538,9 @@ impl<'a> Shape<'a> {
         Ok(Self {
             path: canonical_path(request.uri().path()),
             authority,
+            rewrite_authority,
         })
     }
-}
-
-/// Whether `raw`, a well-formed authority, is in canonical form: no upper-case
-/// letter, no trailing dot before the port or at the end, no empty port.
-fn is_canonical_authority(raw: &str) -> bool {
-    !raw.bytes().any(|b| b.is_ascii_uppercase())
-        && !raw.ends_with('.')
-        && !raw.ends_with(':')
-        && !raw.contains(".:")
 }
 
 /// The changes that bring an allowed request into the canonical form it was
@@ -548,31 +552,19 @@ struct Rewrite {
 
 impl Rewrite {
     /// `None` when the request is canonical already, the common case.
-    fn of<B>(request: &Request<B>, view: &zt_core::Request<'_>) -> Option<Self> {
+    /// `canonical_authority` is the authority's canonical form when the request
+    /// spells it otherwise.
+    fn of<B>(
+        request: &Request<B>,
+        view: &zt_core::Request<'_>,
+        canonical_authority: Option<String>,
+    ) -> Option<Self> {
         let path = view
             .path()
             .ok()
             .filter(|canonical| *canonical != request.uri().path())
             .map(str::to_owned);
-        let target = request.uri().authority().map(UriAuthority::as_str);
-        let header = request.headers().get(HOST).and_then(|h| h.to_str().ok());
-        // Parsed again, and a string made, only for an authority that is not
-        // canonical already: the common case costs two scans.
-        let authority = if [target, header]
-            .into_iter()
-            .flatten()
-            .all(is_canonical_authority)
-        {
-            None
-        } else {
-            view.host().and_then(|host| {
-                let port = Authority::parse(target.or(header)?).ok()?.port();
-                Some(match port {
-                    Some(port) => format!("{host}:{port}"),
-                    None => host.to_owned(),
-                })
-            })
-        };
+        let authority = canonical_authority;
         (path.is_some() || authority.is_some()).then_some(Self { path, authority })
     }
 

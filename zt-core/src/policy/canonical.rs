@@ -311,10 +311,12 @@ pub enum MalformedAuthority {
 /// assert_eq!(authority.to_string(), "admin.internal:8443");
 /// assert!(Authority::parse("user@admin.internal").is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug)]
 pub struct Authority<'a> {
     host: Cow<'a, str>,
     port: Option<u16>,
+    /// The raw authority was written in canonical form already.
+    canonical: bool,
 }
 
 // === impl Authority ===
@@ -369,7 +371,18 @@ impl<'a> Authority<'a> {
                 )
             }
         };
-        let host = host.strip_suffix('.').unwrap_or(host);
+        // Canonical as written: no port text other than the number itself (no
+        // empty port, no leading zeros), no trailing dot, no upper case (below).
+        let port_canonical = match (raw.starts_with('['), raw.rfind(':'), port) {
+            (false, None, None) => true,
+            (true, _, None) => !raw.ends_with(':'),
+            (_, Some(at), Some(port)) => {
+                raw.get(at.saturating_add(1)..) == Some(port.to_string().as_str())
+            }
+            _ => false,
+        };
+        let stripped = host.strip_suffix('.');
+        let host = stripped.unwrap_or(host);
         if host.is_empty() {
             return Err(MalformedAuthority::Empty);
         }
@@ -384,12 +397,24 @@ impl<'a> Authority<'a> {
                 return Err(MalformedAuthority::InvalidHost);
             }
         }
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        let lower = host.bytes().any(|b| b.is_ascii_uppercase());
+        let host = if lower {
             Cow::Owned(host.to_ascii_lowercase())
         } else {
             Cow::Borrowed(host)
         };
-        Ok(Self { host, port })
+        Ok(Self {
+            host,
+            port,
+            canonical: port_canonical && stripped.is_none() && !lower,
+        })
+    }
+
+    /// Whether the authority was written in canonical form already, so that an
+    /// integration forwarding the canonical form need not rewrite it.
+    #[must_use]
+    pub fn is_canonical(&self) -> bool {
+        self.canonical
     }
 
     /// The host, lower case, without a trailing dot; IPv6 literals keep their
@@ -409,6 +434,15 @@ impl<'a> Authority<'a> {
         self.port
     }
 }
+
+/// Two authorities are equal when their canonical forms are, however written.
+impl PartialEq for Authority<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.host == other.host && self.port == other.port
+    }
+}
+
+impl Eq for Authority<'_> {}
 
 impl fmt::Display for Authority<'_> {
     /// `host` or `host:port`, in canonical form.
@@ -533,6 +567,28 @@ mod tests {
             assert_eq!(
                 (authority.host(), authority.port()),
                 (host, port),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn authorities_know_whether_they_were_written_canonically() {
+        for (raw, canonical) in [
+            ("a.org", true),
+            ("a.org:443", true),
+            ("[::1]:443", true),
+            ("[::1]", true),
+            ("A.org", false),
+            ("a.org.", false),
+            ("a.org:", false),
+            ("a.org:0443", false),
+            ("[::1]:", false),
+            ("[FE80::1]", false),
+        ] {
+            assert_eq!(
+                Authority::parse(raw).unwrap().is_canonical(),
+                canonical,
                 "{raw:?}"
             );
         }
