@@ -29,7 +29,7 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::model::{Action, Condition, From, Rule, To};
+use super::model::{Action, Condition, From, NonEmpty, Rule, To};
 use super::pattern::{Domain, Id, Method, split_segment};
 use super::request::grpc_call;
 use super::{Request, Verdict};
@@ -381,6 +381,20 @@ fn from_matches(from: &From, peer: &SpiffeId, id_known: bool) -> bool {
         && !from.not_patterns_match(peer)
 }
 
+/// A field and its `not_` field: some value of the first matches (when present)
+/// and no value of the second does (when present). Values are ORed, the two
+/// fields ANDed, as everywhere in a rule.
+fn field_holds<T>(
+    values: &Option<NonEmpty<T>>,
+    not_values: &Option<NonEmpty<T>>,
+    matches: impl Fn(&T) -> bool,
+) -> bool {
+    values.as_deref().is_none_or(|vs| vs.iter().any(&matches))
+        && !not_values
+            .as_deref()
+            .is_some_and(|vs| vs.iter().any(&matches))
+}
+
 /// A method named in a rule covers the request's method; `GET` covers `HEAD`,
 /// which servers answer with the `GET` handler.
 fn method_covers(named: &Method, method: &str) -> bool {
@@ -392,15 +406,9 @@ fn method_covers(named: &Method, method: &str) -> bool {
 fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
     let req = request.request;
     let method = req.method();
-    let methods = Tri::from_bool(
-        to.methods
-            .as_ref()
-            .is_none_or(|ms| ms.iter().any(|m| method_covers(m, method)))
-            && to
-                .not_methods
-                .as_ref()
-                .is_none_or(|ms| !ms.iter().any(|m| method_covers(m, method))),
-    );
+    let methods = Tri::from_bool(field_holds(&to.methods, &to.not_methods, |m| {
+        method_covers(m, method)
+    }));
     methods
         .and(|| {
             if !to.has_hosts() {
@@ -409,15 +417,7 @@ fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
             let Some(host) = req.host() else {
                 return Tri::Unknown;
             };
-            Tri::from_bool(
-                to.hosts
-                    .as_ref()
-                    .is_none_or(|hs| hs.iter().any(|h| h.matches(host)))
-                    && to
-                        .not_hosts
-                        .as_ref()
-                        .is_none_or(|hs| !hs.iter().any(|h| h.matches(host))),
-            )
+            Tri::from_bool(field_holds(&to.hosts, &to.not_hosts, |h| h.matches(host)))
         })
         .and(|| {
             if !to.has_paths() {
@@ -426,15 +426,7 @@ fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
             let Some(path) = request.path() else {
                 return Tri::Unknown;
             };
-            Tri::from_bool(
-                to.paths
-                    .as_ref()
-                    .is_none_or(|ps| ps.iter().any(|p| p.matches(path)))
-                    && to
-                        .not_paths
-                        .as_ref()
-                        .is_none_or(|ps| !ps.iter().any(|p| p.matches(path))),
-            )
+            Tri::from_bool(field_holds(&to.paths, &to.not_paths, |p| p.matches(path)))
         })
         .and(|| {
             if !to.has_grpc() {
@@ -447,15 +439,7 @@ fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
             let Some(call) = request.call() else {
                 return Tri::No;
             };
-            Tri::from_bool(
-                to.grpc
-                    .as_ref()
-                    .is_none_or(|g| g.iter().any(|p| p.matches(call)))
-                    && to
-                        .not_grpc
-                        .as_ref()
-                        .is_none_or(|g| !g.iter().any(|p| p.matches(call))),
-            )
+            Tri::from_bool(field_holds(&to.grpc, &to.not_grpc, |p| p.matches(call)))
         })
 }
 
@@ -489,16 +473,9 @@ fn condition_matches(condition: &Condition, request: &Request<'_>) -> Tri {
 }
 
 fn value_matches(condition: &Condition, value: &str) -> Tri {
-    Tri::from_bool(
-        condition
-            .values
-            .as_ref()
-            .is_none_or(|vs| vs.iter().any(|v| v.matches(value)))
-            && condition
-                .not_values
-                .as_ref()
-                .is_none_or(|vs| !vs.iter().any(|v| v.matches(value))),
-    )
+    Tri::from_bool(field_holds(&condition.values, &condition.not_values, |v| {
+        v.matches(value)
+    }))
 }
 
 /// A list-valued header: `values` holds when some member matches one of them,
