@@ -309,21 +309,18 @@ impl From {
     }
 
     /// Whether `patterns` (indexed) has a match for `id`.
+    /// Every `From` is indexed when built (`Rule::deserialize`, `allow_patterns`).
     pub(crate) fn patterns_match(&self, id: &SpiffeId) -> bool {
-        match (&self.patterns_index, &self.patterns) {
-            (Some(index), _) => index.matches(id),
-            (None, Some(list)) => list.iter().any(|p| p.matches(id)),
-            (None, None) => false,
-        }
+        self.patterns_index
+            .as_ref()
+            .is_some_and(|index| index.matches(id))
     }
 
     /// Whether `not_patterns` (indexed) has a match for `id`.
     pub(crate) fn not_patterns_match(&self, id: &SpiffeId) -> bool {
-        match (&self.not_patterns_index, &self.not_patterns) {
-            (Some(index), _) => index.matches(id),
-            (None, Some(list)) => list.iter().any(|p| p.matches(id)),
-            (None, None) => false,
-        }
+        self.not_patterns_index
+            .as_ref()
+            .is_some_and(|index| index.matches(id))
     }
 
     fn has_positive(&self) -> bool {
@@ -699,13 +696,15 @@ impl Document {
             if !seen.insert(pattern.to_owned()) {
                 continue;
             }
+            let mut from = From {
+                patterns: Some(NonEmpty(Box::new([parsed]))),
+                ..From::default()
+            };
+            from.index_patterns();
             rules.push(Rule {
                 name: Arc::from(pattern),
                 action: Action::Allow,
-                from: Some(From {
-                    patterns: Some(NonEmpty(Box::new([parsed]))),
-                    ..From::default()
-                }),
+                from: Some(from),
                 to: None,
                 when: Box::default(),
             });
