@@ -8,8 +8,9 @@
 //!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...)
 //! ```
 //!
-//! Serves `helloworld.Greeter/SayHello`, answering `Hello NAME, you are
-//! SPIFFE-ID` to callers the policy allows, and gRPC health checking
+//! Serves `helloworld.Greeter` (generated from `proto/helloworld.proto`):
+//! `SayHello` answers `Hello NAME, you are SPIFFE-ID` and `SayGoodbye` answers
+//! `Goodbye NAME` to callers the policy allows, and gRPC health checking
 //! (`grpc.health.v1.Health`), which the policy governs like any method. Others
 //! get `PERMISSION_DENIED`. The SVID, key and bundles are re-read when their files
 //! change, and so is the `--policy` file; a bad file is logged and the last good
@@ -77,6 +78,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
 /// Greets the caller by name and SPIFFE ID.
 struct Hello;
 
+#[tonic::async_trait]
 impl Greeter for Hello {
     async fn say_hello(
         &self,
@@ -89,6 +91,16 @@ impl Greeter for Hello {
         let name = request.into_inner().name;
         Ok(Response::new(HelloReply {
             message: format!("Hello {name}, you are {caller}"),
+        }))
+    }
+
+    async fn say_goodbye(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        let name = request.into_inner().name;
+        Ok(Response::new(HelloReply {
+            message: format!("Goodbye {name}"),
         }))
     }
 }

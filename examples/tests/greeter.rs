@@ -252,17 +252,18 @@ async fn policy_file_change_denies_next_call_on_same_connection() {
 
 // === Python grpcio ===
 
-/// `python3`, failing the test with how to get grpcio when it is missing.
+/// `python3`, failing the test with how to get grpcio and grpcio-tools when they
+/// are missing.
 fn python_with_grpcio() -> PathBuf {
     let python = tool("python3");
     let check = std::process::Command::new(&python)
-        .args(["-c", "import grpc"])
+        .args(["-c", "import grpc, grpc_tools"])
         .output()
         .expect("run python3");
     assert!(
         check.status.success(),
-        "Python's grpcio is not installed; this test uses it as a real non-Rust gRPC \
-         client, and .ci/run installs it (pip install grpcio): {}",
+        "Python's grpcio and grpcio-tools are not installed; this test uses them as a real \
+         non-Rust gRPC client, and scripts/test installs them (pip install grpcio grpcio-tools): {}",
         String::from_utf8_lossy(&check.stderr)
     );
     python

@@ -3,47 +3,41 @@
     python3 grpcio_client.py TARGET SERVER_NAME BUNDLE CERT KEY NAME
 
 TARGET is host:port; SERVER_NAME is the DNS name the server's certificate must
-carry (grpcio checks it, through grpc.ssl_target_name_override). The messages
-are encoded here by hand (field 1, a string), so only grpcio is needed: no
-generated stubs, no protobuf runtime.
+carry (grpcio checks it, through grpc.ssl_target_name_override). The client
+stubs are generated from examples/proto/helloworld.proto with grpcio-tools at
+start, into a temporary directory, as a Python gRPC user would generate them.
 
 Prints "OK <message>" and exits 0, or "STATUS <CODE> <details>" and exits 1.
 """
 
+import importlib
+import os
 import sys
+import tempfile
 
 import grpc
+from grpc_tools import protoc
+
+PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto")
 
 
-def encode_string_field(value: str) -> bytes:
-    data = value.encode("utf-8")
-    length = len(data)
-    varint = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            varint.append(byte | 0x80)
-        else:
-            varint.append(byte)
-            break
-    return b"\x0a" + bytes(varint) + data
-
-
-def decode_string_field(message: bytes) -> str:
-    if not message:
-        return ""
-    if message[0] != 0x0A:
-        raise ValueError("unexpected field in reply: %r" % message[:1])
-    length, shift, i = 0, 0, 1
-    while True:
-        byte = message[i]
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        i += 1
-        if not byte & 0x80:
-            break
-    return message[i : i + length].decode("utf-8")
+def generate(out_dir: str):
+    """Generates helloworld_pb2 and helloworld_pb2_grpc into out_dir; imports them."""
+    code = protoc.main(
+        [
+            "grpc_tools.protoc",
+            "-I" + PROTO_DIR,
+            "--python_out=" + out_dir,
+            "--grpc_python_out=" + out_dir,
+            os.path.join(PROTO_DIR, "helloworld.proto"),
+        ]
+    )
+    if code != 0:
+        raise RuntimeError("grpc_tools.protoc failed with %d" % code)
+    sys.path.insert(0, out_dir)
+    return importlib.import_module("helloworld_pb2"), importlib.import_module(
+        "helloworld_pb2_grpc"
+    )
 
 
 def main() -> int:
@@ -54,18 +48,20 @@ def main() -> int:
         chain = f.read()
     with open(key, "rb") as f:
         private_key = f.read()
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=roots, private_key=private_key, certificate_chain=chain
-    )
-    options = [("grpc.ssl_target_name_override", server_name)]
-    with grpc.secure_channel(target, credentials, options=options) as channel:
-        say_hello = channel.unary_unary("/helloworld.Greeter/SayHello")
-        try:
-            reply = say_hello(encode_string_field(name), timeout=20)
-        except grpc.RpcError as err:
-            print("STATUS %s %s" % (err.code().name, err.details()))
-            return 1
-    print("OK %s" % decode_string_field(reply))
+    with tempfile.TemporaryDirectory() as out_dir:
+        messages, services = generate(out_dir)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=roots, private_key=private_key, certificate_chain=chain
+        )
+        options = [("grpc.ssl_target_name_override", server_name)]
+        with grpc.secure_channel(target, credentials, options=options) as channel:
+            stub = services.GreeterStub(channel)
+            try:
+                reply = stub.SayHello(messages.HelloRequest(name=name), timeout=20)
+            except grpc.RpcError as err:
+                print("STATUS %s %s" % (err.code().name, err.details()))
+                return 1
+    print("OK %s" % reply.message)
     return 0
 
 

@@ -1,5 +1,5 @@
 //! `WorkloadApiSource` against a real gRPC SPIFFE Workload API endpoint on a Unix
-//! socket (see `fake_workload_api`), with real rustls handshakes on 127.0.0.1 to show
+//! socket (`zt_testkit::workload`, tonic's generated server for the spec's proto), with real rustls handshakes on 127.0.0.1 to show
 //! what a peer sees.
 
 #![allow(
@@ -9,16 +9,11 @@
     clippy::panic
 )]
 
-mod fake_workload_api;
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_workload_api::{
-    FETCH_X509_SVID, FakeWorkloadApi, X509SvidEntry, X509SvidRequest, X509SvidResponse,
-};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +25,9 @@ use zt_core::{
     BundleSet, IdMatcher, Identity, IdentitySource, PeerIdentity, PeerRole, Snapshot, SpiffeId,
     StaticSource, Status, SvidPicker, WorkloadApiError, WorkloadApiSource, X509Svid,
 };
+use zt_testkit::workload::FakeWorkloadApi;
+use zt_testkit::workload_proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use zt_testkit::workload_proto::{X509svid, X509svidRequest, X509svidResponse};
 
 /// Upper bound for every wait; a bug fails the test instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -52,9 +50,24 @@ fn mint(ca: &DevCa, spiffe_id: &str) -> X509Svid {
     ca.mint(&id(spiffe_id)).expect("mint")
 }
 
+/// The Workload API's entry for `svid`, issued by `ca`.
+fn entry(svid: &X509Svid, ca: &DevCa) -> X509svid {
+    X509svid::from_parts(
+        svid.id().as_str(),
+        svid.chain(),
+        svid.private_key().secret_der(),
+        ca.bundle().authorities(),
+    )
+}
+
 /// One SVID issued by `ca`, as the Workload API would stream it.
-fn update(svid: &X509Svid, ca: &DevCa) -> X509SvidResponse {
-    X509SvidResponse::with(vec![X509SvidEntry::new(svid, ca)])
+fn update(svid: &X509Svid, ca: &DevCa) -> X509svidResponse {
+    X509svidResponse::with(vec![entry(svid, ca)])
+}
+
+/// Adds `ca`'s bundle to `update` as a federated bundle.
+fn federate(update: X509svidResponse, ca: &DevCa) -> X509svidResponse {
+    update.federate(ca.trust_domain().as_str(), ca.bundle().authorities())
 }
 
 /// A peer with an SVID of `ca` for `spiffe_id`, trusting `ca` and `also_trust`.
@@ -238,7 +251,7 @@ async fn federated_bundle_is_trusted_while_streamed_and_dropped_once_withdrawn()
         "no trust bundle for trust domain partner.org"
     );
 
-    fake.update(update(&ours, &ca).federate(&partner_ca));
+    fake.update(federate(update(&ours, &ca), &partner_ca));
     wait_status(&identity, "the federated bundle", |s| {
         s.generation() > first.generation()
     })
@@ -281,7 +294,7 @@ async fn update_without_svids_withdraws_the_identity_and_handshakes_fail_until_o
         .await
         .expect("handshake while the SVID is granted");
 
-    fake.update(X509SvidResponse::with(Vec::new()));
+    fake.update(X509svidResponse::with(Vec::new()));
     let status = wait_status(&identity, "the withdrawal", |s| !s.is_ready()).await;
     let reason = status.not_ready_reason().expect("a reason");
     assert!(
@@ -467,9 +480,9 @@ async fn picker_by_id_serves_the_matching_second_svid() {
     let ca = new_ca("example.org");
     let first = mint(&ca, "spiffe://example.org/first");
     let second = mint(&ca, "spiffe://example.org/second");
-    let mut fake = FakeWorkloadApi::new(X509SvidResponse::with(vec![
-        X509SvidEntry::new(&first, &ca),
-        X509SvidEntry::new(&second, &ca),
+    let mut fake = FakeWorkloadApi::new(X509svidResponse::with(vec![
+        entry(&first, &ca),
+        entry(&second, &ca),
     ]));
     fake.serve();
     let source = start_with(
@@ -492,9 +505,9 @@ async fn picker_by_hint_serves_the_svid_with_that_hint() {
     let ca = new_ca("example.org");
     let internal = mint(&ca, "spiffe://example.org/internal");
     let external = mint(&ca, "spiffe://example.org/external");
-    let mut fake = FakeWorkloadApi::new(X509SvidResponse::with(vec![
-        X509SvidEntry::new(&internal, &ca).hint("internal"),
-        X509SvidEntry::new(&external, &ca).hint("external"),
+    let mut fake = FakeWorkloadApi::new(X509svidResponse::with(vec![
+        entry(&internal, &ca).with_hint("internal"),
+        entry(&external, &ca).with_hint("external"),
     ]));
     fake.serve();
     let source = start_with(&fake, SvidPicker::by_hint("external"));
@@ -508,9 +521,9 @@ async fn default_picker_serves_the_first_svid() {
     let ca = new_ca("example.org");
     let first = mint(&ca, "spiffe://example.org/first");
     let second = mint(&ca, "spiffe://example.org/second");
-    let mut fake = FakeWorkloadApi::new(X509SvidResponse::with(vec![
-        X509SvidEntry::new(&first, &ca),
-        X509SvidEntry::new(&second, &ca),
+    let mut fake = FakeWorkloadApi::new(X509svidResponse::with(vec![
+        entry(&first, &ca),
+        entry(&second, &ca),
     ]));
     fake.serve();
     let source = start(&fake);
@@ -532,9 +545,9 @@ async fn update_with_a_malformed_certificate_is_rejected_and_the_last_good_keeps
     let client = peer(&ca, CLIENT_ID, &[]);
     let snapshot = ready(&identity).await;
 
-    let mut garbage = X509SvidEntry::new(&mint(&ca, API_ID), &ca);
+    let mut garbage = entry(&mint(&ca, API_ID), &ca);
     garbage.x509_svid = b"\x30\x03not a certificate".to_vec();
-    fake.update(X509SvidResponse::with(vec![garbage]));
+    fake.update(X509svidResponse::with(vec![garbage]));
     let status = wait_status(&identity, "the rejection", |s| s.last_error().is_some()).await;
     let error = status.last_error().expect("an error");
     assert!(
@@ -561,9 +574,9 @@ async fn update_whose_svid_does_not_chain_to_its_bundle_is_rejected_as_a_whole()
     let snapshot = ready(&identity).await;
 
     // Well-formed, but signed by a CA the streamed bundle does not hold.
-    let mut foreign = X509SvidEntry::new(&mint(&impostor_ca, API_ID), &impostor_ca);
-    foreign.bundle = X509SvidEntry::new(&first, &ca).bundle;
-    fake.update(X509SvidResponse::with(vec![foreign]));
+    let mut foreign = entry(&mint(&impostor_ca, API_ID), &impostor_ca);
+    foreign.bundle = entry(&first, &ca).bundle;
+    fake.update(X509svidResponse::with(vec![foreign]));
     let status = wait_status(&identity, "the rejection", |s| s.last_error().is_some()).await;
     let error = status.last_error().expect("an error");
     assert!(
@@ -590,14 +603,8 @@ async fn call_without_the_security_header_is_refused_and_the_source_sends_it() {
         .connect()
         .await
         .expect("connect to the fake");
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("channel ready");
-    let status = grpc
-        .server_streaming(
-            tonic::Request::new(X509SvidRequest {}),
-            tonic::codegen::http::uri::PathAndQuery::from_static(FETCH_X509_SVID),
-            tonic_prost::ProstCodec::<X509SvidRequest, X509SvidResponse>::default(),
-        )
+    let status = SpiffeWorkloadApiClient::new(channel)
+        .fetch_x509svid(X509svidRequest {})
         .await
         .expect_err("a call without workload.spiffe.io must be refused");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -778,7 +785,11 @@ async fn federated_entry_for_our_own_trust_domain_is_refused_and_our_bundle_stay
     let identity = source.identity();
     let first = ready(&identity).await;
 
-    fake.update(update(&ours, &ca).federate_all(&[&impostor_ca, &ca]));
+    let both: Vec<_> = [&impostor_ca, &ca]
+        .iter()
+        .flat_map(|ca| ca.bundle().authorities().to_vec())
+        .collect();
+    fake.update(update(&ours, &ca).federate(ca.trust_domain().as_str(), &both));
     let status = wait_status(&identity, "the refusal", |s| s.last_error().is_some()).await;
     let error = status.last_error().unwrap_or_default();
     assert!(

@@ -127,7 +127,7 @@ async fn call_without_zt_identity_gets_unauthenticated() {
     let serving = tokio::spawn(
         Server::builder()
             .layer(layer)
-            .add_service(greeter::GreeterServer)
+            .add_service(greeter::server())
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
 
@@ -376,7 +376,7 @@ async fn interceptor_refuses_call_its_check_rejects_for_this_peer() {
                 server.identity(),
                 PolicyStore::new(hello_for_client()),
             ))
-            .add_service(InterceptedService::new(greeter::GreeterServer, own_tenant))
+            .add_service(InterceptedService::new(greeter::server(), own_tenant))
             .serve_with_incoming(incoming),
     );
     let connector = Connector::new(client.identity(), IdMatcher::exact(id(SERVER_ID))).unwrap();
@@ -388,7 +388,7 @@ async fn interceptor_refuses_call_its_check_rejects_for_this_peer() {
         request
             .metadata_mut()
             .insert("x-tenant", tenant.parse().unwrap());
-        greeter::call_with(&channel, greeter::SAY_HELLO, request)
+        greeter::say_hello_with(&channel, request)
     };
 
     within("own tenant", call("web")).await.unwrap();

@@ -115,7 +115,7 @@ async fn serve(
         let _ = zt_tonic::server()
             .layer(layer)
             .add_service(health)
-            .add_service(greeter::GreeterServer)
+            .add_service(greeter::server())
             .serve_with_incoming(incoming)
             .await;
     });

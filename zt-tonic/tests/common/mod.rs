@@ -109,7 +109,7 @@ impl Running {
             zt_tonic::server()
                 .layer(layer.clone())
                 .add_service(health_service)
-                .add_service(greeter::GreeterServer)
+                .add_service(greeter::server())
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
