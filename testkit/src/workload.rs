@@ -98,6 +98,8 @@ enum Reply {
     Refuse(Code, String),
     /// Accepts the call and sends nothing, as a stuck agent would.
     Silent,
+    /// Sends this update and ends the stream at once, as a flapping agent would.
+    Flap(X509svidResponse),
 }
 
 #[derive(Debug)]
@@ -222,6 +224,12 @@ impl FakeWorkloadApi {
         self.state.reply.send_replace(Reply::Silent);
     }
 
+    /// From now on every stream gets `update` and is ended right after it, as by an
+    /// agent that restarts again and again.
+    pub fn flap(&self, update: X509svidResponse) {
+        self.state.reply.send_replace(Reply::Flap(update));
+    }
+
     /// Ends every open stream cleanly, as a restarting agent does; the server stays up.
     pub fn drop_streams(&self) {
         self.state.epoch.send_modify(|epoch| *epoch += 1);
@@ -334,6 +342,10 @@ impl SpiffeWorkloadApi for Endpoint {
                                 return;
                             }
                             Reply::Silent => {}
+                            Reply::Flap(update) => {
+                                let _ = tx.send(Ok(update)).await;
+                                return;
+                            }
                         }
                     }
                     _ = epoch.changed() => return,

@@ -281,7 +281,11 @@ async fn federated_bundle_is_trusted_while_streamed_and_dropped_once_withdrawn()
 // === withdrawal: fail closed ===
 
 #[tokio::test]
-async fn update_without_svids_withdraws_the_identity_and_handshakes_fail_until_one_returns() {
+async fn update_without_svids_is_discarded_and_the_last_good_keeps_serving() {
+    // SPIFFE Workload API §5.2.1: `svids` MUST hold one or more SVIDs; §4.5: a
+    // client receiving a message whose mandatory field is empty SHOULD report an
+    // error and discard the message. (A server that grants nothing answers
+    // PermissionDenied, which withdraws: see below.)
     let ca = new_ca("example.org");
     let svid = mint(&ca, API_ID);
     let mut fake = FakeWorkloadApi::new(update(&svid, &ca));
@@ -289,33 +293,32 @@ async fn update_without_svids_withdraws_the_identity_and_handshakes_fail_until_o
     let source = start(&fake);
     let identity = source.identity();
     let client = peer(&ca, CLIENT_ID, &[]);
-    ready(&identity).await;
-    handshake(&identity, &client.identity())
-        .await
-        .expect("handshake while the SVID is granted");
+    let snapshot = ready(&identity).await;
 
     fake.update(X509svidResponse::with(Vec::new()));
-    let status = wait_status(&identity, "the withdrawal", |s| !s.is_ready()).await;
-    let reason = status.not_ready_reason().expect("a reason");
+    let status = wait_status(&identity, "the rejection", |s| s.last_error().is_some()).await;
+    let error = status.last_error().unwrap_or_default();
     assert!(
-        reason.contains("carries no X.509-SVID"),
-        "unexpected reason: {reason}"
+        error.contains("carries no X.509-SVID") && error.contains("5.2.1"),
+        "unexpected error: {error}"
     );
-    assert!(identity.snapshot().is_none());
-    let err = handshake(&identity, &client.identity())
+    assert!(status.is_ready(), "the empty update withdrew the identity");
+    assert_eq!(status.generation(), snapshot.generation());
+    let served = handshake(&identity, &client.identity())
         .await
-        .expect_err("no SVID to present");
-    assert!(
-        err.to_string().contains("no server certificate"),
-        "unexpected error: {err}"
-    );
+        .expect("the last good SVID keeps serving");
+    assert_eq!(served.presented_leaf, *svid.leaf());
 
     let again = mint(&ca, API_ID);
     fake.update(update(&again, &ca));
-    wait_status(&identity, "the SVID to return", Status::is_ready).await;
+    let status = wait_status(&identity, "the next good update", |s| {
+        s.generation() > snapshot.generation()
+    })
+    .await;
+    assert_eq!(status.last_error(), None);
     let served = handshake(&identity, &client.identity())
         .await
-        .expect("handshake after the SVID returned");
+        .expect("handshake after the next update");
     assert_eq!(served.presented_leaf, *again.leaf());
 }
 
@@ -830,4 +833,206 @@ async fn federated_entry_for_our_own_trust_domain_is_refused_and_our_bundle_stay
     handshake(&identity, &client.identity())
         .await
         .expect("a client of our own authority is served");
+}
+
+// === edge cases: silent streams, bad neighbours, storms ===
+
+#[tokio::test]
+async fn stream_that_sends_nothing_is_reported_and_reopened_after_the_first_update_timeout() {
+    let ca = new_ca("example.org");
+    let svid = mint(&ca, API_ID);
+    let mut fake = FakeWorkloadApi::silent();
+    fake.serve();
+    let source = WorkloadApiSource::builder()
+        .endpoint(fake.endpoint())
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .first_update_timeout(Duration::from_millis(300))
+        .start()
+        .expect("start");
+    let identity = source.identity();
+
+    let status = wait_status(&identity, "the first-update timeout", |s| {
+        s.last_error().is_some()
+    })
+    .await;
+    let error = status.last_error().unwrap_or_default();
+    assert!(
+        error.contains("sent no update within 300ms"),
+        "unexpected error: {error}"
+    );
+    assert!(!status.is_ready());
+    assert!(
+        status
+            .not_ready_reason()
+            .is_some_and(|reason| reason.contains("sent no update")),
+        "{status:?}"
+    );
+    // The silent stream was dropped and a new one opened.
+    fake.wait_accepted(2).await;
+
+    fake.update(update(&svid, &ca));
+    let snapshot = ready(&identity).await;
+    assert_eq!(snapshot.svid().leaf(), svid.leaf());
+}
+
+#[tokio::test]
+async fn the_first_update_timeout_does_not_cut_a_healthy_stream_that_is_quiet() {
+    let ca = new_ca("example.org");
+    let mut fake = FakeWorkloadApi::new(update(&mint(&ca, API_ID), &ca));
+    fake.serve();
+    let source = WorkloadApiSource::builder()
+        .endpoint(fake.endpoint())
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .first_update_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    let snapshot = ready(&source.identity()).await;
+    // Ten first-update deadlines pass with no update: the stream stays.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.accepted_calls(), 1, "the quiet stream was reopened");
+    let status = source.identity().status();
+    assert_eq!(status.last_error(), None);
+    assert_eq!(status.generation(), snapshot.generation());
+}
+
+#[tokio::test]
+async fn malformed_other_svid_is_ignored_and_reported_while_the_picked_one_serves() {
+    let ca = new_ca("example.org");
+    let partner_ca = new_ca("partner.org");
+    let picked = mint(&ca, API_ID);
+    let client = peer(&ca, CLIENT_ID, &[]);
+    let mut broken = entry(&mint(&partner_ca, "spiffe://partner.org/api"), &partner_ca);
+    broken.x509_svid_key = b"not a key".to_vec();
+    let mut fake = FakeWorkloadApi::new(X509svidResponse::with(vec![entry(&picked, &ca), broken]));
+    fake.serve();
+    let source = start(&fake);
+    let identity = source.identity();
+
+    let snapshot = ready(&identity).await;
+    assert_eq!(snapshot.svid().leaf(), picked.leaf());
+    let status = identity.status();
+    let notice = status.last_notice().unwrap_or_default();
+    assert!(
+        notice.contains("ignored 1 other SVID")
+            && notice.contains("SVID 1 (\"spiffe://partner.org/api\")")
+            && notice.contains("invalid X.509-SVID"),
+        "unexpected notice: {notice}"
+    );
+    assert_eq!(status.last_error(), None);
+    // The malformed entry's bundle is not trusted.
+    assert!(snapshot.bundles().get(partner_ca.trust_domain()).is_none());
+    let served = handshake(&identity, &client.identity())
+        .await
+        .expect("the picked SVID serves");
+    assert_eq!(served.presented_leaf, *picked.leaf());
+
+    // The next update without the broken entry clears the notice.
+    fake.update(update(&picked, &ca));
+    wait_status(&identity, "the notice to clear", |s| {
+        s.last_notice().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn picked_entry_whose_spiffe_id_is_not_its_svids_is_rejected() {
+    let ca = new_ca("example.org");
+    let first = mint(&ca, API_ID);
+    let mut fake = FakeWorkloadApi::new(update(&first, &ca));
+    fake.serve();
+    let source = start_with(
+        &fake,
+        SvidPicker::by_id(IdMatcher::exact(id("spiffe://example.org/billing"))),
+    );
+    let identity = source.identity();
+    let status = wait_status(&identity, "the picker's verdict", |s| {
+        s.not_ready_reason().is_some_and(|r| r.contains("picker"))
+    })
+    .await;
+    assert!(!status.is_ready());
+
+    // An entry that says "billing" but carries another workload's SVID.
+    let mut mislabelled = entry(&mint(&ca, "spiffe://example.org/other"), &ca);
+    mislabelled.spiffe_id = "spiffe://example.org/billing".to_owned();
+    fake.update(X509svidResponse::with(vec![mislabelled]));
+    let status = wait_status(&identity, "the rejection", |s| s.last_error().is_some()).await;
+    let error = status.last_error().unwrap_or_default();
+    assert!(
+        error.contains("names \"spiffe://example.org/billing\" but its X.509-SVID is spiffe://example.org/other"),
+        "unexpected error: {error}"
+    );
+    assert!(identity.snapshot().is_none(), "the mislabelled SVID serves");
+}
+
+/// The gaps between consecutive call arrivals.
+fn gaps(arrivals: &[std::time::Instant]) -> Vec<Duration> {
+    arrivals.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test]
+async fn reconnect_storm_backs_off_to_the_cap_and_resets_after_a_healthy_stream() {
+    const INITIAL: Duration = Duration::from_millis(20);
+    const MAX: Duration = Duration::from_millis(640);
+    let ca = new_ca("example.org");
+    let svid = mint(&ca, API_ID);
+    let mut fake = FakeWorkloadApi::new(update(&svid, &ca));
+    // Every stream gets a good update and is dropped at once: an agent in a crash
+    // loop. Each update is valid, yet no stream lives long enough to be healthy.
+    fake.flap(update(&svid, &ca));
+    fake.serve();
+    let source = WorkloadApiSource::builder()
+        .endpoint(fake.endpoint())
+        .backoff(INITIAL, MAX)
+        .start()
+        .expect("start");
+    ready(&source.identity()).await;
+    fake.wait_accepted(9).await;
+    let storm = gaps(&fake.arrivals());
+    // The n-th retry waits within [d/2, d], d = min(INITIAL * 2^(n-1), MAX): sleeps
+    // never end early, so the lower bounds hold on any machine.
+    for (n, gap) in storm.iter().enumerate() {
+        let ceiling = INITIAL.saturating_mul(1 << n.min(16)).min(MAX);
+        assert!(
+            *gap >= ceiling / 2,
+            "retry {n} came after {gap:?}, before its backoff of at least {:?}: {storm:?}",
+            ceiling / 2
+        );
+        // Bounded: never longer than the cap, give or take a loaded machine.
+        assert!(
+            *gap <= MAX + Duration::from_secs(2),
+            "retry {n} waited {gap:?}, far beyond the cap {MAX:?}: {storm:?}"
+        );
+    }
+    assert!(
+        storm.iter().skip(6).all(|gap| *gap >= MAX / 2),
+        "the delay did not reach the cap: {storm:?}"
+    );
+    assert!(source.identity().status().is_ready(), "valid updates serve");
+
+    // A healthy stream: a valid update, then open for longer than the cap.
+    let calls = fake.accepted_calls();
+    fake.update(update(&svid, &ca));
+    fake.wait_accepted(calls + 1).await;
+    tokio::time::sleep(MAX + Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.accepted_calls(),
+        calls + 1,
+        "the steady stream was dropped"
+    );
+
+    let dropped = std::time::Instant::now();
+    fake.drop_streams();
+    fake.wait_accepted(calls + 2).await;
+    let after = fake
+        .arrivals()
+        .last()
+        .copied()
+        .expect("an arrival")
+        .saturating_duration_since(dropped);
+    // Without a reset the next delay would be at least MAX / 2 (320 ms); after it,
+    // at most INITIAL (20 ms).
+    assert!(
+        after < MAX / 2,
+        "the healthy stream did not reset the backoff: reconnected after {after:?}"
+    );
 }

@@ -112,6 +112,7 @@ pub struct Status {
     not_before: Option<SystemTime>,
     not_after: Option<SystemTime>,
     last_error: Option<String>,
+    notice: Option<String>,
     withdrawn: Option<String>,
 }
 
@@ -185,6 +186,14 @@ impl Status {
     pub fn lifetime_elapsed(&self, now: SystemTime) -> Option<f64> {
         let (not_before, not_after) = (self.not_before?, self.not_after?);
         Some(lifetime_fraction(not_before, not_after, now))
+    }
+
+    /// Something about the serving identity's last update that an operator should
+    /// know although the update was accepted, such as another SVID of a Workload
+    /// API update that was left out because it is malformed. Cleared by the next
+    /// accepted update that has nothing to report.
+    pub fn last_notice(&self) -> Option<&str> {
+        self.notice.as_deref()
     }
 
     /// The error of the last rejected candidate, cleared by the next good one.
@@ -377,13 +386,36 @@ impl IdentityPublisher {
         svid: X509Svid,
         bundles: BundleSet,
     ) -> Result<Arc<Snapshot>, Error> {
-        match self.validate(svid, bundles)? {
+        match self.validate(svid, bundles, None)? {
             Validated::Unchanged(current) => Ok(current),
             Validated::New(snapshot) => Ok(snapshot),
         }
     }
 
-    fn validate(&self, svid: X509Svid, bundles: BundleSet) -> Result<Validated, Error> {
+    /// As [`publish`](Self::publish), recording `notice` (see
+    /// [`Status::last_notice`]) with the outcome when the candidate is accepted, in
+    /// the same status change.
+    pub(crate) fn publish_noted(
+        &self,
+        svid: X509Svid,
+        bundles: BundleSet,
+        notice: Option<String>,
+    ) -> Result<Arc<Snapshot>, Error> {
+        match self.validate(svid, bundles, notice) {
+            Ok(Validated::Unchanged(current) | Validated::New(current)) => Ok(current),
+            Err(err) => {
+                self.reject(&err);
+                Err(err)
+            }
+        }
+    }
+
+    fn validate(
+        &self,
+        svid: X509Svid,
+        bundles: BundleSet,
+        notice: Option<String>,
+    ) -> Result<Validated, Error> {
         let now = SystemTime::now();
         let provider = &self.shared.provider;
         let certified_key = svid.certified_key(provider)?;
@@ -404,8 +436,12 @@ impl IdentityPublisher {
             && same_bundles(&current.bundles, &bundles)
             && self.status.borrow().withdrawn.is_none()
         {
-            self.status
-                .send_if_modified(|status| status.last_error.take().is_some());
+            self.status.send_if_modified(|status| {
+                let had_error = status.last_error.take().is_some();
+                let notice_changed = status.notice != notice;
+                status.notice = notice;
+                had_error || notice_changed
+            });
             return Ok(Validated::Unchanged(Arc::clone(current)));
         }
         let generation = self.status.borrow().generation + 1;
@@ -431,6 +467,7 @@ impl IdentityPublisher {
                 not_before: Some(snapshot.svid.not_before()),
                 not_after: Some(snapshot.svid.not_after()),
                 last_error: None,
+                notice,
                 withdrawn: None,
             };
         });

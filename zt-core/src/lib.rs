@@ -100,8 +100,9 @@ pub use source::StaticSource;
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use source::{
-    DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, SPIFFE_ENDPOINT_SOCKET, SvidPicker,
-    WorkloadApiError, WorkloadApiSource, WorkloadApiSourceBuilder,
+    DEFAULT_FIRST_UPDATE_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF,
+    SPIFFE_ENDPOINT_SOCKET, SvidPicker, WorkloadApiError, WorkloadApiSource,
+    WorkloadApiSourceBuilder,
 };
 #[cfg(feature = "files")]
 pub use source::{FileLayout, FileSource, FileSourceBuilder};

@@ -26,8 +26,9 @@ use std::sync::Arc;
 
 #[cfg(feature = "workload-api")]
 pub use workload::{
-    DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, SPIFFE_ENDPOINT_SOCKET, SvidPicker,
-    WorkloadApiError, WorkloadApiSource, WorkloadApiSourceBuilder,
+    DEFAULT_FIRST_UPDATE_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF,
+    SPIFFE_ENDPOINT_SOCKET, SvidPicker, WorkloadApiError, WorkloadApiSource,
+    WorkloadApiSourceBuilder,
 };
 #[cfg(feature = "files")]
 mod files;

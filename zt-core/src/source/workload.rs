@@ -77,6 +77,10 @@ pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest reconnection delay when none is configured.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long an open stream may stay silent before its first update when none is
+/// configured.
+pub const DEFAULT_FIRST_UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long establishing a connection may take before it counts as failed: a TCP
 /// endpoint that drops packets must not stall the source for minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,6 +115,9 @@ pub enum WorkloadApiError {
         /// The configured maximum delay.
         max: Duration,
     },
+    /// The first-update timeout is zero.
+    #[error("invalid first-update timeout: it must be above zero")]
+    InvalidFirstUpdateTimeout,
     /// `start` was called outside a tokio runtime.
     #[error("the Workload API source needs a tokio runtime: start it from within one")]
     NoRuntime,
@@ -197,6 +204,7 @@ pub struct WorkloadApiSourceBuilder {
     provider: Option<Arc<CryptoProvider>>,
     initial_backoff: Duration,
     max_backoff: Duration,
+    first_update_timeout: Duration,
 }
 
 // === impl WorkloadApiSourceBuilder ===
@@ -209,6 +217,7 @@ impl WorkloadApiSourceBuilder {
             provider: None,
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            first_update_timeout: DEFAULT_FIRST_UPDATE_TIMEOUT,
         }
     }
 
@@ -234,11 +243,25 @@ impl WorkloadApiSourceBuilder {
 
     /// Reconnection delays: the first retry waits about `initial`, each failure
     /// doubles the delay up to `max`, and every delay is jittered down by up to half so
-    /// that many workloads do not reconnect in step. A stream that delivered an update
-    /// resets the delay to `initial`.
+    /// that many workloads do not reconnect in step.
+    ///
+    /// Only a healthy stream resets the delay to `initial`: one that delivered a
+    /// valid update and then stayed open for at least `max`. An endpoint that
+    /// accepts a stream and drops it soon after, again and again, is retried at
+    /// ever longer delays up to `max`, not in a storm.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_backoff = initial;
         self.max_backoff = max;
+        self
+    }
+
+    /// How long an open stream may stay silent before its first update (default
+    /// [`DEFAULT_FIRST_UPDATE_TIMEOUT`]). A stream that sends nothing by then is
+    /// recorded in [`Status::last_error`](crate::Status::last_error), dropped and
+    /// retried after a backoff. Later updates have no deadline: a healthy stream is
+    /// silent between rotations.
+    pub fn first_update_timeout(mut self, timeout: Duration) -> Self {
+        self.first_update_timeout = timeout;
         self
     }
 
@@ -271,6 +294,9 @@ impl WorkloadApiSourceBuilder {
                 max: self.max_backoff,
             });
         }
+        if self.first_update_timeout.is_zero() {
+            return Err(WorkloadApiError::InvalidFirstUpdateTimeout);
+        }
         let provider = match self.provider {
             Some(provider) => provider,
             None => crate::default_provider().map_err(|_| WorkloadApiError::NoCryptoProvider)?,
@@ -283,6 +309,7 @@ impl WorkloadApiSourceBuilder {
             endpoint,
             picker: self.picker,
             backoff: Backoff::new(self.initial_backoff, self.max_backoff),
+            first_update_timeout: self.first_update_timeout,
             publisher,
             stopped: false,
         };
@@ -385,6 +412,13 @@ impl Backoff {
         self.next = self.initial;
     }
 
+    /// How long a stream must stay open, after a valid update, to count as healthy
+    /// and reset the delay: the longest delay. A stream that lives that long is not
+    /// part of a reconnection storm.
+    fn healthy_after(&self) -> Duration {
+        self.max
+    }
+
     /// The delay before the next attempt: uniform in [next/2, next], then `next`
     /// doubles up to `max`.
     fn delay(&mut self) -> Duration {
@@ -414,6 +448,7 @@ struct Worker {
     endpoint: Endpoint,
     picker: SvidPicker,
     backoff: Backoff,
+    first_update_timeout: Duration,
     publisher: IdentityPublisher,
     stopped: bool,
 }
@@ -453,19 +488,45 @@ impl Worker {
             }
         };
         tracing::info!("Workload API stream open");
-        loop {
-            match stream.message().await {
-                Ok(Some(update)) => {
-                    self.backoff.reset();
-                    self.apply(&update);
+        let opened = tokio::time::Instant::now();
+        // When the stream delivered its first valid update.
+        let mut valid_since = None;
+        let mut first = true;
+        let next = loop {
+            let message = if first {
+                first = false;
+                match tokio::time::timeout(self.first_update_timeout, stream.message()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        self.publisher.reject(&format_args!(
+                            "the Workload API opened the X.509-SVID stream but sent no update within {:?}",
+                            self.first_update_timeout
+                        ));
+                        break Next::Reconnect;
+                    }
                 }
-                Ok(None) => break,
-                Err(status) => return self.refused("Workload API stream failed", &status),
+            } else {
+                stream.message().await
+            };
+            match message {
+                Ok(Some(update)) => {
+                    if self.apply(&update) && valid_since.is_none() {
+                        valid_since = Some(tokio::time::Instant::now());
+                    }
+                }
+                Ok(None) => {
+                    self.publisher
+                        .reject(&"the Workload API closed the X.509-SVID stream");
+                    break Next::Reconnect;
+                }
+                Err(status) => break self.refused("Workload API stream failed", &status),
             }
+        };
+        if valid_since.is_some_and(|since| since.elapsed() >= self.backoff.healthy_after()) {
+            self.backoff.reset();
         }
-        self.publisher
-            .reject(&"the Workload API closed the X.509-SVID stream");
-        Next::Reconnect
+        tracing::debug!(open_for = ?opened.elapsed(), "Workload API stream ended");
+        next
     }
 
     /// The endpoint could not be reached: retried, unless its transport is one
@@ -511,35 +572,66 @@ impl Worker {
         self.stopped = true;
     }
 
-    /// Turns one update into a candidate and publishes it.
-    fn apply(&self, update: &X509SvidResponse) {
+    /// Turns one update into a candidate and publishes it. `true` when the update
+    /// was valid: published, or the same as the serving snapshot.
+    fn apply(&self, update: &X509SvidResponse) -> bool {
         tracing::debug!(
             svids = update.svids.len(),
             federated = update.federated_bundles.len(),
             "Workload API update received"
         );
-        // Each update is the full state: no SVID at all means none is granted now.
+        // SPIFFE Workload API §5.2.1: `svids` is mandatory and holds one or more
+        // SVIDs; §4.5: a message whose mandatory field is empty is reported and
+        // discarded. A server that grants nothing answers PermissionDenied instead.
         if update.svids.is_empty() {
-            self.publisher
-                .withdraw("the Workload API update carries no X.509-SVID");
-            return;
+            self.publisher.reject(
+                &"Workload API update discarded: it carries no X.509-SVID, which the \
+                  Workload API spec (5.2.1) requires; a server that grants none answers \
+                  PermissionDenied",
+            );
+            return false;
         }
         let Some(picked) = self.picker.pick(&update.svids) else {
+            // The SVID we serve was redacted: cease using it (§5.2.1).
             self.publisher.withdraw(&format!(
                 "the Workload API update has no SVID matching the picker ({})",
                 self.picker
             ));
-            return;
+            return false;
         };
-        match candidate(picked, update) {
-            // `publish` records and logs its own verdict.
-            Ok((svid, bundles)) => {
-                let _ = self.publisher.publish(svid, bundles);
+        let provider = self.publisher.identity().crypto_provider().clone();
+        let candidate = match candidate(picked, update, &provider) {
+            Ok(candidate) => candidate,
+            Err(reason) => {
+                self.publisher
+                    .reject(&format_args!("Workload API update rejected: {reason}"));
+                return false;
             }
-            Err(reason) => self
-                .publisher
-                .reject(&format_args!("Workload API update rejected: {reason}")),
+        };
+        let notice = (!candidate.ignored.is_empty()).then(|| {
+            format!(
+                "Workload API update: serving {}; ignored {} other SVID(s) of the update: {}",
+                picked_id(picked),
+                candidate.ignored.len(),
+                candidate.ignored.join("; ")
+            )
+        });
+        if let Some(notice) = &notice {
+            tracing::warn!(
+                ignored = candidate.ignored.len(),
+                notice,
+                "Workload API SVID ignored"
+            );
         }
+        // `publish_noted` records and logs its own verdict.
+        if self
+            .publisher
+            .publish_noted(candidate.svid, candidate.bundles, notice)
+            .is_err()
+        {
+            return false;
+        }
+        true
     }
 }
 
@@ -552,33 +644,90 @@ impl Drop for Worker {
     }
 }
 
+/// What an update offers to publish.
+struct Candidate {
+    svid: X509Svid,
+    bundles: BundleSet,
+    /// Why each other SVID of the update that is malformed was left out.
+    ignored: Vec<String>,
+}
+
+/// The picked entry's SPIFFE ID as sent, escaped for logs.
+fn picked_id(entry: &X509SvidEntry) -> String {
+    format!("{:?}", entry.spiffe_id)
+}
+
+/// One entry's SVID and its own trust domain's bundle, checked as a whole: the
+/// chain and key parse and match, the entry's `spiffe_id` is the SVID's own ID,
+/// and the bundle parses.
+fn entry(entry: &X509SvidEntry) -> Result<(X509Svid, X509Bundle), String> {
+    let svid = X509Svid::from_der(
+        split_der(&entry.x509_svid).map_err(|err| format!("invalid X.509-SVID: {err}"))?,
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(entry.x509_svid_key.clone())),
+    )
+    .map_err(|err| format!("invalid X.509-SVID: {err}"))?;
+    if svid.id().as_str() != entry.spiffe_id {
+        return Err(format!(
+            "the entry names {:?} but its X.509-SVID is {}",
+            entry.spiffe_id,
+            svid.id()
+        ));
+    }
+    let own = bundle(svid.id().trust_domain().clone(), &entry.bundle)?;
+    Ok((svid, own))
+}
+
+/// Another entry than the picked one, checked as publishing would check it: as
+/// [`entry`], and its key matches its certificate and its chain verifies against
+/// its own bundle now.
+fn other_entry(
+    other: &X509SvidEntry,
+    provider: &CryptoProvider,
+) -> Result<(X509Svid, X509Bundle), String> {
+    let (svid, own) = entry(other)?;
+    svid.certified_key(provider)
+        .map_err(|err| format!("invalid X.509-SVID: {err}"))?;
+    let bundles = BundleSet::new().with(own.clone());
+    svid.verify(&bundles, provider, std::time::SystemTime::now())
+        .map_err(|err| format!("X.509-SVID does not verify against its bundle: {err}"))?;
+    Ok((svid, own))
+}
+
 /// The candidate of an update: the picked SVID, its own trust domain's bundle as
 /// the SVID entry carries it, the bundles of the update's other SVIDs' trust
-/// domains, and the federated bundles. A federated entry for a trust domain of the
-/// update's own SVIDs would replace the bundle the Workload API gave with the SVID:
-/// it is refused, and the update with it, as the file source refuses one.
+/// domains, and the federated bundles.
+///
+/// - The picked entry must be valid as a whole, or the update is rejected.
+/// - Another entry that is malformed is left out (its bundle is not trusted) and
+///   reported: it does not make the picked SVID less valid.
+/// - A federated entry for a trust domain of the update's own SVIDs would replace
+///   the bundle the Workload API gave with the SVID: it is refused, and the update
+///   with it, as the file source refuses one.
 fn candidate(
     picked: &X509SvidEntry,
     update: &X509SvidResponse,
-) -> Result<(X509Svid, BundleSet), String> {
-    let svid = X509Svid::from_der(
-        split_der(&picked.x509_svid).map_err(|err| format!("invalid X.509-SVID: {err}"))?,
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(picked.x509_svid_key.clone())),
-    )
-    .map_err(|err| format!("invalid X.509-SVID: {err}"))?;
-    let own = svid.id().trust_domain().clone();
+    provider: &CryptoProvider,
+) -> Result<Candidate, String> {
+    let (svid, own_bundle) = entry(picked)?;
     let mut bundles = BundleSet::new();
-    bundles.insert(bundle(own.clone(), &picked.bundle)?);
-    let mut own_domains = vec![own];
-    for entry in &update.svids {
-        // Another SVID's bundle, for its trust domain (ours is the picked one's).
-        let Ok(id) = entry.spiffe_id.parse::<SpiffeId>() else {
+    let mut own_domains = vec![own_bundle.trust_domain().clone()];
+    bundles.insert(own_bundle);
+    let mut ignored = Vec::new();
+    for (index, other) in update.svids.iter().enumerate() {
+        if std::ptr::eq(other, picked) {
             continue;
-        };
-        let td = id.trust_domain().clone();
-        if !own_domains.contains(&td) {
-            bundles.insert(bundle(td.clone(), &entry.bundle)?);
-            own_domains.push(td);
+        }
+        match other_entry(other, provider) {
+            // Another SVID's bundle, for its trust domain (the first entry of a
+            // trust domain gives it, the picked one before all).
+            Ok((_, other_bundle)) => {
+                let td = other_bundle.trust_domain().clone();
+                if !own_domains.contains(&td) {
+                    bundles.insert(other_bundle);
+                    own_domains.push(td);
+                }
+            }
+            Err(reason) => ignored.push(format!("SVID {index} ({}): {reason}", picked_id(other))),
         }
     }
     let mut federated: Vec<_> = update.federated_bundles.iter().collect();
@@ -593,7 +742,11 @@ fn candidate(
         }
         bundles.insert(bundle(td, der)?);
     }
-    Ok((svid, bundles))
+    Ok(Candidate {
+        svid,
+        bundles,
+        ignored,
+    })
 }
 
 /// A `federated_bundles` key: the trust domain's SPIFFE ID (`spiffe://example.org`),
