@@ -2,9 +2,14 @@
 //!
 //! ```text
 //! cargo run --example echo-client -- --url https://localhost:8443/whoami \
-//!     --cert svid.pem --key svid_key.pem --bundle svid_bundle.pem \
+//!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] --server-id 'spiffe://example.org/api'
 //! ```
+//!
+//! With `--workload-api` instead of the files, the SVID and every bundle,
+//! federated ones included, come from the SPIFFE Workload API (a SPIRE agent's
+//! socket; without an address, `SPIFFE_ENDPOINT_SOCKET`) and rotate on its stream;
+//! `--svid-hint` or `--svid-id` picks among several SVIDs.
 //!
 //! Prints the response body and exits 0 on a 2xx answer. Anything else — a server
 //! whose SVID is invalid or has another ID, a failed handshake, a non-2xx answer —
@@ -19,7 +24,7 @@ use clap::{CommandFactory, Parser};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use zt_core::{IdMatcher, IdentitySource, StaticSource};
+use zt_core::IdMatcher;
 use zt_examples::cli::{self, Credentials};
 use zt_tower::{ConnectError, Connector};
 
@@ -47,10 +52,9 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let url = cli.url;
     let server_id = cli.server_id;
-    let (svid, bundles) = cli::load_material(&cli.credentials)?;
-    let source = StaticSource::new(svid, bundles)?;
+    let (_source, identity) = cli::client_identity(&cli.credentials).await?;
 
-    let connector = Connector::builder(source.identity(), server_id)
+    let connector = Connector::builder(identity, server_id)
         .connect_timeout(Duration::from_secs(10))
         .build()?;
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);

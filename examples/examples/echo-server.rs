@@ -3,10 +3,15 @@
 //!
 //! ```text
 //! cargo run --example echo-server -- --listen 127.0.0.1:8443 \
-//!     --cert svid.pem --key svid_key.pem --bundle svid_bundle.pem \
+//!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] \
 //!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...)
 //! ```
+//!
+//! With `--workload-api` instead of the files, the SVID and every bundle,
+//! federated ones included, come from the SPIFFE Workload API (a SPIRE agent's
+//! socket; without an address, `SPIFFE_ENDPOINT_SOCKET`) and rotate on its stream;
+//! `--svid-hint` or `--svid-id` picks among several SVIDs.
 //!
 //! `GET /whoami` answers `{"spiffe_id": "<peer id>"}` to peers the policy allows;
 //! everyone else gets `403`. The SVID, key and bundles are re-read when their files

@@ -3,10 +3,15 @@
 //!
 //! ```text
 //! cargo run --example greeter-client -- --url https://localhost:50051 \
-//!     --cert svid.pem --key svid_key.pem --bundle svid_bundle.pem \
+//!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] \
 //!     --server-id 'spiffe://example.org/api' --name Ada
 //! ```
+//!
+//! With `--workload-api` instead of the files, the SVID and every bundle,
+//! federated ones included, come from the SPIFFE Workload API (a SPIRE agent's
+//! socket; without an address, `SPIFFE_ENDPOINT_SOCKET`) and rotate on its stream;
+//! `--svid-hint` or `--svid-id` picks among several SVIDs.
 //!
 //! Calls `helloworld.Greeter/SayHello` and prints the reply's message. Exits 0 on
 //! `OK`; otherwise prints one line starting with `error:` — the gRPC status code
@@ -19,7 +24,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use tonic::Status;
-use zt_core::{IdMatcher, IdentitySource, StaticSource};
+use zt_core::IdMatcher;
 use zt_examples::cli::{self, Credentials, UsageError};
 use zt_examples::greeter::{GreeterClient, HelloRequest};
 use zt_tonic::{ConnectError, Connector};
@@ -52,10 +57,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let url = cli.url.as_str();
     let server_id = cli.server_id;
     let name = cli.name.as_str();
-    let (svid, bundles) = cli::load_material(&cli.credentials)?;
-    let source = StaticSource::new(svid, bundles)?;
+    let (_source, identity) = cli::client_identity(&cli.credentials).await?;
 
-    let connector = Connector::builder(source.identity(), server_id)
+    let connector = Connector::builder(identity, server_id)
         .connect_timeout(Duration::from_secs(10))
         .build()?;
     let endpoint = zt_tonic::endpoint(url)

@@ -3,10 +3,15 @@
 //!
 //! ```text
 //! cargo run --example greeter-server -- --listen 127.0.0.1:50051 \
-//!     --cert svid.pem --key svid_key.pem --bundle svid_bundle.pem \
+//!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] \
 //!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...)
 //! ```
+//!
+//! With `--workload-api` instead of the files, the SVID and every bundle,
+//! federated ones included, come from the SPIFFE Workload API (a SPIRE agent's
+//! socket; without an address, `SPIFFE_ENDPOINT_SOCKET`) and rotate on its stream;
+//! `--svid-hint` or `--svid-id` picks among several SVIDs.
 //!
 //! Serves `helloworld.Greeter` (generated from `proto/helloworld.proto`):
 //! `SayHello` answers `Hello NAME, you are SPIFFE-ID` and `SayGoodbye` answers

@@ -30,22 +30,119 @@ pub mod cli {
     #[error("{0}")]
     pub struct UsageError(pub String);
 
-    /// Our SVID and the bundles we trust, from files.
+    /// Our SVID and the bundles we trust: from files (`--cert`, `--key`, `--bundle`,
+    /// `--federated`) or from the SPIFFE Workload API (`--workload-api`), never both.
     #[derive(Clone, Debug, clap::Args)]
     pub struct Credentials {
         /// Our X.509-SVID chain, PEM (leaf first).
-        #[arg(long, value_name = "FILE")]
-        pub cert: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "workload_api",
+            conflicts_with = "workload_api"
+        )]
+        pub cert: Option<PathBuf>,
         /// The SVID's private key, PEM (PKCS#8).
-        #[arg(long, value_name = "FILE")]
-        pub key: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "workload_api",
+            conflicts_with = "workload_api"
+        )]
+        pub key: Option<PathBuf>,
         /// Our own trust domain's bundle, PEM or SPIFFE bundle JSON.
-        #[arg(long, value_name = "FILE")]
-        pub bundle: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "workload_api",
+            conflicts_with = "workload_api"
+        )]
+        pub bundle: Option<PathBuf>,
         /// Another trust domain's bundle to trust, as TRUST_DOMAIN=FILE (PEM or
         /// SPIFFE bundle JSON); repeatable.
-        #[arg(long, value_name = "TD=FILE", value_parser = parse_federated)]
+        #[arg(long, value_name = "TD=FILE", value_parser = parse_federated, conflicts_with = "workload_api")]
         pub federated: Vec<(TrustDomain, PathBuf)>,
+        /// Take the SVID and every bundle, federated ones included, from the SPIFFE
+        /// Workload API at ADDR (`unix:/path`, `unix:///path` or `tcp://IP:port`;
+        /// without ADDR, from SPIFFE_ENDPOINT_SOCKET), instead of --cert, --key,
+        /// --bundle and --federated. Rotations arrive on the stream.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+        pub workload_api: Option<String>,
+        /// With --workload-api: serve the first SVID whose operator hint is HINT.
+        #[arg(
+            long,
+            value_name = "HINT",
+            requires = "workload_api",
+            conflicts_with = "svid_id"
+        )]
+        pub svid_hint: Option<String>,
+        /// With --workload-api: serve the first SVID whose SPIFFE ID matches PATTERN
+        /// (`*`, `**` segments).
+        #[arg(long, value_name = "PATTERN", requires = "workload_api")]
+        pub svid_id: Option<String>,
+    }
+
+    /// Where the credentials come from, as the flags say.
+    #[derive(Debug)]
+    pub enum Origin<'a> {
+        /// PEM or bundle-JSON files.
+        Files {
+            /// `--cert`.
+            cert: &'a PathBuf,
+            /// `--key`.
+            key: &'a PathBuf,
+            /// `--bundle`.
+            bundle: &'a PathBuf,
+        },
+        /// The SPIFFE Workload API; `None` reads `SPIFFE_ENDPOINT_SOCKET`.
+        WorkloadApi(Option<&'a str>),
+    }
+
+    impl Credentials {
+        /// Where the credentials come from.
+        ///
+        /// # Errors
+        ///
+        /// When the flags name neither files nor the Workload API (clap catches
+        /// this first for the examples' own parsers).
+        pub fn origin(&self) -> Result<Origin<'_>, UsageError> {
+            match (&self.workload_api, &self.cert, &self.key, &self.bundle) {
+                (Some(address), None, None, None) if self.federated.is_empty() => Ok(
+                    Origin::WorkloadApi(Some(address.as_str()).filter(|a| !a.is_empty())),
+                ),
+                (None, Some(_), Some(_), Some(_))
+                    if self.svid_hint.is_some() || self.svid_id.is_some() =>
+                {
+                    Err(UsageError(
+                        "--svid-hint and --svid-id pick among the Workload API's SVIDs: \
+                         use them with --workload-api"
+                            .to_owned(),
+                    ))
+                }
+                (None, Some(cert), Some(key), Some(bundle)) => {
+                    Ok(Origin::Files { cert, key, bundle })
+                }
+                _ => Err(UsageError(
+                    "give either --cert, --key and --bundle, or --workload-api".to_owned(),
+                )),
+            }
+        }
+
+        /// The Workload API picker from `--svid-hint` or `--svid-id`.
+        ///
+        /// # Errors
+        ///
+        /// When the `--svid-id` pattern is invalid.
+        pub fn picker(&self) -> Result<zt_core::SvidPicker, UsageError> {
+            use zt_core::{IdMatcher, SvidPicker};
+            match (&self.svid_hint, &self.svid_id) {
+                (Some(hint), _) => Ok(SvidPicker::by_hint(hint.clone())),
+                (None, Some(pattern)) => IdMatcher::pattern(pattern)
+                    .map(SvidPicker::by_id)
+                    .map_err(|e| UsageError(format!("--svid-id {pattern:?}: {e}"))),
+                (None, None) => Ok(SvidPicker::first()),
+            }
+        }
     }
 
     fn parse_federated(value: &str) -> Result<(TrustDomain, PathBuf), String> {
@@ -111,16 +208,16 @@ pub mod cli {
     ///
     /// # Errors
     ///
-    /// Usage errors, unreadable files and invalid PEM or bundle documents.
+    /// Usage errors (also when the credentials come from the Workload API),
+    /// unreadable files and invalid PEM or bundle documents.
     pub fn load_material(
         credentials: &Credentials,
     ) -> Result<(X509Svid, BundleSet), Box<dyn std::error::Error>> {
+        let Origin::Files { cert, key, bundle } = credentials.origin()? else {
+            return Err(UsageError("the credentials come from the Workload API".to_owned()).into());
+        };
         let shown = |path: &PathBuf| path.display().to_string();
-        let (cert, key, bundle) = (
-            shown(&credentials.cert),
-            shown(&credentials.key),
-            shown(&credentials.bundle),
-        );
+        let (cert, key, bundle) = (shown(cert), shown(key), shown(bundle));
         let svid = X509Svid::from_pem(&read(&cert)?, &read(&key)?)
             .map_err(|e| format!("{cert} / {key}: {e}"))?;
         let own = X509Bundle::from_pem_or_json(svid.id().trust_domain().clone(), &read(&bundle)?)
@@ -138,28 +235,95 @@ pub mod cli {
     /// How long a server waits for valid credentials before giving up.
     pub const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-    /// Our identity from `--cert`, `--key`, `--bundle` and `--federated`, read from
-    /// the files and re-read when they change, once it is ready.
-    ///
-    /// Keep the returned source alive for as long as the identity serves.
+    /// The source behind an example's identity; keep it alive while the identity
+    /// serves (dropping a source withdraws its identity).
+    #[derive(Debug)]
+    pub enum Source {
+        /// Watched files.
+        Files(zt_core::FileSource),
+        /// Files read once.
+        Static(zt_core::StaticSource),
+        /// The SPIFFE Workload API stream.
+        WorkloadApi(zt_core::WorkloadApiSource),
+    }
+
+    /// Our identity for a server: from `--cert`, `--key`, `--bundle` and
+    /// `--federated`, re-read when the files change, or streamed from the Workload
+    /// API with `--workload-api`; once it is ready.
     ///
     /// # Errors
     ///
-    /// Usage errors, a watcher that cannot start, or no valid identity within
-    /// [`STARTUP_TIMEOUT`].
+    /// Usage errors, a watcher or stream that cannot start, or no valid identity
+    /// within [`STARTUP_TIMEOUT`].
     pub async fn watched_identity(
         credentials: &Credentials,
-    ) -> Result<(zt_core::FileSource, zt_core::Identity), Box<dyn std::error::Error>> {
+    ) -> Result<(Source, zt_core::Identity), Box<dyn std::error::Error>> {
+        let source = match credentials.origin()? {
+            Origin::Files { cert, key, bundle } => {
+                let layout = zt_core::FileLayout::explicit(cert, key, bundle);
+                let mut source = zt_core::FileSource::builder(layout);
+                for (td, path) in &credentials.federated {
+                    source = source.federated(td.clone(), path);
+                }
+                Source::Files(source.start()?)
+            }
+            Origin::WorkloadApi(address) => workload_api(credentials, address)?,
+        };
+        ready(source).await
+    }
+
+    /// Our identity for a one-shot client: the files read once, or the Workload
+    /// API's stream with `--workload-api`; once it is ready.
+    ///
+    /// # Errors
+    ///
+    /// As [`load_material`] and [`watched_identity`].
+    pub async fn client_identity(
+        credentials: &Credentials,
+    ) -> Result<(Source, zt_core::Identity), Box<dyn std::error::Error>> {
+        let source = match credentials.origin()? {
+            Origin::Files { .. } => {
+                let (svid, bundles) = load_material(credentials)?;
+                Source::Static(zt_core::StaticSource::new(svid, bundles)?)
+            }
+            Origin::WorkloadApi(address) => workload_api(credentials, address)?,
+        };
+        ready(source).await
+    }
+
+    fn workload_api(
+        credentials: &Credentials,
+        address: Option<&str>,
+    ) -> Result<Source, Box<dyn std::error::Error>> {
+        let mut builder = zt_core::WorkloadApiSource::builder().pick(credentials.picker()?);
+        if let Some(address) = address {
+            builder = builder.endpoint(address);
+        }
+        let source = builder.start().map_err(|e| match e {
+            zt_core::WorkloadApiError::InvalidEndpoint { .. }
+            | zt_core::WorkloadApiError::EndpointUnset
+            | zt_core::WorkloadApiError::EndpointNotUnicode => {
+                Box::new(UsageError(format!("--workload-api: {e}"))) as Box<dyn std::error::Error>
+            }
+            other => other.into(),
+        })?;
+        tracing::info!(
+            endpoint = source.endpoint(),
+            "identity from the SPIFFE Workload API"
+        );
+        Ok(Source::WorkloadApi(source))
+    }
+
+    async fn ready(
+        source: Source,
+    ) -> Result<(Source, zt_core::Identity), Box<dyn std::error::Error>> {
         use zt_core::IdentitySource;
 
-        let layout =
-            zt_core::FileLayout::explicit(&credentials.cert, &credentials.key, &credentials.bundle);
-        let mut source = zt_core::FileSource::builder(layout);
-        for (td, path) in &credentials.federated {
-            source = source.federated(td.clone(), path);
-        }
-        let source = source.start()?;
-        let identity = source.identity();
+        let identity = match &source {
+            Source::Files(files) => files.identity(),
+            Source::Static(fixed) => fixed.identity(),
+            Source::WorkloadApi(api) => api.identity(),
+        };
         if tokio::time::timeout(STARTUP_TIMEOUT, identity.ready())
             .await
             .is_err()

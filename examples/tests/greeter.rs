@@ -12,15 +12,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Child;
 use tonic::Code;
 use tower::ServiceExt;
 use zt_core::{IdMatcher, IdentitySource, StaticSource};
@@ -29,58 +26,22 @@ use zt_tonic::Connector;
 
 use common::*;
 
-/// A running greeter-server (killed on drop).
-struct GreeterServer {
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    _child: Child,
-}
+/// The greeter-server example, running.
+type GreeterServer = ExampleServer;
 
-impl GreeterServer {
-    /// Starts the greeter-server example with the PKI's server SVID and bundle and
-    /// `extra` arguments; returns once it prints `listening on ADDR`.
-    async fn start(pki: &Pki, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            s(&pki.server.cert),
-            "--key",
-            s(&pki.server.key),
-            "--bundle",
-            s(&pki.bundle),
-        ];
-        args.extend_from_slice(extra);
-        let mut child = spawn(&example("greeter-server"), &args);
-        let log = Arc::new(Mutex::new(String::new()));
-        drain(child.stderr.take().unwrap(), Arc::clone(&log));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(TIMEOUT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return Some(addr.trim().parse::<SocketAddr>().expect("listen address"));
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some(addr)) = addr else {
-            panic!(
-                "greeter-server did not print `listening on ADDR`:\n{}",
-                log.lock().unwrap()
-            );
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            addr,
-            log,
-            _child: child,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.addr.port())
-    }
+/// Starts the greeter-server example with the PKI's server SVID and bundle and
+/// `extra` arguments; returns once it prints `listening on ADDR`.
+async fn start_greeter(pki: &Pki, extra: &[&str]) -> GreeterServer {
+    let mut args = vec![
+        "--cert",
+        s(&pki.server.cert),
+        "--key",
+        s(&pki.server.key),
+        "--bundle",
+        s(&pki.bundle),
+    ];
+    args.extend_from_slice(extra);
+    ExampleServer::launch("greeter-server", &args).await
 }
 
 /// Runs greeter-client against `server` with `client`'s SVID, expecting
@@ -105,7 +66,7 @@ async fn greeter_client_trusting(
         &example("greeter-client"),
         &[
             "--url",
-            &server.url(),
+            &server.url(""),
             "--cert",
             s(&client.cert),
             "--key",
@@ -134,7 +95,7 @@ fn error_line(output: &Output) -> String {
 #[tokio::test]
 async fn greeter_client_with_allowed_svid_gets_reply_naming_it() {
     let pki = Pki::new("greeter-allowed");
-    let server = GreeterServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let server = start_greeter(&pki, &["--allow", CLIENT_ID]).await;
 
     let output = greeter_client(&pki, &pki.client, &server, SERVER_ID).await;
     assert!(output.status.success(), "{}", describe(&output));
@@ -147,7 +108,7 @@ async fn greeter_client_with_allowed_svid_gets_reply_naming_it() {
 #[tokio::test]
 async fn greeter_client_with_other_svid_reports_permission_denied() {
     let pki = Pki::new("greeter-denied");
-    let server = GreeterServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let server = start_greeter(&pki, &["--allow", CLIENT_ID]).await;
 
     let output = greeter_client(&pki, &pki.other_client, &server, SERVER_ID).await;
     let line = error_line(&output);
@@ -161,7 +122,7 @@ async fn greeter_client_with_other_svid_reports_permission_denied() {
 #[tokio::test]
 async fn greeter_client_refuses_server_with_wrong_id() {
     let pki = Pki::new("greeter-wrong-id");
-    let server = GreeterServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let server = start_greeter(&pki, &["--allow", CLIENT_ID]).await;
 
     let output = greeter_client(&pki, &pki.client, &server, "spiffe://example.org/billing").await;
     let line = error_line(&output);
@@ -174,7 +135,7 @@ async fn greeter_client_refuses_server_with_wrong_id() {
 #[tokio::test]
 async fn greeter_client_with_svid_of_other_ca_fails_at_handshake() {
     let pki = Pki::new("greeter-rogue");
-    let server = GreeterServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let server = start_greeter(&pki, &["--allow", CLIENT_ID]).await;
 
     // The client trusts both CAs, so it accepts the server; the server trusts
     // only its own and refuses the client's SVID.
@@ -197,13 +158,16 @@ fn policy_allowing(id: &str) -> String {
 async fn policy_file_change_denies_next_call_on_same_connection() {
     let pki = Pki::new("greeter-policy");
     let policy = pki.dir.write("policy.json", &policy_allowing(CLIENT_ID));
-    let server = GreeterServer::start(&pki, &["--policy", s(&policy)]).await;
+    let server = start_greeter(&pki, &["--policy", s(&policy)]).await;
 
     let (svid, bundles) = zt_examples::cli::load_material(&zt_examples::cli::Credentials {
-        cert: pki.client.cert.clone(),
-        key: pki.client.key.clone(),
-        bundle: pki.bundle.clone(),
+        cert: Some(pki.client.cert.clone()),
+        key: Some(pki.client.key.clone()),
+        bundle: Some(pki.bundle.clone()),
         federated: Vec::new(),
+        workload_api: None,
+        svid_hint: None,
+        svid_id: None,
     })
     .unwrap();
     let client = StaticSource::new(svid, bundles).unwrap();
@@ -217,7 +181,7 @@ async fn policy_file_change_denies_next_call_on_same_connection() {
         });
     let channel = within(
         "connect",
-        zt_tonic::endpoint(server.url())
+        zt_tonic::endpoint(server.url(""))
             .unwrap()
             .connect_with_connector(connector),
     )
@@ -293,7 +257,7 @@ async fn grpcio_say_hello(pki: &Pki, client: &SvidFiles, server: &GreeterServer)
 #[tokio::test]
 async fn grpcio_client_with_allowed_svid_gets_reply() {
     let pki = Pki::new("grpcio-allowed");
-    let server = GreeterServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let server = start_greeter(&pki, &["--allow", CLIENT_ID]).await;
 
     let output = grpcio_say_hello(&pki, &pki.client, &server).await;
     assert!(output.status.success(), "{}", describe(&output));
@@ -306,7 +270,7 @@ async fn grpcio_client_with_allowed_svid_gets_reply() {
 #[tokio::test]
 async fn grpcio_client_with_other_valid_svid_gets_permission_denied() {
     let pki = Pki::new("grpcio-denied");
-    let server = GreeterServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let server = start_greeter(&pki, &["--allow", CLIENT_ID]).await;
 
     let output = grpcio_say_hello(&pki, &pki.other_client, &server).await;
     assert_eq!(
@@ -320,7 +284,7 @@ async fn grpcio_client_with_other_valid_svid_gets_permission_denied() {
 #[tokio::test]
 async fn grpcio_client_with_svid_of_other_ca_fails_handshake_unavailable() {
     let pki = Pki::new("grpcio-rogue");
-    let server = GreeterServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let server = start_greeter(&pki, &["--allow", CLIENT_ID]).await;
 
     let output = grpcio_say_hello(&pki, &pki.rogue_client, &server).await;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -231,14 +231,17 @@ pub fn drain<R: AsyncRead + Unpin + Send + 'static>(stream: R, into: Arc<Mutex<S
     });
 }
 
-/// A running echo-server (killed on drop).
-pub struct EchoServer {
+/// A running example server (killed on drop).
+pub struct ExampleServer {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<String>>,
     _child: Child,
 }
 
-impl EchoServer {
+/// The echo-server example, running.
+pub type EchoServer = ExampleServer;
+
+impl ExampleServer {
     /// Starts the echo-server example with the PKI's server SVID and bundle and
     /// `extra` arguments; returns once it prints `listening on ADDR`.
     pub async fn start(pki: &Pki, extra: &[&str]) -> Self {
@@ -246,11 +249,9 @@ impl EchoServer {
     }
 
     /// Starts the echo-server example with the SVID `server` and the bundle file
-    /// `bundle`; see [`EchoServer::start`].
+    /// `bundle`; see [`ExampleServer::start`].
     pub async fn start_with_files(server: &SvidFiles, bundle: &Path, extra: &[&str]) -> Self {
         let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
             "--cert",
             s(&server.cert),
             "--key",
@@ -259,7 +260,15 @@ impl EchoServer {
             s(bundle),
         ];
         args.extend_from_slice(extra);
-        let mut child = spawn(&example("echo-server"), &args);
+        Self::launch("echo-server", &args).await
+    }
+
+    /// Starts the example server `name` on 127.0.0.1 with `args` (credentials and
+    /// policy); returns once it prints `listening on ADDR`.
+    pub async fn launch(name: &str, args: &[&str]) -> Self {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = spawn(&example(name), &all);
         let log = Arc::new(Mutex::new(String::new()));
         drain(child.stderr.take().unwrap(), Arc::clone(&log));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -272,22 +281,21 @@ impl EchoServer {
             None
         })
         .await;
-        match addr {
-            Ok(Some(addr)) => {
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                Self {
-                    addr,
-                    log,
-                    _child: child,
-                }
-            }
-            _ => panic!(
-                "echo-server did not print `listening on ADDR`:\n{}",
+        let Ok(Some(addr)) = addr else {
+            panic!(
+                "{name} did not print `listening on ADDR`:\n{}",
                 log.lock().unwrap()
-            ),
+            );
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            addr,
+            log,
+            _child: child,
         }
     }
 
+    /// `https://localhost:PORT` followed by `path`.
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }

@@ -1,0 +1,558 @@
+//! The examples on the SPIFFE Workload API (`--workload-api`), against two
+//! endpoints: zt-testkit's (tonic's generated server for the spec's proto) and an
+//! independent one in Python's grpcio, generated with grpcio-tools from the same
+//! `.proto`. Real clients: curl, echo-client, greeter-client.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use zt_core::X509Svid;
+use zt_core::dev::{DevCa, SvidParams};
+use zt_core::rustls::pki_types::CertificateDer;
+use zt_core::rustls::pki_types::pem::PemObject;
+use zt_testkit::workload::FakeWorkloadApi;
+use zt_testkit::workload_proto::{X509svid, X509svidResponse};
+
+use common::*;
+
+const PARTNER_CLIENT_ID: &str = "spiffe://partner.org/web";
+
+// === identities as the Workload API streams them ===
+
+fn new_ca(trust_domain: &str) -> DevCa {
+    DevCa::new(trust_domain.parse().unwrap()).expect("dev CA")
+}
+
+/// A server SVID that also names `localhost`, so curl accepts it.
+fn server_svid(ca: &DevCa) -> X509Svid {
+    let mut params = SvidParams::new(id(SERVER_ID));
+    params.dns_names = vec!["localhost".to_owned()];
+    ca.mint_with(params).expect("mint")
+}
+
+fn entry(svid: &X509Svid, ca: &DevCa) -> X509svid {
+    X509svid::from_parts(
+        svid.id().as_str(),
+        svid.chain(),
+        svid.private_key().secret_der(),
+        ca.bundle().authorities(),
+    )
+}
+
+fn update(svid: &X509Svid, ca: &DevCa) -> X509svidResponse {
+    X509svidResponse::with(vec![entry(svid, ca)])
+}
+
+fn federating(update: X509svidResponse, partner: &DevCa) -> X509svidResponse {
+    update.federate(
+        partner.trust_domain().as_str(),
+        partner.bundle().authorities(),
+    )
+}
+
+fn served(fake: &mut FakeWorkloadApi) -> String {
+    fake.serve();
+    fake.endpoint()
+}
+
+// === curl, reading the certificate the server presented ===
+
+/// What one curl request showed.
+struct Curl {
+    /// The HTTP status, `000` without an answer.
+    status: String,
+    body: String,
+    /// The server's leaf, when the handshake got that far.
+    leaf: Option<Vec<u8>>,
+    stderr: String,
+}
+
+async fn curl(server: &ExampleServer, client: &SvidFiles, bundle: &Path) -> Curl {
+    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
+    let output = run(
+        &tool("curl"),
+        &[
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            "--cert",
+            s(&client.cert),
+            "--key",
+            s(&client.key),
+            "--cacert",
+            s(bundle),
+            "--resolve",
+            &resolve,
+            "--write-out",
+            "\n%{http_code}\n%{certs}",
+            &server.url("/whoami"),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, rest) = stdout.split_once('\n').unwrap_or(("", &stdout));
+    let (status, certs) = rest.split_once('\n').unwrap_or((rest, ""));
+    let leaf = CertificateDer::pem_slice_iter(certs.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .map(|cert| cert.to_vec());
+    Curl {
+        status: status.trim().to_owned(),
+        body: body.to_owned(),
+        leaf,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Polls with curl until the server presents `leaf` or `within` passes.
+async fn wait_presented(
+    server: &ExampleServer,
+    client: &SvidFiles,
+    bundle: &Path,
+    leaf: &[u8],
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let answer = curl(server, client, bundle).await;
+        if answer.leaf.as_deref() == Some(leaf) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "the server did not present the new SVID within {within:?} (status {}, {})\n--- server ---\n{}",
+            answer.status,
+            answer.stderr,
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// === echo-server on the Workload API ===
+
+#[tokio::test]
+async fn echo_server_on_the_workload_api_serves_rotates_follows_federation_and_keeps_the_last_good()
+{
+    let dir = TempDir::new("wapi-echo");
+    let ca = new_ca("example.org");
+    let partner = new_ca("partner.org");
+    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let client = write_svid(&dir, "client", &ca, CLIENT_ID);
+    let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+    let first = server_svid(&ca);
+    let mut fake = FakeWorkloadApi::new(federating(update(&first, &ca), &partner));
+    let endpoint = served(&mut fake);
+    // `unix:/path`, the short form, as well as the fake's `unix:///path`.
+    let short = endpoint.replacen("unix://", "unix:", 1);
+    let server = ExampleServer::launch(
+        "echo-server",
+        &[
+            "--workload-api",
+            &short,
+            "--allow",
+            CLIENT_ID,
+            "--allow",
+            PARTNER_CLIENT_ID,
+        ],
+    )
+    .await;
+
+    // curl gets its ID from a server presenting the Workload API's SVID.
+    let answer = curl(&server, &client, &bundle).await;
+    assert_eq!(answer.status, "200", "{}", answer.stderr);
+    assert!(answer.body.contains(CLIENT_ID), "{}", answer.body);
+    assert_eq!(answer.leaf.as_deref(), Some(first.leaf().as_ref()));
+
+    // A rotation on the stream is presented within a second.
+    let second = server_svid(&ca);
+    fake.update(federating(update(&second, &ca), &partner));
+    let took = wait_presented(
+        &server,
+        &client,
+        &bundle,
+        second.leaf().as_ref(),
+        Duration::from_secs(1),
+    )
+    .await;
+    eprintln!("rotated SVID presented {took:?} after the update");
+
+    // The federated partner is trusted while its bundle is streamed...
+    let answer = curl(&server, &partner_client, &bundle).await;
+    assert_eq!(answer.status, "200", "{}", answer.stderr);
+    // ...and refused at the handshake once the bundle is withdrawn.
+    fake.update(update(&second, &ca));
+    let start = Instant::now();
+    loop {
+        let answer = curl(&server, &partner_client, &bundle).await;
+        if answer.status == "000" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the withdrawn partner is still served: {} {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An update whose key does not match its certificate is refused; the last good
+    // SVID keeps serving.
+    let third = server_svid(&ca);
+    let mut mismatched = entry(&third, &ca);
+    mismatched.x509_svid_key = first.private_key().secret_der().to_vec();
+    fake.update(X509svidResponse::with(vec![mismatched]));
+    let start = Instant::now();
+    while !server
+        .log
+        .lock()
+        .unwrap()
+        .contains("private key does not match the leaf certificate")
+    {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the mismatched update was not reported:\n{}",
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("identity candidate rejected; keeping the last good identity"),
+        "{}",
+        server.log.lock().unwrap()
+    );
+    let answer = curl(&server, &client, &bundle).await;
+    assert_eq!(answer.status, "200", "{}", answer.stderr);
+    assert_eq!(answer.leaf.as_deref(), Some(second.leaf().as_ref()));
+}
+
+// === clients on the Workload API ===
+
+#[tokio::test]
+async fn echo_client_reaches_its_server_with_an_svid_from_the_workload_api() {
+    let pki = Pki::new("wapi-echo-client");
+    let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let client_svid = pki.ca.mint(&id(CLIENT_ID)).unwrap();
+    let mut agent = FakeWorkloadApi::new(update(&client_svid, &pki.ca));
+    let endpoint = served(&mut agent);
+
+    let output = run(
+        &example("echo-client"),
+        &[
+            "--url",
+            &server.url("/whoami"),
+            "--workload-api",
+            &endpoint,
+            "--server-id",
+            SERVER_ID,
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(CLIENT_ID),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[tokio::test]
+async fn greeter_server_and_client_both_on_the_workload_api_with_hint_and_environment() {
+    let ca = new_ca("example.org");
+    let mut server_agent = FakeWorkloadApi::new(update(&server_svid(&ca), &ca));
+    let server_endpoint = served(&mut server_agent);
+    let server = ExampleServer::launch(
+        "greeter-server",
+        &["--workload-api", &server_endpoint, "--allow", CLIENT_ID],
+    )
+    .await;
+
+    // The client's agent grants two SVIDs; the hint picks the second.
+    let batch = ca.mint(&id(OTHER_CLIENT_ID)).unwrap();
+    let web = ca.mint(&id(CLIENT_ID)).unwrap();
+    let mut client_agent = FakeWorkloadApi::new(X509svidResponse::with(vec![
+        entry(&batch, &ca).with_hint("batch"),
+        entry(&web, &ca).with_hint("web"),
+    ]));
+    let client_endpoint = served(&mut client_agent);
+    // `--workload-api` without a value: the address comes from SPIFFE_ENDPOINT_SOCKET.
+    let output = Command::new(example("greeter-client"))
+        .args([
+            "--url",
+            &server.url(""),
+            "--workload-api",
+            "--svid-hint",
+            "web",
+            "--server-id",
+            SERVER_ID,
+            "--name",
+            "Ada",
+        ])
+        .env("SPIFFE_ENDPOINT_SOCKET", &client_endpoint)
+        .stdin(Stdio::null())
+        .output();
+    let output = within("greeter-client", output).await.unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("Hello Ada, you are {CLIENT_ID}")
+    );
+
+    // The first SVID (batch) is not allowed.
+    let output = run(
+        &example("greeter-client"),
+        &[
+            "--url",
+            &server.url(""),
+            "--workload-api",
+            &client_endpoint,
+            "--server-id",
+            SERVER_ID,
+            "--name",
+            "Bob",
+        ],
+    )
+    .await;
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("PermissionDenied")
+            || String::from_utf8_lossy(&output.stderr).contains("permission denied"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[tokio::test]
+async fn files_and_workload_api_together_or_neither_are_usage_errors() {
+    let pki = Pki::new("wapi-usage");
+    for (args, expected) in [
+        (
+            vec![
+                "--allow",
+                CLIENT_ID,
+                "--workload-api",
+                "unix:///tmp/agent.sock",
+                "--cert",
+                s(&pki.server.cert),
+                "--key",
+                s(&pki.server.key),
+                "--bundle",
+                s(&pki.bundle),
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec!["--allow", CLIENT_ID],
+            "required arguments were not provided",
+        ),
+        (
+            vec![
+                "--allow",
+                CLIENT_ID,
+                "--svid-hint",
+                "web",
+                "--cert",
+                s(&pki.server.cert),
+                "--key",
+                s(&pki.server.key),
+                "--bundle",
+                s(&pki.bundle),
+            ],
+            "use them with --workload-api",
+        ),
+        (
+            vec!["--allow", CLIENT_ID, "--workload-api", "http://agent"],
+            "--workload-api: invalid Workload API endpoint",
+        ),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend(args.iter().copied());
+        let output = run(&example("echo-server"), &all).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(expected),
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+}
+
+// === an independent Workload API: Python's grpcio ===
+
+/// `workload_api_server.py` running on a Unix socket.
+struct PythonWorkloadApi {
+    _dir: TempDir,
+    socket: std::path::PathBuf,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    applied: usize,
+    _child: Child,
+}
+
+impl PythonWorkloadApi {
+    async fn start() -> Self {
+        let python = tool("python3");
+        let check = std::process::Command::new(&python)
+            .args(["-c", "import grpc, grpc_tools"])
+            .output()
+            .expect("run python3");
+        assert!(
+            check.status.success(),
+            "Python's grpcio and grpcio-tools are not installed; this test runs an \
+             independent Workload API server with them, and scripts/test installs them \
+             (pip install grpcio grpcio-tools): {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        // Unix socket paths are short: stay near the root of the temp dir.
+        let dir = TempDir::new("pywapi");
+        let socket = dir.dir().join("agent.sock");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload_api_server.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .arg(&socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the Python Workload API server");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = within("the Python server to listen", stdout.next_line())
+            .await
+            .unwrap();
+        assert_eq!(line.as_deref(), Some("listening"));
+        Self {
+            _dir: dir,
+            socket,
+            stdin,
+            stdout,
+            applied: 0,
+            _child: child,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Sends `update` as the full state and waits until the server took it.
+    async fn send(&mut self, update: &X509svidResponse) {
+        let svids: Vec<_> = update
+            .svids
+            .iter()
+            .map(|svid| {
+                serde_json::json!({
+                    "spiffe_id": svid.spiffe_id,
+                    "x509_svid": STANDARD.encode(&svid.x509_svid),
+                    "x509_svid_key": STANDARD.encode(&svid.x509_svid_key),
+                    "bundle": STANDARD.encode(&svid.bundle),
+                    "hint": svid.hint,
+                })
+            })
+            .collect();
+        let federated: serde_json::Map<_, _> = update
+            .federated_bundles
+            .iter()
+            .map(|(name, der)| (name.clone(), STANDARD.encode(der).into()))
+            .collect();
+        let line = serde_json::json!({"svids": svids, "federated_bundles": federated});
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+        self.applied += 1;
+        let ack = within("the Python server to apply", self.stdout.next_line())
+            .await
+            .unwrap();
+        assert_eq!(ack, Some(format!("applied {}", self.applied)));
+    }
+}
+
+#[tokio::test]
+async fn echo_server_follows_rotation_and_withdrawal_from_a_python_grpcio_workload_api() {
+    let dir = TempDir::new("pywapi-echo");
+    let ca = new_ca("example.org");
+    let partner = new_ca("partner.org");
+    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let client = write_svid(&dir, "client", &ca, CLIENT_ID);
+    let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+    let mut agent = PythonWorkloadApi::start().await;
+    let first = server_svid(&ca);
+    agent.send(&federating(update(&first, &ca), &partner)).await;
+    let server = ExampleServer::launch(
+        "echo-server",
+        &[
+            "--workload-api",
+            &agent.endpoint(),
+            "--allow",
+            CLIENT_ID,
+            "--allow",
+            PARTNER_CLIENT_ID,
+        ],
+    )
+    .await;
+    let answer = curl(&server, &client, &bundle).await;
+    assert_eq!(answer.status, "200", "{}", answer.stderr);
+    assert_eq!(answer.leaf.as_deref(), Some(first.leaf().as_ref()));
+    let answer = curl(&server, &partner_client, &bundle).await;
+    assert_eq!(answer.status, "200", "{}", answer.stderr);
+
+    // Rotation.
+    let second = server_svid(&ca);
+    agent
+        .send(&federating(update(&second, &ca), &partner))
+        .await;
+    wait_presented(
+        &server,
+        &client,
+        &bundle,
+        second.leaf().as_ref(),
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // Withdrawal of the federated bundle.
+    agent.send(&update(&second, &ca)).await;
+    let start = Instant::now();
+    loop {
+        let answer = curl(&server, &partner_client, &bundle).await;
+        if answer.status == "000" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the withdrawn partner is still served: {}",
+            answer.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = curl(&server, &client, &bundle).await;
+    assert_eq!(answer.status, "200", "{}", answer.stderr);
+}
