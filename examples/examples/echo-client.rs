@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use zt_core::IdMatcher;
 use zt_examples::cli::{self, Credentials};
-use zt_tower::{ConnectError, Connector};
+use zt_tower::{ClientError, Connector};
 
 /// An mTLS HTTP client that authorizes the server by SPIFFE ID, not hostname:
 /// prints the response body of a 2xx answer.
@@ -58,7 +58,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         .connect_timeout(Duration::from_secs(10))
         .build()?;
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
-    let response = client.get(url).await.map_err(describe)?;
+    let response = client.get(url).await.map_err(ClientError::from)?;
     let status = response.status();
     let body = response
         .into_body()
@@ -71,22 +71,4 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     }
     print!("{}", String::from_utf8_lossy(&body));
     Ok(())
-}
-
-/// One line saying why the request failed: zt's reason when the connector refused
-/// the server, otherwise the innermost cause.
-fn describe(err: hyper_util::client::legacy::Error) -> Box<dyn Error> {
-    let mut source: Option<&(dyn Error + 'static)> = Some(&err);
-    let mut innermost = err.to_string();
-    while let Some(cause) = source {
-        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
-            return connect.to_string().into();
-        }
-        if let Some(reason) = zt_core::tls::Rejection::of(cause) {
-            return format!("TLS handshake failed: {reason}").into();
-        }
-        innermost = cause.to_string();
-        source = cause.source();
-    }
-    format!("request failed: {innermost}").into()
 }

@@ -27,7 +27,7 @@ use tonic::Status;
 use zt_core::IdMatcher;
 use zt_examples::cli::{self, Credentials, UsageError};
 use zt_examples::greeter::{GreeterClient, HelloRequest};
-use zt_tonic::{ConnectError, Connector};
+use zt_tonic::{ClientError, Connector};
 
 /// A tonic client that authorizes the server by SPIFFE ID and says hello: prints
 /// the greeting.
@@ -68,51 +68,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let channel = endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(ClientError::new)?;
     let reply = GreeterClient::new(channel)
         .say_hello(HelloRequest {
             name: name.to_owned(),
         })
         .await
-        .map_err(|status| describe_status(&status))?;
+        .map_err(describe_status)?;
     println!("{}", reply.into_inner().message);
     Ok(())
 }
 
-/// One line for a failed call: the status, and for transport failures the cause.
-fn describe_status(status: &Status) -> Box<dyn Error> {
-    if let Some(source) = std::error::Error::source(status) {
-        let cause = describe(source);
-        return format!(
-            "{:?} (gRPC status {}): {cause}",
-            status.code(),
-            status.code() as i32
-        )
-        .into();
-    }
-    format!(
-        "{:?} (gRPC status {}): {}",
-        status.code(),
-        status.code() as i32,
-        status.message()
-    )
-    .into()
-}
-
-/// One line saying why connecting failed: zt's reason when the connector refused
-/// the server, otherwise the innermost cause.
-fn describe(err: &(dyn Error + 'static)) -> Box<dyn Error> {
-    let mut source: Option<&(dyn Error + 'static)> = Some(err);
-    let mut innermost = err.to_string();
-    while let Some(cause) = source {
-        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
-            return connect.to_string().into();
-        }
-        if let Some(reason) = zt_core::tls::Rejection::of(cause) {
-            return format!("TLS handshake failed: {reason}").into();
-        }
-        innermost = cause.to_string();
-        source = cause.source();
-    }
-    format!("connection failed: {innermost}").into()
+/// One line for a failed call: the status, and for transport failures zt's reason.
+fn describe_status(status: Status) -> Box<dyn Error> {
+    let code = status.code();
+    let cause = if std::error::Error::source(&status).is_some() {
+        ClientError::new(status).to_string()
+    } else {
+        status.message().to_owned()
+    };
+    format!("{code:?} (gRPC status {}): {cause}", code as i32).into()
 }

@@ -117,7 +117,8 @@ pub use zt_core::{
     IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
 };
 pub use zt_tower::{
-    AuthzCounts, AuthzMetrics, ConnectError, DecisionHook, NoHook, Refusal, ServerNoLongerTrusted,
+    AuthzCounts, AuthzMetrics, ClientError, ClientErrorKind, ConnectError, DecisionHook, NoHook,
+    Refusal, ServerNoLongerTrusted,
 };
 
 /// Re-exported so applications name the same versions as zt-tonic.

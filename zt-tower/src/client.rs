@@ -80,8 +80,13 @@ pub enum ConnectError {
     /// domain, or not an ID the connector accepts.
     #[error("server certificate refused: {0}")]
     ServerRefused(#[source] tls::Rejection),
-    /// The TLS handshake failed for another reason (the server may have refused
-    /// our certificate, or does not speak TLS).
+    /// The server refused our certificate with a TLS alert during the handshake
+    /// (with TLS 1.3 the refusal usually arrives on the first read instead: see
+    /// [`ClientError`]).
+    #[error("{0}")]
+    RefusedByServer(#[source] tls::RefusedByPeer),
+    /// The TLS handshake failed for another reason (the server does not speak
+    /// TLS, or the connection broke).
     #[error("TLS handshake failed: {0}")]
     Handshake(#[source] io::Error),
     /// The server's identity could not be read after the handshake.
@@ -212,13 +217,15 @@ impl Connector {
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY");
             }
-            let tls =
-                self.tls.connect(server_name, tcp).await.map_err(
-                    |err| match tls::Rejection::of(&err) {
-                        Some(reason) => ConnectError::ServerRefused(reason),
-                        None => ConnectError::Handshake(err),
-                    },
-                )?;
+            let tls = self.tls.connect(server_name, tcp).await.map_err(|err| {
+                if let Some(reason) = tls::Rejection::of(&err) {
+                    ConnectError::ServerRefused(reason)
+                } else if let Some(refused) = tls::RefusedByPeer::of(&err) {
+                    ConnectError::RefusedByServer(refused)
+                } else {
+                    ConnectError::Handshake(err)
+                }
+            })?;
             let peer =
                 PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, &self.identity)?;
             Ok(ZtStream {
@@ -365,7 +372,15 @@ impl Read for ZtStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check()?;
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            // With TLS 1.3 the server judges our certificate after our handshake
+            // completed: its refusal is the first thing we read. Say so in zt's words.
+            Poll::Ready(Err(err)) => Poll::Ready(Err(match tls::RefusedByPeer::of(&err) {
+                Some(refused) => io::Error::new(io::ErrorKind::PermissionDenied, refused),
+                None => err,
+            })),
+            other => other,
+        }
     }
 }
 
@@ -401,4 +416,169 @@ impl Write for ZtStream {
         this.check()?;
         Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
+}
+
+/// Why a request through a zt client failed, in zt's words.
+///
+/// hyper-util's client and tonic report a failed connection as `client error
+/// (Connect)` or `transport error`, with zt's reason buried in the source chain.
+/// `ClientError` finds it and leads with it: the server's certificate refused by
+/// zt and why, the server refusing ours (its alert and what it means), a server
+/// that no longer verifies on a pooled connection, a timeout. The original error
+/// stays available as the [source](std::error::Error::source).
+///
+/// Over HTTP/2, h2 keeps only the kind and text of an I/O error that ends a
+/// connection: a refusal that arrives there (the server's alert after a TLS 1.3
+/// handshake, a pooled server that no longer verifies) keeps zt's text in the
+/// Display, but its [kind](ClientError::kind) is [`ClientErrorKind::Other`].
+///
+/// ```
+/// # use zt_core::{BundleSet, IdentitySource, StaticSource, dev::DevCa};
+/// # let ca = DevCa::new("example.org".parse()?)?;
+/// # let source = StaticSource::new(ca.mint(&"spiffe://example.org/web".parse()?)?, BundleSet::new().with(ca.bundle()))?;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use zt_tower::{ClientError, ClientErrorKind, Connector, IdMatcher};
+///
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// # rt.block_on(async {
+/// let connector = Connector::new(source.identity(), IdMatcher::exact("spiffe://example.org/api".parse()?))?;
+/// let client: Client<_, String> = Client::builder(TokioExecutor::new()).build(connector);
+/// // Nothing listens on port 1.
+/// let err = client.get("https://127.0.0.1:1/".parse()?).await.map_err(ClientError::from).unwrap_err();
+/// assert_eq!(err.kind(), ClientErrorKind::Connect);
+/// assert!(err.to_string().starts_with("TCP connection failed"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ClientError {
+    kind: ClientErrorKind,
+    message: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What kind of failure a [`ClientError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientErrorKind {
+    /// zt refused the server's certificate: not a valid SVID of a trusted trust
+    /// domain, or not an ID the connector accepts ([`ConnectError::ServerRefused`]).
+    ServerRefused,
+    /// The server refused our certificate ([`tls::RefusedByPeer`]).
+    RefusedByServer,
+    /// The server of a pooled connection no longer verifies
+    /// ([`ServerNoLongerTrusted`]).
+    ServerNoLongerTrusted,
+    /// Connecting took longer than the connect timeout.
+    Timeout,
+    /// The URI cannot be dialed, the TCP connection failed, or the handshake
+    /// broke for a reason zt did not raise.
+    Connect,
+    /// Anything else: an HTTP or gRPC error after the connection was up.
+    Other,
+}
+
+impl ClientError {
+    /// Classifies `err` by the zt error in its source chain.
+    pub fn new(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let source = err.into();
+        let (kind, message) = classify(&*source);
+        Self {
+            kind,
+            message,
+            source,
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ClientErrorKind {
+        self.kind
+    }
+
+    /// The original error.
+    pub fn into_inner(self) -> Box<dyn std::error::Error + Send + Sync> {
+        self.source
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for ClientError {
+    fn from(err: hyper_util::client::legacy::Error) -> Self {
+        Self::new(err)
+    }
+}
+
+/// The errors of `err`'s source chain, each `io::Error`'s inner error included
+/// (`io::Error::source` skips it).
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    let mut next = Some(err);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = match current.downcast_ref::<io::Error>() {
+            Some(io_err) => match io_err.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => None,
+            },
+            None => current.source(),
+        };
+        Some(current)
+    })
+}
+
+fn classify(err: &(dyn std::error::Error + 'static)) -> (ClientErrorKind, String) {
+    let mut innermost = err.to_string();
+    for cause in chain(err) {
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            let kind = match connect {
+                ConnectError::ServerRefused(_) => ClientErrorKind::ServerRefused,
+                ConnectError::RefusedByServer(_) => ClientErrorKind::RefusedByServer,
+                ConnectError::Timeout(_) => ClientErrorKind::Timeout,
+                _ => ClientErrorKind::Connect,
+            };
+            let mut message = connect.to_string();
+            if let ConnectError::Tcp(io) | ConnectError::Handshake(io) = connect {
+                // The TCP or TLS error's own causes, without repeating them.
+                for inner in chain(io).skip(1) {
+                    let text = inner.to_string();
+                    if !message.contains(&text) {
+                        message.push_str(": ");
+                        message.push_str(&text);
+                    }
+                }
+            }
+            return (kind, message);
+        }
+        if let Some(refused) = cause.downcast_ref::<tls::RefusedByPeer>() {
+            return (ClientErrorKind::RefusedByServer, refused.to_string());
+        }
+        if let Some(refused) = tls::RefusedByPeer::of(cause) {
+            return (ClientErrorKind::RefusedByServer, refused.to_string());
+        }
+        if let Some(gone) = cause.downcast_ref::<ServerNoLongerTrusted>() {
+            return (ClientErrorKind::ServerNoLongerTrusted, gone.to_string());
+        }
+        innermost = cause.to_string();
+    }
+    let outer = err.to_string();
+    let message = if innermost == outer {
+        outer
+    } else {
+        format!("{outer}: {innermost}")
+    };
+    (ClientErrorKind::Other, message)
 }

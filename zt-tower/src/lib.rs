@@ -82,7 +82,10 @@ pub mod metrics;
 pub mod server;
 
 pub use authorize::{Authorize, AuthorizeLayer, DecisionHook, Denial, NoHook, Refusal};
-pub use client::{ConnectError, Connector, ConnectorBuilder, ServerNoLongerTrusted, ZtStream};
+pub use client::{
+    ClientError, ClientErrorKind, ConnectError, Connector, ConnectorBuilder, ServerNoLongerTrusted,
+    ZtStream,
+};
 #[cfg(feature = "axum")]
 pub use extract::{MissingPeer, Peer};
 pub use metrics::{AuthzCounts, AuthzMetrics};

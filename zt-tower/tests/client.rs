@@ -19,7 +19,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use zt_core::IdentitySource;
-use zt_tower::{ConnectError, Connector, IdMatcher, PeerIdentity, Policy, PolicyStore, Server};
+use zt_tower::{
+    ClientError, ClientErrorKind, ConnectError, Connector, IdMatcher, PeerIdentity, Policy,
+    PolicyStore, Server,
+};
 
 use common::*;
 
@@ -286,4 +289,147 @@ async fn the_stream_fails_with_the_typed_reason_once_the_server_no_longer_verifi
         "{reason:?}"
     );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+// === ClientError: zt's reason in the error's Display ===
+
+#[tokio::test]
+async fn client_error_says_zt_refused_the_server_and_why() {
+    let (running, ca) = zt_server().await;
+    let client = identity(&ca, CLIENT_ID);
+    let connector = Connector::new(
+        client.identity(),
+        IdMatcher::exact(id("spiffe://example.org/billing")),
+    )
+    .unwrap();
+    let err = within(
+        "refusal",
+        client_for(connector).get(url(&running, "/whoami")),
+    )
+    .await
+    .map_err(ClientError::from)
+    .expect_err("server with another ID was accepted");
+    assert_eq!(err.kind(), ClientErrorKind::ServerRefused);
+    let text = err.to_string();
+    assert!(
+        text.starts_with("server certificate refused")
+            && text.contains(SERVER_ID)
+            && text.contains("not authorized"),
+        "{text}"
+    );
+    // hyper-util's own words are not zt's reason.
+    assert!(!text.contains("client error (Connect)"), "{text}");
+}
+
+#[tokio::test]
+async fn client_error_says_the_server_refused_our_svid_and_what_its_alert_means() {
+    let (running, server_ca) = zt_server().await;
+    // An SVID of another authority claiming the same trust domain; this client
+    // trusts the server's CA too, so only the server refuses.
+    let rogue_ca = new_ca();
+    let client = zt_core::StaticSource::new(
+        rogue_ca.mint(&id(CLIENT_ID)).unwrap(),
+        zt_core::BundleSet::new().with(
+            zt_core::X509Bundle::new(
+                server_ca.trust_domain().clone(),
+                vec![server_ca.cert_der().clone(), rogue_ca.cert_der().clone()],
+            )
+            .unwrap(),
+        ),
+    )
+    .unwrap();
+    for alpn in [b"h2".to_vec(), b"http/1.1".to_vec()] {
+        let connector = Connector::builder(client.identity(), IdMatcher::exact(id(SERVER_ID)))
+            .alpn_protocols(vec![alpn.clone()])
+            .build()
+            .unwrap();
+        let err = within(
+            "refusal",
+            client_for(connector).get(url(&running, "/whoami")),
+        )
+        .await
+        .map_err(ClientError::from)
+        .expect_err("the server accepted an SVID of an authority it does not trust");
+        let text = err.to_string();
+        assert!(
+            text.contains("the peer refused our certificate (TLS alert unknown_ca)")
+                && text.contains("does not trust the authority that issued our SVID"),
+            "{}: {text}",
+            String::from_utf8_lossy(&alpn)
+        );
+        // HTTP/1.1 hands the typed error through. h2 keeps only the kind and text
+        // of an I/O error, so over HTTP/2 the Display carries the reason but the
+        // kind is not known.
+        if alpn == b"http/1.1" {
+            assert_eq!(err.kind(), ClientErrorKind::RefusedByServer, "{err:?}");
+            assert!(
+                text.starts_with("the peer refused our certificate"),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_error_says_a_pooled_server_no_longer_verifies() {
+    use zt_core::BundleSet;
+
+    let (running, client, new_ca, _hits) = rotating_pair().await;
+    let http = client_for(
+        Connector::builder(client.identity(), IdMatcher::exact(id(SERVER_ID)))
+            .build()
+            .unwrap(),
+    );
+    let response = within("response", http.get(url(&running, "/whoami")))
+        .await
+        .unwrap();
+    response.into_body().collect().await.unwrap();
+    client
+        .publish(
+            new_ca.mint(&id(CLIENT_ID)).unwrap(),
+            BundleSet::new().with(new_ca.bundle()),
+        )
+        .unwrap();
+    let err = within("refusal", http.get(url(&running, "/whoami")))
+        .await
+        .map_err(ClientError::from)
+        .expect_err("a server that no longer verifies must not be reached");
+    // The pooled connection fails with the typed reason, or a fresh connection is
+    // refused at the handshake: both name zt's reason.
+    match err.kind() {
+        ClientErrorKind::ServerNoLongerTrusted => {
+            assert!(err.to_string().contains("no longer verifies"), "{err}");
+        }
+        ClientErrorKind::ServerRefused => {
+            assert!(
+                err.to_string().starts_with("server certificate refused"),
+                "{err}"
+            );
+        }
+        other => panic!("unexpected kind {other:?}: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn client_error_names_the_tcp_failure() {
+    let ca = new_ca();
+    let client = identity(&ca, CLIENT_ID);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let connector = Connector::new(client.identity(), IdMatcher::exact(id(SERVER_ID))).unwrap();
+    let uri: Uri = format!("https://127.0.0.1:{port}/").parse().unwrap();
+    let err = within("refusal", client_for(connector).get(uri))
+        .await
+        .map_err(ClientError::from)
+        .expect_err("nothing listens");
+    assert_eq!(err.kind(), ClientErrorKind::Connect);
+    assert!(
+        err.to_string().starts_with("TCP connection failed") && err.to_string().contains("refused"),
+        "{err}"
+    );
+    assert!(
+        err.source().is_some(),
+        "the original error stays the source"
+    );
 }

@@ -334,6 +334,98 @@ impl Rejection {
     }
 }
 
+/// The peer ended the handshake with a TLS alert: what it says about our side.
+///
+/// With TLS 1.3 a client finishes its handshake before the server has judged the
+/// client's certificate, so a server's refusal reaches the client on its first read,
+/// not from `connect`; both carry this. The meanings are those of a zt peer's
+/// alerts (see [`Rejection`]); other peers use them alike.
+///
+/// ```
+/// use zt_core::rustls::{AlertDescription, Error};
+/// use zt_core::tls::RefusedByPeer;
+///
+/// let err = std::io::Error::other(Error::AlertReceived(AlertDescription::UnknownCA));
+/// let refused = RefusedByPeer::of(&err).unwrap();
+/// assert_eq!(refused.alert, AlertDescription::UnknownCA);
+/// assert!(refused.to_string().starts_with("the peer refused our certificate (TLS alert unknown_ca)"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", describe_alert(*alert))]
+pub struct RefusedByPeer {
+    /// The alert the peer sent.
+    pub alert: rustls::AlertDescription,
+}
+
+impl RefusedByPeer {
+    /// The alert behind a handshake or read error: a `rustls::Error`, or the
+    /// `io::Error` tokio-rustls wraps it in. `None` when the peer sent no alert.
+    pub fn of(err: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let rustls_err = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+            None => err.downcast_ref::<rustls::Error>()?,
+        };
+        match rustls_err {
+            rustls::Error::AlertReceived(alert) => Some(Self { alert: *alert }),
+            _ => None,
+        }
+    }
+}
+
+fn describe_alert(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    const CERT: &str = "our certificate";
+    const HANDSHAKE: &str = "the handshake";
+    let (name, what, why) = match alert {
+        A::UnknownCA => (
+            "unknown_ca",
+            CERT,
+            "it does not trust the authority that issued our SVID (is our trust \
+             domain's bundle, with this authority, among its bundles?)",
+        ),
+        A::CertificateUnknown => (
+            "certificate_unknown",
+            CERT,
+            "it does not accept our SVID (our ID is not one it authorizes, our trust \
+             domain has no bundle there, or an X509-SVID rule fails)",
+        ),
+        A::CertificateExpired => (
+            "certificate_expired",
+            CERT,
+            "it finds our SVID expired or not yet valid (rotation, clocks)",
+        ),
+        A::UnsupportedCertificate => (
+            "unsupported_certificate",
+            CERT,
+            "its extended key usage does not allow our TLS role",
+        ),
+        A::BadCertificate => (
+            "bad_certificate",
+            CERT,
+            "it is malformed or does not fit our key",
+        ),
+        A::CertificateRequired => (
+            "certificate_required",
+            CERT,
+            "it requires one and we sent none",
+        ),
+        A::AccessDenied => ("access_denied", CERT, "its policy refuses our ID"),
+        A::HandshakeFailure => (
+            "handshake_failure",
+            HANDSHAKE,
+            "no common parameters, or it has no identity of its own yet",
+        ),
+        A::ProtocolVersion => ("protocol_version", HANDSHAKE, "no common TLS version"),
+        A::NoApplicationProtocol => (
+            "no_application_protocol",
+            HANDSHAKE,
+            "no common application protocol (ALPN)",
+        ),
+        other => return format!("the peer ended the handshake with TLS alert {other:?}"),
+    };
+    format!("the peer refused {what} (TLS alert {name}): {why}")
+}
+
 /// The rustls error a verifier returns for `err`: the closest TLS alert, with the
 /// typed reason where the alert's kind can carry it (see [`Rejection`]).
 pub(crate) fn svid_rejection(err: SvidError) -> rustls::Error {
