@@ -77,6 +77,7 @@ pub mod policy;
 mod policy_watch;
 mod provider;
 mod read;
+mod segments;
 mod source;
 mod svid;
 pub mod tls;

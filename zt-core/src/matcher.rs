@@ -38,6 +38,7 @@ use std::str::FromStr;
 use crate::id::{
     IdError, SCHEME_PREFIX, SpiffeId, TrustDomain, split_trust_domain, validate_segment,
 };
+use crate::segments::{Segments, SyntaxError};
 
 /// How many IDs of a [`IdMatcher::one_of`] set its `Display` lists before
 /// summarising the rest, so log lines stay bounded.
@@ -97,17 +98,7 @@ enum Rule {
 #[derive(Debug, Clone)]
 struct Pattern {
     trust_domain: TrustDomain,
-    /// A `Rest` can only be the last element.
-    segments: Box<[Segment]>,
-}
-
-#[derive(Debug, Clone)]
-enum Segment {
-    Literal(Box<str>),
-    /// `*`
-    One,
-    /// `**`
-    Rest,
+    segments: Segments,
 }
 
 impl IdMatcher {
@@ -175,20 +166,13 @@ impl IdMatcher {
     ///
     /// A [`PatternError`] naming the rule the pattern breaks.
     pub fn pattern(pattern: &str) -> Result<Self, PatternError> {
-        let (trust_domain, path) = match split_trust_domain(pattern) {
-            Ok(parts) => parts,
-            Err(IdError::BadTrustDomainChar) if trust_domain_has_wildcard(pattern) => {
-                return Err(PatternError::WildcardInTrustDomain);
-            }
-            Err(err) => return Err(err.into()),
-        };
-        let segments = compile_path(path)?;
-        if segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
+        let (trust_domain, segments) = compile_pattern(pattern)?;
+        if segments.is_literal() {
             return Ok(Self::exact(SpiffeId::new(pattern)?));
         }
         Ok(Self {
             rule: Rule::Pattern(Pattern {
-                trust_domain: TrustDomain::new(trust_domain)?,
+                trust_domain,
                 segments,
             }),
         })
@@ -249,59 +233,36 @@ impl IdMatcher {
 
 impl Pattern {
     fn matches(&self, id: &SpiffeId) -> bool {
-        if !id.is_member_of(&self.trust_domain) {
-            return false;
-        }
-        let mut actual = id.segments();
-        for expected in &self.segments {
-            match (expected, actual.next()) {
-                // Compilation guarantees `Rest` is last, so having one more
-                // segment is all that is left to check.
-                (Segment::Rest, next) => return next.is_some(),
-                (_, None) => return false,
-                (Segment::One, Some(_)) => {}
-                (Segment::Literal(literal), Some(segment)) => {
-                    if **literal != *segment {
-                        return false;
-                    }
-                }
-            }
-        }
-        // Whole-segment equality plus this check is what keeps
-        // `spiffe://td/foo` from matching `spiffe://td/foobar` or
-        // `spiffe://td/foo/bar`.
-        actual.next().is_none()
+        id.is_member_of(&self.trust_domain) && self.segments.matches(id.path().strip_prefix('/'))
     }
 }
 
-/// Compiles the path part of a pattern (`""` or starting with `/`).
-fn compile_path(path: &str) -> Result<Box<[Segment]>, PatternError> {
-    let Some(rest) = path.strip_prefix('/') else {
-        return if path.is_empty() {
-            Ok(Box::default())
-        } else {
-            Err(IdError::NoLeadingSlash.into())
-        };
+/// Compiles an ID pattern into its trust domain and segments: the one parser of
+/// ID patterns, for [`IdMatcher::pattern`] and the policy's `patterns`.
+pub(crate) fn compile_pattern(pattern: &str) -> Result<(TrustDomain, Segments), PatternError> {
+    let (trust_domain, path) = match split_trust_domain(pattern) {
+        Ok(parts) => parts,
+        Err(IdError::BadTrustDomainChar) if trust_domain_has_wildcard(pattern) => {
+            return Err(PatternError::WildcardInTrustDomain);
+        }
+        Err(err) => return Err(err.into()),
     };
-    let mut segments = Vec::new();
-    let mut parts = rest.split('/').peekable();
-    while let Some(part) = parts.next() {
-        let is_last = parts.peek().is_none();
-        let segment = match part {
-            "" if is_last => return Err(IdError::TrailingSlash.into()),
-            "" => return Err(IdError::EmptySegment.into()),
-            "**" if is_last => Segment::Rest,
-            "**" => return Err(PatternError::RecursiveWildcardNotLast),
-            "*" => Segment::One,
-            _ if part.contains('*') => return Err(PatternError::PartialWildcard),
-            _ => {
-                validate_segment(part)?;
-                Segment::Literal(part.into())
-            }
-        };
-        segments.push(segment);
-    }
-    Ok(segments.into_boxed_slice())
+    let segments = match path.strip_prefix('/') {
+        Some(rest) => Some(rest),
+        None if path.is_empty() => None,
+        None => return Err(IdError::NoLeadingSlash.into()),
+    };
+    let segments = Segments::compile(segments, |part, last| match part {
+        "" if last => Err(IdError::TrailingSlash),
+        "" => Err(IdError::EmptySegment),
+        _ => validate_segment(part).map(|()| part.into()),
+    })
+    .map_err(|err| match err {
+        SyntaxError::RestNotLast => PatternError::RecursiveWildcardNotLast,
+        SyntaxError::PartialWildcard => PatternError::PartialWildcard,
+        SyntaxError::Literal(err) => PatternError::Id(err),
+    })?;
+    Ok((TrustDomain::new(trust_domain)?, segments))
 }
 
 /// Whether the part between the scheme and the first `/` contains `*`, to
@@ -358,15 +319,7 @@ impl fmt::Display for IdMatcher {
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME_PREFIX}{}", self.trust_domain)?;
-        for segment in &self.segments {
-            match segment {
-                Segment::Literal(literal) => write!(f, "/{literal}")?,
-                Segment::One => f.write_str("/*")?,
-                Segment::Rest => f.write_str("/**")?,
-            }
-        }
-        Ok(())
+        write!(f, "{SCHEME_PREFIX}{}{}", self.trust_domain, self.segments)
     }
 }
 
@@ -416,15 +369,9 @@ mod tests {
         let Rule::Pattern(pattern) = &matcher.rule else {
             panic!("expected a compiled pattern, got {matcher:?}");
         };
-        assert!(matches!(
-            &*pattern.segments,
-            [
-                Segment::Literal(ns),
-                Segment::One,
-                Segment::Literal(sa),
-                Segment::Rest
-            ] if &**ns == "ns" && &**sa == "sa"
-        ));
+        assert_eq!(pattern.trust_domain.as_str(), "example.org");
+        assert!(!pattern.segments.is_literal());
+        assert_eq!(pattern.segments.to_string(), "/ns/*/sa/**");
     }
 
     #[test]
@@ -439,10 +386,31 @@ mod tests {
     }
 
     #[test]
-    fn compile_path_rejects_a_path_without_leading_slash() {
-        assert!(matches!(
-            compile_path("a"),
-            Err(PatternError::Id(IdError::NoLeadingSlash))
-        ));
+    fn pattern_errors_name_the_broken_rule() {
+        let err = |p: &str| compile_pattern(p).unwrap_err();
+        assert_eq!(
+            err("spiffe://example.org/a/"),
+            PatternError::Id(IdError::TrailingSlash)
+        );
+        assert_eq!(
+            err("spiffe://example.org/a//b"),
+            PatternError::Id(IdError::EmptySegment)
+        );
+        assert_eq!(
+            err("spiffe://example.org/**/a"),
+            PatternError::RecursiveWildcardNotLast
+        );
+        assert_eq!(
+            err("spiffe://example.org/a*"),
+            PatternError::PartialWildcard
+        );
+        assert_eq!(
+            err("spiffe://*.example.org/a"),
+            PatternError::WildcardInTrustDomain
+        );
+        assert_eq!(
+            err("spiffe://example.org/a b/*"),
+            PatternError::Id(IdError::BadPathSegmentChar)
+        );
     }
 }

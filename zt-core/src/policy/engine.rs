@@ -30,9 +30,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::model::{Action, Condition, From, NonEmpty, Rule, To};
-use super::pattern::{Domain, Id, Method, split_segment};
+use super::pattern::{Domain, Id, Method};
 use super::request::grpc_call;
 use super::{Request, Verdict};
+use crate::segments::split_segment;
 use crate::{SpiffeId, TrustDomain};
 
 /// How many rules of an ID's trust-domain buckets are copied into its ID
@@ -108,18 +109,18 @@ impl Engine {
                 // bucket, so no decision ever meets it twice.
                 let mut wild: Vec<&TrustDomain> = Vec::new();
                 for pattern in patterns.iter() {
-                    if pattern.first_segment.is_none() {
+                    if pattern.first_segment().is_none() {
                         wild.push(&pattern.trust_domain);
                     }
                 }
                 for pattern in patterns.iter() {
                     let td = &pattern.trust_domain;
-                    match &pattern.first_segment {
+                    match pattern.first_segment() {
                         Some(segment) if !wild.contains(&td) => push_once(
                             by_segment
                                 .entry(td.clone())
                                 .or_default()
-                                .entry(segment.clone())
+                                .entry(Box::from(segment))
                                 .or_default(),
                             index,
                         ),

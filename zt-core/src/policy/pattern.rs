@@ -13,8 +13,9 @@ use std::sync::Arc;
 use serde::de;
 
 use super::canonical::{AmbiguousPath, Authority, canonical_segment};
-use crate::id::split_trust_domain;
-use crate::{IdMatcher, PatternError, SpiffeId, TrustDomain};
+use crate::matcher::compile_pattern;
+use crate::segments::{Segments, SyntaxError, split_segment};
+use crate::{PatternError, SpiffeId, TrustDomain};
 
 /// Longest rule name accepted, in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 253;
@@ -146,86 +147,43 @@ deserialize_from_str!(Domain, "a trust domain name such as example.org");
 
 // === IdPattern ===
 
-/// An ID pattern (`*` one segment, `**` the rest), with what the index needs:
-/// its trust domain and its first path segment when that is literal.
-///
-/// Validated by [`IdMatcher::pattern`], so patterns mean exactly what they
-/// mean everywhere else in zt; matched here on bytes, because it runs on the
-/// hot path for every pattern rule a decision meets.
+/// An ID pattern (`*` one segment, `**` the rest), compiled by the same parser
+/// as [`IdMatcher::pattern`](crate::IdMatcher::pattern), so patterns mean exactly
+/// what they mean everywhere else in zt.
 #[derive(Clone, Debug)]
 pub(crate) struct IdPattern {
     pub(crate) raw: Box<str>,
     pub(crate) trust_domain: TrustDomain,
-    /// The first path segment when it is literal; `None` when it is a
-    /// wildcard or the pattern has no path.
-    pub(crate) first_segment: Option<Box<str>>,
-    segments: Box<[IdSegment]>,
-}
-
-#[derive(Clone, Debug)]
-enum IdSegment {
-    Literal(Box<str>),
-    /// `*`: exactly one segment.
-    One,
-    /// `**`, always last: one or more segments.
-    Rest,
+    pub(crate) segments: Segments,
 }
 
 impl IdPattern {
     pub(crate) fn new(s: &str) -> Result<Self, PatternError> {
-        IdMatcher::pattern(s)?;
-        // The matcher accepted the pattern, so these cannot fail; they are
-        // checked again rather than assumed.
-        let (trust_domain, path) = split_trust_domain(s)?;
-        let trust_domain = TrustDomain::new(trust_domain)?;
-        let segments: Box<[IdSegment]> = path
-            .strip_prefix('/')
-            .map(|rest| {
-                rest.split('/')
-                    .map(|segment| match segment {
-                        "*" => IdSegment::One,
-                        "**" => IdSegment::Rest,
-                        literal => IdSegment::Literal(literal.into()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let first_segment = match segments.first() {
-            Some(IdSegment::Literal(literal)) => Some(literal.clone()),
-            _ => None,
-        };
+        let (trust_domain, segments) = compile_pattern(s)?;
         Ok(Self {
             raw: s.into(),
             trust_domain,
-            first_segment,
             segments,
         })
     }
 
-    /// Same as the [`IdMatcher`] of the pattern.
+    /// Same as the [`IdMatcher`](crate::IdMatcher) of the pattern.
     pub(crate) fn matches(&self, id: &SpiffeId) -> bool {
-        if id.trust_domain().as_str() != self.trust_domain.as_str() {
-            return false;
+        id.trust_domain() == &self.trust_domain
+            && self.segments.matches(id.path().strip_prefix('/'))
+    }
+
+    /// The first path segment when it is literal, for indexes.
+    pub(crate) fn first_segment(&self) -> Option<&str> {
+        self.segments.first_literal()
+    }
+
+    /// The one ID a pattern without wildcards names.
+    pub(crate) fn as_id(&self) -> Option<SpiffeId> {
+        if !self.segments.is_literal() {
+            return None;
         }
-        // IDs have no empty segments, so `Some` means one more segment.
-        let mut remaining = id.path().strip_prefix('/');
-        for expected in &self.segments {
-            let Some(current) = remaining else {
-                return false;
-            };
-            let (segment, next) = split_segment(current);
-            match expected {
-                IdSegment::Rest => return true,
-                IdSegment::One => {}
-                IdSegment::Literal(literal) => {
-                    if **literal != *segment {
-                        return false;
-                    }
-                }
-            }
-            remaining = next;
-        }
-        remaining.is_none()
+        SpiffeId::new(&self.raw).ok()
     }
 }
 
@@ -246,10 +204,10 @@ impl PatternIndex {
         for pattern in patterns {
             if let Some(id) = pattern.as_id() {
                 index.exact.insert(id);
-            } else if let Some(segment) = &pattern.first_segment {
+            } else if let Some(segment) = pattern.first_segment() {
                 index
                     .by_segment
-                    .entry((pattern.trust_domain.clone(), segment.clone()))
+                    .entry((pattern.trust_domain.clone(), Box::from(segment)))
                     .or_default()
                     .push(pattern.clone());
             } else {
@@ -283,20 +241,6 @@ impl PatternIndex {
         self.by_segment
             .get(&(td.clone(), Box::from(first)))
             .is_some_and(|bucket| bucket.iter().any(|p| p.matches(id)))
-    }
-}
-
-impl IdPattern {
-    /// The one ID a pattern without wildcards names.
-    fn as_id(&self) -> Option<SpiffeId> {
-        if self
-            .segments
-            .iter()
-            .any(|s| !matches!(s, IdSegment::Literal(_)))
-        {
-            return None;
-        }
-        SpiffeId::new(&self.raw).ok()
     }
 }
 
@@ -383,29 +327,7 @@ pub(crate) struct PathPattern {
     pub(crate) raw: Box<str>,
     /// With every literal segment in canonical form (see `canonical_path`).
     pub(crate) canonical: Box<str>,
-    kind: PathKind,
-}
-
-#[derive(Clone, Debug)]
-enum PathKind {
-    Exact,
-    Segments {
-        /// The literal segments before the first wildcard, each with the `/`
-        /// before and after it (`/v1/` for `/v1/*`; `/` when the pattern starts
-        /// with a wildcard), compared in one go.
-        prefix: Box<str>,
-        /// The segments from the first wildcard on.
-        segments: Box<[PathSegment]>,
-        /// Ends with `**`: one or more further segments.
-        rest: bool,
-    },
-}
-
-#[derive(Clone, Debug)]
-enum PathSegment {
-    Literal(Box<str>),
-    /// `*`: exactly one non-empty segment.
-    One,
+    pub(crate) segments: Segments,
 }
 
 impl FromStr for PathPattern {
@@ -422,78 +344,31 @@ impl FromStr for PathPattern {
         if s.contains(['?', '#']) {
             return bad("paths match without the query string or fragment");
         }
-        let mut segments = Vec::new();
-        let mut wildcard = false;
-        let mut tail_rest = false;
-        let mut parts = rest.split('/').peekable();
-        while let Some(part) = parts.next() {
-            let last = parts.peek().is_none();
-            match part {
-                "" if last => segments.push(PathSegment::Literal("".into())),
-                "" => return bad("paths cannot contain empty segments (//)"),
-                "." | ".." => return bad("paths cannot contain . or .. segments"),
-                "**" if last => {
-                    wildcard = true;
-                    tail_rest = true;
+        let segments = Segments::compile(Some(rest), |part, last| match part {
+            // A trailing slash is part of the path: `/a/` is not `/a`.
+            "" if last => Ok(Box::from("")),
+            "" => Err("paths cannot contain empty segments (//)"),
+            "." | ".." => Err("paths cannot contain . or .. segments"),
+            _ => {
+                let literal = canonical_literal(part)?;
+                if matches!(&*literal, "." | "..") {
+                    return Err("paths cannot contain . or .. segments");
                 }
-                "**" => return bad("** is only allowed as the last segment"),
-                "*" => {
-                    wildcard = true;
-                    segments.push(PathSegment::One);
-                }
-                _ if part.contains('*') => {
-                    return bad("a wildcard is a whole segment, either * or **");
-                }
-                _ => {
-                    let literal = match canonical_literal(part) {
-                        Ok(literal) => literal,
-                        Err(why) => return bad(why),
-                    };
-                    if matches!(&*literal, "." | "..") {
-                        return bad("paths cannot contain . or .. segments");
-                    }
-                    segments.push(PathSegment::Literal(literal.into()));
-                }
+                Ok(literal.into())
             }
-        }
-        let mut canonical = String::with_capacity(s.len());
-        for segment in &segments {
-            canonical.push('/');
-            if let PathSegment::Literal(literal) = segment {
-                canonical.push_str(literal);
-            } else {
-                canonical.push('*');
+        });
+        let segments = match segments {
+            Ok(segments) => segments,
+            Err(SyntaxError::RestNotLast) => return bad("** is only allowed as the last segment"),
+            Err(SyntaxError::PartialWildcard) => {
+                return bad("a wildcard is a whole segment, either * or **");
             }
-        }
-        if tail_rest {
-            canonical.push_str("/**");
-        }
-        let kind = if wildcard {
-            // A wildcard follows the literal segments, so a matching path has a
-            // `/` after the last of them.
-            let literals = segments
-                .iter()
-                .take_while(|segment| matches!(segment, PathSegment::Literal(_)))
-                .count();
-            let mut prefix = String::from("/");
-            for segment in segments.drain(..literals) {
-                if let PathSegment::Literal(literal) = segment {
-                    prefix.push_str(&literal);
-                    prefix.push('/');
-                }
-            }
-            PathKind::Segments {
-                prefix: prefix.into(),
-                segments: segments.into_boxed_slice(),
-                rest: tail_rest,
-            }
-        } else {
-            PathKind::Exact
+            Err(SyntaxError::Literal(why)) => return bad(why),
         };
         Ok(Self {
             raw: s.into(),
-            canonical: canonical.into(),
-            kind,
+            canonical: segments.to_string().into(),
+            segments,
         })
     }
 }
@@ -525,63 +400,25 @@ fn canonical_literal(segment: &str) -> Result<String, &'static str> {
 impl PathPattern {
     /// Whether the pattern is a single path, without wildcards.
     pub(crate) fn is_exact(&self) -> bool {
-        matches!(self.kind, PathKind::Exact)
+        self.segments.is_literal()
     }
 
     /// Whether some path of exactly two non-empty segments, the shape of a gRPC
     /// call, matches.
     pub(crate) fn can_match_two_segments(&self) -> bool {
-        match &self.kind {
-            PathKind::Exact => crate::policy::request::grpc_call(&self.canonical).is_some(),
-            PathKind::Segments {
-                prefix,
-                segments,
-                rest,
-            } => {
-                let literals = prefix.matches('/').count().saturating_sub(1);
-                let fixed = literals.saturating_add(segments.len());
-                if *rest { fixed <= 1 } else { fixed == 2 }
-            }
+        if self.is_exact() {
+            return crate::policy::request::grpc_call(&self.canonical).is_some();
+        }
+        match self.segments.arity() {
+            (least, true) => least <= 2,
+            (exactly, false) => exactly == 2,
         }
     }
 
     /// Whether `path`, a canonical request path, matches.
     pub(crate) fn matches(&self, path: &str) -> bool {
-        match &self.kind {
-            PathKind::Exact => *self.canonical == *path,
-            PathKind::Segments {
-                prefix,
-                segments,
-                rest,
-            } => {
-                let mut remaining = path.strip_prefix(&**prefix);
-                for expected in segments {
-                    let Some(current) = remaining else {
-                        return false;
-                    };
-                    let (segment, next) = split_segment(current);
-                    match expected {
-                        PathSegment::Literal(literal) if **literal == *segment => {}
-                        PathSegment::One if !segment.is_empty() => {}
-                        _ => return false,
-                    }
-                    remaining = next;
-                }
-                remaining.is_some() == *rest
-            }
-        }
-    }
-}
-
-/// Splits `s` at its first `/` into the segment before it and the rest after
-/// it, or `None` for the rest when there is no `/`.
-pub(crate) fn split_segment(s: &str) -> (&str, Option<&str>) {
-    match s.as_bytes().iter().position(|&b| b == b'/') {
-        Some(slash) => (
-            s.get(..slash).unwrap_or_default(),
-            s.get(slash.saturating_add(1)..),
-        ),
-        None => (s, None),
+        path.strip_prefix('/')
+            .is_some_and(|path| self.segments.matches(Some(path)))
     }
 }
 
@@ -850,6 +687,7 @@ impl ValuePattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IdMatcher;
 
     #[test]
     fn id_patterns_agree_with_id_matcher() {
