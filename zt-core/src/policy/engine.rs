@@ -25,13 +25,11 @@
 //! neither side is chosen freely by an attacker, and hashing is most of the
 //! cost of a decision.
 
-use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::model::{Action, Condition, From, NonEmpty, Rule, To};
-use super::pattern::{Domain, Id, Method};
-use super::request::grpc_call;
+use super::model::{Action, Rule};
+use super::request::{RequestView, Tri};
 use super::{Request, Verdict};
 use crate::segments::split_segment;
 use crate::{SpiffeId, TrustDomain};
@@ -291,60 +289,6 @@ impl<'a> Evaluation<'a> {
     }
 }
 
-/// The request, with the parts only some rules need worked out on first use.
-struct RequestView<'a> {
-    request: &'a Request<'a>,
-    call: OnceCell<Option<(&'a str, &'a str)>>,
-}
-
-impl<'a> RequestView<'a> {
-    fn new(request: &'a Request<'a>) -> Self {
-        Self {
-            request,
-            call: OnceCell::new(),
-        }
-    }
-
-    /// The canonical path, `None` when ambiguous.
-    fn path(&self) -> Option<&'a str> {
-        self.request.path().ok()
-    }
-
-    /// The gRPC service and method, `None` when the path has another shape.
-    fn call(&self) -> Option<(&'a str, &'a str)> {
-        *self
-            .call
-            .get_or_init(|| self.request.path().ok().and_then(grpc_call))
-    }
-}
-
-/// The outcome of one condition: `Unknown` when the request is ambiguous for
-/// it (see `Request` and `Headers`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Tri {
-    Yes,
-    No,
-    Unknown,
-}
-
-impl Tri {
-    fn from_bool(b: bool) -> Self {
-        if b { Self::Yes } else { Self::No }
-    }
-
-    /// Both conditions: any `No` decides, then any `Unknown`.
-    fn and(self, other: impl FnOnce() -> Self) -> Self {
-        match self {
-            Self::No => Self::No,
-            Self::Yes => other(),
-            Self::Unknown => match other() {
-                Self::No => Self::No,
-                Self::Yes | Self::Unknown => Self::Unknown,
-            },
-        }
-    }
-}
-
 /// Whether `rule` matches. An ambiguous condition counts as unmet for an
 /// `allow` rule and as met for `deny` and `audit` rules, so ambiguity can
 /// only ever lead to a denial.
@@ -355,159 +299,16 @@ fn rule_matches(rule: &Rule, peer: &SpiffeId, id_known: bool, request: &RequestV
         Tri::Unknown => rule.action != Action::Allow,
     };
     if let Some(from) = &rule.from
-        && !from_matches(from, peer, id_known)
+        && !from.matches_peer(peer, id_known)
     {
         return false;
     }
     if let Some(to) = &rule.to
-        && !fail_closed(to_matches(to, request))
+        && !fail_closed(to.matches(request))
     {
         return false;
     }
     rule.when
         .iter()
-        .all(|condition| fail_closed(condition_matches(condition, request.request)))
-}
-
-/// ID and trust domain lists are sorted (see `From::normalize`).
-fn from_matches(from: &From, peer: &SpiffeId, id_known: bool) -> bool {
-    let td = peer.trust_domain();
-    let has_id = |ids: &[Id]| ids.binary_search_by(|Id(id)| id.cmp(peer)).is_ok();
-    let has_td = |tds: &[Domain]| tds.binary_search_by(|Domain(t)| t.cmp(td)).is_ok();
-    (id_known || from.ids.as_deref().is_none_or(has_id))
-        && from.trust_domains.as_deref().is_none_or(has_td)
-        && (from.patterns.is_none() || from.patterns_match(peer))
-        && !from.not_ids.as_deref().is_some_and(has_id)
-        && !from.not_trust_domains.as_deref().is_some_and(has_td)
-        && !from.not_patterns_match(peer)
-}
-
-/// A field and its `not_` field: some value of the first matches (when present)
-/// and no value of the second does (when present). Values are ORed, the two
-/// fields ANDed, as everywhere in a rule.
-fn field_holds<T>(
-    values: &Option<NonEmpty<T>>,
-    not_values: &Option<NonEmpty<T>>,
-    matches: impl Fn(&T) -> bool,
-) -> bool {
-    values.as_deref().is_none_or(|vs| vs.iter().any(&matches))
-        && !not_values
-            .as_deref()
-            .is_some_and(|vs| vs.iter().any(&matches))
-}
-
-/// A method named in a rule covers the request's method; `GET` covers `HEAD`,
-/// which servers answer with the `GET` handler.
-fn method_covers(named: &Method, method: &str) -> bool {
-    *named.0 == *method || (method == "HEAD" && &*named.0 == "GET")
-}
-
-/// Whether the fields of `to` that are present hold; every field applies to
-/// every request, whatever its protocol or content type.
-fn to_matches(to: &To, request: &RequestView<'_>) -> Tri {
-    let req = request.request;
-    let method = req.method();
-    let methods = Tri::from_bool(field_holds(&to.methods, &to.not_methods, |m| {
-        method_covers(m, method)
-    }));
-    methods
-        .and(|| {
-            if !to.has_hosts() {
-                return Tri::Yes;
-            }
-            let Some(host) = req.host() else {
-                return Tri::Unknown;
-            };
-            Tri::from_bool(field_holds(&to.hosts, &to.not_hosts, |h| h.matches(host)))
-        })
-        .and(|| {
-            if !to.has_paths() {
-                return Tri::Yes;
-            }
-            let Some(path) = request.path() else {
-                return Tri::Unknown;
-            };
-            Tri::from_bool(field_holds(&to.paths, &to.not_paths, |p| p.matches(path)))
-        })
-        .and(|| {
-            if !to.has_grpc() {
-                return Tri::Yes;
-            }
-            if request.path().is_none() {
-                return Tri::Unknown;
-            }
-            // `grpc` and `not_grpc` only ever match gRPC-shaped paths.
-            let Some(call) = request.call() else {
-                return Tri::No;
-            };
-            Tri::from_bool(field_holds(&to.grpc, &to.not_grpc, |p| p.matches(call)))
-        })
-}
-
-fn condition_matches(condition: &Condition, request: &Request<'_>) -> Tri {
-    if condition.is_host() {
-        // The canonical host, whichever of `:authority` and `Host` carried it.
-        let Some(host) = request.host() else {
-            return Tri::Unknown;
-        };
-        return value_matches(condition, host);
-    }
-    let headers = request.headers();
-    let name = &*condition.header.0;
-    if condition.members {
-        return members_match(condition, &headers.all(name), headers.count(name));
-    }
-    let value = headers.get(name);
-    if headers.count(name) != usize::from(value.is_some()) {
-        return Tri::Unknown;
-    }
-    let Some(value) = value else {
-        // An absent header meets no `values` and is excluded by no `not_values`.
-        return Tri::from_bool(condition.values.is_none());
-    };
-    // A comma-separated list read as one value would let a client hide a member
-    // a `deny` rule looks for (`x-debug: off, on`).
-    if value.contains(',') {
-        return Tri::Unknown;
-    }
-    value_matches(condition, value)
-}
-
-fn value_matches(condition: &Condition, value: &str) -> Tri {
-    Tri::from_bool(field_holds(&condition.values, &condition.not_values, |v| {
-        v.matches(value)
-    }))
-}
-
-/// A list-valued header: `values` holds when some member matches one of them,
-/// `not_values` when no member matches any of them. Unreadable values and
-/// quoted strings (whose commas are not separators) are ambiguous.
-fn members_match(condition: &Condition, fields: &[Option<&str>], count: usize) -> Tri {
-    if fields.len() != count {
-        return Tri::Unknown;
-    }
-    let mut members = Vec::new();
-    for field in fields {
-        let Some(field) = field else {
-            return Tri::Unknown;
-        };
-        if field.contains('"') {
-            return Tri::Unknown;
-        }
-        members.extend(
-            field
-                .split(',')
-                .map(|m| m.trim_matches([' ', '\t']))
-                .filter(|m| !m.is_empty()),
-        );
-    }
-    let any = |patterns: &[super::pattern::ValuePattern]| {
-        members
-            .iter()
-            .any(|m| patterns.iter().any(|p| p.matches(m)))
-    };
-    Tri::from_bool(
-        condition.values.as_deref().is_none_or(any)
-            && !condition.not_values.as_deref().is_some_and(any),
-    )
+        .all(|condition| fail_closed(condition.matches(request.request())))
 }

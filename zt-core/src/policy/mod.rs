@@ -50,12 +50,14 @@ use std::sync::Arc;
 
 mod canonical;
 mod decision;
+mod document;
 mod engine;
 mod lint;
 mod model;
 mod pattern;
 mod request;
 mod store;
+mod validate;
 
 pub use canonical::{AmbiguousPath, Authority, MalformedAuthority, canonical_path};
 pub use decision::{Decision, Reason, Verdict};
@@ -300,7 +302,7 @@ impl Policy {
                 limit: MAX_POLICY_BYTES,
             });
         }
-        let document = model::parse(text, format)?;
+        let document = document::parse(text, format)?;
         Ok(Self::from_document(document))
     }
 

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::Hash;
 use std::sync::Arc;
 
 use serde::de::{self, SeqAccess, Visitor};
@@ -15,7 +14,8 @@ use super::pattern::{
     Domain, GrpcPattern, HeaderName, HostPattern, Id, IdPattern, Method, PathPattern, PatternIndex,
     RuleName, ValuePattern, quoted,
 };
-use super::{Format, Location, Mode, PolicyError};
+use super::request::{RequestView, Tri};
+use super::{Mode, PolicyError, Request};
 use crate::SpiffeId;
 
 /// A whole policy document.
@@ -262,29 +262,6 @@ impl<'de> Deserialize<'de> for Rule {
     }
 }
 
-impl Rule {
-    /// The checks that need the whole rule.
-    fn validate(&self) -> Result<(), String> {
-        if self.from.is_none() && self.to.is_none() {
-            return Err(
-                "empty rule: give it from or to (to match every request from any \
-                        authenticated peer, write from: {any: true})"
-                    .to_owned(),
-            );
-        }
-        if let Some(from) = &self.from {
-            from.validate()?;
-        }
-        if let Some(to) = &self.to {
-            to.validate()?;
-        }
-        for condition in &self.when {
-            condition.validate()?;
-        }
-        Ok(())
-    }
-}
-
 // === impl From ===
 
 impl From {
@@ -323,133 +300,23 @@ impl From {
             .is_some_and(|index| index.matches(id))
     }
 
-    fn has_positive(&self) -> bool {
+    pub(super) fn has_positive(&self) -> bool {
         self.ids.is_some() || self.trust_domains.is_some() || self.patterns.is_some()
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.any.is_none()
             && !self.has_positive()
             && self.not_ids.is_none()
             && self.not_trust_domains.is_none()
             && self.not_patterns.is_none()
     }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.is_empty() {
-            return Err(
-                "from is empty: leave it out, or write from: {any: true} to match \
-                        any authenticated peer"
-                    .to_owned(),
-            );
-        }
-        match self.any {
-            Some(false) => {
-                return Err("from.any: false would match nobody: remove it".to_owned());
-            }
-            Some(true) if self.has_positive() => {
-                return Err(
-                    "from.any: true cannot be combined with ids, trust_domains or \
-                            patterns"
-                        .to_owned(),
-                );
-            }
-            _ => {}
-        }
-        let raw_patterns = |list: &Option<NonEmpty<IdPattern>>| -> Vec<String> {
-            list.iter()
-                .flat_map(|l| l.iter())
-                .map(|p| p.raw.to_string())
-                .collect()
-        };
-        both("ids", &self.ids, "not_ids", &self.not_ids, |id| {
-            id.0.to_string()
-        })?;
-        both(
-            "trust_domains",
-            &self.trust_domains,
-            "not_trust_domains",
-            &self.not_trust_domains,
-            |td| td.0.to_string(),
-        )?;
-        overlap(
-            "patterns",
-            &raw_patterns(&self.patterns),
-            "not_patterns",
-            &raw_patterns(&self.not_patterns),
-        )?;
-
-        // Each positive value must be able to match under the other fields;
-        // one that cannot is a mistake the operator wants to hear about.
-        for Id(id) in self.ids.iter().flat_map(|ids| ids.iter()) {
-            if let Some(why) = self.id_excluded_by(id) {
-                return Err(format!("id {id} can never match: {why}"));
-            }
-        }
-        for pattern in self.patterns.iter().flat_map(|p| p.iter()) {
-            let td = &pattern.trust_domain;
-            if let Some(tds) = &self.trust_domains
-                && !tds.iter().any(|Domain(t)| t == td)
-            {
-                return Err(format!(
-                    "pattern {} can never match: its trust domain is not in trust_domains",
-                    pattern.raw
-                ));
-            }
-            if self
-                .not_trust_domains
-                .as_ref()
-                .is_some_and(|tds| tds.iter().any(|Domain(t)| t == td))
-            {
-                return Err(format!(
-                    "pattern {} can never match: its trust domain is in not_trust_domains",
-                    pattern.raw
-                ));
-            }
-        }
-        for Domain(td) in self.trust_domains.iter().flat_map(|tds| tds.iter()) {
-            if self.ids.is_none()
-                && let Some(patterns) = &self.patterns
-                && !patterns.iter().any(|p| p.trust_domain == *td)
-            {
-                return Err(format!(
-                    "trust domain {td} in trust_domains can never match: no pattern is in it"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Why `id`, listed in `ids`, fails the rule's other `from` fields.
-    fn id_excluded_by(&self, id: &SpiffeId) -> Option<&'static str> {
-        if self
-            .trust_domains
-            .as_ref()
-            .is_some_and(|tds| !tds.iter().any(|Domain(td)| td == id.trust_domain()))
-        {
-            return Some("its trust domain is not in trust_domains");
-        }
-        if self
-            .not_trust_domains
-            .as_ref()
-            .is_some_and(|tds| tds.iter().any(|Domain(td)| td == id.trust_domain()))
-        {
-            return Some("its trust domain is in not_trust_domains");
-        }
-        if self.patterns.is_some() && !self.patterns_match(id) {
-            return Some("it matches none of patterns");
-        }
-        if self.not_patterns_match(id) {
-            return Some("it matches not_patterns");
-        }
-        None
-    }
 }
 
 // === impl To ===
 
 impl To {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.methods.is_none()
             && self.not_methods.is_none()
             && self.paths.is_none()
@@ -470,90 +337,6 @@ impl To {
 
     pub(crate) fn has_hosts(&self) -> bool {
         self.hosts.is_some() || self.not_hosts.is_some()
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.is_empty() {
-            return Err("to is empty: leave it out to match every request".to_owned());
-        }
-        let raw_hosts = |list: &Option<NonEmpty<HostPattern>>| -> Vec<String> {
-            list.iter()
-                .flat_map(|l| l.iter())
-                .map(|p| p.raw.to_ascii_lowercase())
-                .collect()
-        };
-        overlap(
-            "hosts",
-            &raw_hosts(&self.hosts),
-            "not_hosts",
-            &raw_hosts(&self.not_hosts),
-        )?;
-        both(
-            "methods",
-            &self.methods,
-            "not_methods",
-            &self.not_methods,
-            |m| m.0.to_string(),
-        )?;
-        let raw_paths = |list: &Option<NonEmpty<PathPattern>>| -> Vec<String> {
-            list.iter()
-                .flat_map(|l| l.iter())
-                .map(|p| p.raw.to_string())
-                .collect()
-        };
-        overlap(
-            "paths",
-            &raw_paths(&self.paths),
-            "not_paths",
-            &raw_paths(&self.not_paths),
-        )?;
-        for path in self
-            .paths
-            .iter()
-            .flat_map(|p| p.iter())
-            .filter(|p| p.is_exact())
-        {
-            if let Some(excluding) = self
-                .not_paths
-                .iter()
-                .flat_map(|p| p.iter())
-                .find(|not| not.matches(&path.canonical))
-            {
-                return Err(format!(
-                    "path {} can never match: not_paths excludes it with {}",
-                    path.raw, excluding.raw
-                ));
-            }
-        }
-        let raw_grpc = |list: &Option<NonEmpty<GrpcPattern>>| -> Vec<String> {
-            list.iter()
-                .flat_map(|l| l.iter())
-                .map(|p| p.raw.to_string())
-                .collect()
-        };
-        overlap(
-            "grpc",
-            &raw_grpc(&self.grpc),
-            "not_grpc",
-            &raw_grpc(&self.not_grpc),
-        )?;
-        for call in self.grpc.iter().flat_map(|g| g.iter()) {
-            let Some(parts) = call.as_call() else {
-                continue;
-            };
-            if let Some(excluding) = self
-                .not_grpc
-                .iter()
-                .flat_map(|g| g.iter())
-                .find(|not| not.matches(parts))
-            {
-                return Err(format!(
-                    "gRPC method {} can never match: not_grpc excludes it with {}",
-                    call.raw, excluding.raw
-                ));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -593,86 +376,6 @@ impl Condition {
     /// `:authority` or the HTTP/1.1 `Host`, not a header value.
     pub(crate) fn is_host(&self) -> bool {
         &*self.header.0 == "host"
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let header = &self.header.0;
-        if self.values.is_none() && self.not_values.is_none() {
-            return Err(format!(
-                "when condition on header {header} needs values or not_values"
-            ));
-        }
-        let raw = |list: &Option<NonEmpty<ValuePattern>>| -> Vec<String> {
-            list.iter()
-                .flat_map(|l| l.iter())
-                .map(|v| v.raw.to_string())
-                .collect()
-        };
-        overlap(
-            "values",
-            &raw(&self.values),
-            "not_values",
-            &raw(&self.not_values),
-        )
-        .map_err(|why| format!("when condition on header {header}: {why}"))?;
-        for value in self
-            .values
-            .iter()
-            .flat_map(|v| v.iter())
-            .filter(|v| v.is_exact())
-        {
-            if let Some(excluding) = self
-                .not_values
-                .iter()
-                .flat_map(|v| v.iter())
-                .find(|not| not.matches(&value.raw))
-            {
-                return Err(format!(
-                    "when condition on header {header}: value {} can never match: not_values \
-                     excludes it with {}",
-                    quoted(&value.raw),
-                    quoted(&excluding.raw)
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Fails when a value is in both a field and its not-variant.
-fn both<T: Eq + Hash>(
-    field: &str,
-    values: &Option<NonEmpty<T>>,
-    not_field: &str,
-    not_values: &Option<NonEmpty<T>>,
-    show: impl Fn(&T) -> String,
-) -> Result<(), String> {
-    let (Some(values), Some(not_values)) = (values, not_values) else {
-        return Ok(());
-    };
-    let excluded: HashSet<&T> = not_values.iter().collect();
-    match values.iter().find(|v| excluded.contains(v)) {
-        Some(value) => Err(format!(
-            "{} is in both {field} and {not_field}",
-            quoted(&show(value))
-        )),
-        None => Ok(()),
-    }
-}
-
-fn overlap(
-    field: &str,
-    values: &[String],
-    not_field: &str,
-    not_values: &[String],
-) -> Result<(), String> {
-    let excluded: HashSet<&String> = not_values.iter().collect();
-    match values.iter().find(|v| excluded.contains(v)) {
-        Some(value) => Err(format!(
-            "{} is in both {field} and {not_field}",
-            quoted(value)
-        )),
-        None => Ok(()),
     }
 }
 
@@ -716,139 +419,165 @@ impl Document {
     }
 }
 
-/// Parses a whole document in `format`.
-pub(crate) fn parse(text: &str, format: Format) -> Result<Document, PolicyError> {
-    let invalid = |location: Option<Location>, message: String| PolicyError::Invalid {
-        path: None,
-        format,
-        location,
-        message: sanitize(&message),
-    };
-    match format {
-        Format::Json => serde_json::from_str(text).map_err(|err| {
-            let location = (err.line() > 0).then(|| Location {
-                line: err.line(),
-                column: err.column(),
-            });
-            // serde_json appends the position to its message; it is kept apart here.
-            let suffix = format!(" at line {} column {}", err.line(), err.column());
-            invalid(location, strip_position(err.to_string(), &suffix))
-        }),
-        #[cfg(feature = "policy-toml")]
-        Format::Toml => toml::from_str(text).map_err(|err| {
-            let location = err.span().map(|span| location_of(text, span.start));
-            invalid(location, err.message().to_owned())
-        }),
-        #[cfg(feature = "policy-yaml")]
-        Format::Yaml => serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|err| {
-            let location = err.location().map(|at| Location {
-                line: usize::try_from(at.line()).unwrap_or(usize::MAX),
-                column: usize::try_from(at.column()).unwrap_or(usize::MAX),
-            });
-            let message = yaml_message(&err);
-            let message = match location {
-                Some(at) => strip_position(message, &format!(" at {at}")),
-                None => message,
+// === meaning: what a rule's fields match ===
+
+impl From {
+    /// Whether a verified peer with this ID meets `from`.
+    pub(crate) fn matches(&self, peer: &SpiffeId) -> bool {
+        self.matches_peer(peer, false)
+    }
+
+    /// [`From::matches`], where `id_listed` says the caller already found the
+    /// peer in `ids` (the engine's ID buckets). ID and trust domain lists are
+    /// sorted (see `From::normalize`).
+    pub(crate) fn matches_peer(&self, peer: &SpiffeId, id_listed: bool) -> bool {
+        let from = self;
+        let td = peer.trust_domain();
+        let has_id = |ids: &[Id]| ids.binary_search_by(|Id(id)| id.cmp(peer)).is_ok();
+        let has_td = |tds: &[Domain]| tds.binary_search_by(|Domain(t)| t.cmp(td)).is_ok();
+        (id_listed || from.ids.as_deref().is_none_or(has_id))
+            && from.trust_domains.as_deref().is_none_or(has_td)
+            && (from.patterns.is_none() || from.patterns_match(peer))
+            && !from.not_ids.as_deref().is_some_and(has_id)
+            && !from.not_trust_domains.as_deref().is_some_and(has_td)
+            && !from.not_patterns_match(peer)
+    }
+}
+
+/// A field and its `not_` field: some value of the first matches (when present)
+/// and no value of the second does (when present). Values are ORed, the two
+/// fields ANDed, as everywhere in a rule.
+fn field_holds<T>(
+    values: &Option<NonEmpty<T>>,
+    not_values: &Option<NonEmpty<T>>,
+    matches: impl Fn(&T) -> bool,
+) -> bool {
+    values.as_deref().is_none_or(|vs| vs.iter().any(&matches))
+        && !not_values
+            .as_deref()
+            .is_some_and(|vs| vs.iter().any(&matches))
+}
+
+/// A method named in a rule covers the request's method; `GET` covers `HEAD`,
+/// which servers answer with the `GET` handler.
+fn method_covers(named: &Method, method: &str) -> bool {
+    *named.0 == *method || (method == "HEAD" && &*named.0 == "GET")
+}
+
+impl To {
+    /// Whether the fields of `to` that are present hold; every field applies to
+    /// every request, whatever its protocol or content type.
+    pub(crate) fn matches(&self, request: &RequestView<'_>) -> Tri {
+        let to = self;
+        let req = request.request();
+        let method = req.method();
+        let methods = Tri::from_bool(field_holds(&to.methods, &to.not_methods, |m| {
+            method_covers(m, method)
+        }));
+        methods
+            .and(|| {
+                if !to.has_hosts() {
+                    return Tri::Yes;
+                }
+                let Some(host) = req.host() else {
+                    return Tri::Unknown;
+                };
+                Tri::from_bool(field_holds(&to.hosts, &to.not_hosts, |h| h.matches(host)))
+            })
+            .and(|| {
+                if !to.has_paths() {
+                    return Tri::Yes;
+                }
+                let Some(path) = request.path() else {
+                    return Tri::Unknown;
+                };
+                Tri::from_bool(field_holds(&to.paths, &to.not_paths, |p| p.matches(path)))
+            })
+            .and(|| {
+                if !to.has_grpc() {
+                    return Tri::Yes;
+                }
+                if request.path().is_none() {
+                    return Tri::Unknown;
+                }
+                // `grpc` and `not_grpc` only ever match gRPC-shaped paths.
+                let Some(call) = request.call() else {
+                    return Tri::No;
+                };
+                Tri::from_bool(field_holds(&to.grpc, &to.not_grpc, |p| p.matches(call)))
+            })
+    }
+}
+
+impl Condition {
+    /// Whether the condition holds for `request`; `Unknown` when the request is
+    /// ambiguous for it.
+    pub(crate) fn matches(&self, request: &Request<'_>) -> Tri {
+        let condition = self;
+        if condition.is_host() {
+            // The canonical host, whichever of `:authority` and `Host` carried it.
+            let Some(host) = request.host() else {
+                return Tri::Unknown;
             };
-            invalid(location, message)
-        }),
-        #[allow(
-            unreachable_patterns,
-            reason = "reachable when a format feature is off"
-        )]
-        _ => Err(PolicyError::FormatNotEnabled { format }),
-    }
-}
-
-/// Parser error text made safe to log and show: control characters escaped, so
-/// that a field name holding a newline cannot forge a log line, and string values
-/// the parser quotes (`invalid type: string "…"`) replaced by their length, so
-/// that a file of secrets given as the policy by mistake does not end up in logs
-/// and status pages. Field names stay (escaped): they say what to fix.
-pub(crate) fn sanitize(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find("string \"") {
-        let (before, from) = rest.split_at(at);
-        push_escaped(&mut out, before);
-        let value = from.get("string \"".len()..).unwrap_or_default();
-        // The closing quote: the first one not escaped by a backslash.
-        let mut escaped = false;
-        let end = value.char_indices().find_map(|(i, c)| {
-            let close = c == '"' && !escaped;
-            escaped = c == '\\' && !escaped;
-            close.then_some(i)
-        });
-        match end {
-            Some(end) => {
-                out.push_str(&format!("a string of {end} bytes"));
-                rest = value.get(end.saturating_add(1)..).unwrap_or_default();
-            }
-            None => {
-                out.push_str("a string");
-                rest = "";
-            }
+            return value_matches(condition, host);
         }
-    }
-    push_escaped(&mut out, rest);
-    out
-}
-
-fn push_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        if c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+        let headers = request.headers();
+        let name = &*condition.header.0;
+        if condition.members {
+            return members_match(condition, &headers.all(name), headers.count(name));
         }
+        let value = headers.get(name);
+        if headers.count(name) != usize::from(value.is_some()) {
+            return Tri::Unknown;
+        }
+        let Some(value) = value else {
+            // An absent header meets no `values` and is excluded by no `not_values`.
+            return Tri::from_bool(condition.values.is_none());
+        };
+        // A comma-separated list read as one value would let a client hide a member
+        // a `deny` rule looks for (`x-debug: off, on`).
+        if value.contains(',') {
+            return Tri::Unknown;
+        }
+        value_matches(condition, value)
     }
 }
 
-fn strip_position(message: String, suffix: &str) -> String {
-    match message.strip_suffix(suffix) {
-        Some(stripped) => stripped.to_owned(),
-        None => message,
-    }
+fn value_matches(condition: &Condition, value: &str) -> Tri {
+    Tri::from_bool(field_holds(&condition.values, &condition.not_values, |v| {
+        v.matches(value)
+    }))
 }
 
-/// The 1-based line and column of byte `offset` in `text`.
-#[cfg(feature = "policy-toml")]
-fn location_of(text: &str, offset: usize) -> Location {
-    let before = text.get(..offset).unwrap_or(text);
-    let line_start = before.rfind('\n').map_or(0, |i| i.saturating_add(1));
-    Location {
-        line: before.matches('\n').count().saturating_add(1),
-        column: before
-            .get(line_start..)
-            .map_or(0, |line| line.chars().count())
-            .saturating_add(1),
+/// A list-valued header: `values` holds when some member matches one of them,
+/// `not_values` when no member matches any of them. Unreadable values and
+/// quoted strings (whose commas are not separators) are ambiguous.
+fn members_match(condition: &Condition, fields: &[Option<&str>], count: usize) -> Tri {
+    if fields.len() != count {
+        return Tri::Unknown;
     }
-}
-
-#[cfg(feature = "policy-yaml")]
-fn yaml_options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    // Events are bounded by the input size (MAX_POLICY_BYTES) for everything
-    // but alias expansion, which the budget's alias limits bound. The default
-    // of one million events is too few for a policy of 100,000 rules.
-    budget.max_events = super::MAX_POLICY_BYTES;
-    // Nodes, like events, take at least a byte of input each; the default of
-    // 250,000 refused policies of about 25,000 rules.
-    budget.max_nodes = super::MAX_POLICY_BYTES;
-    serde_saphyr::options! {
-        budget: Some(budget),
-        // `yes`/`on` silently becoming `true` has no place in a policy.
-        strict_booleans: true,
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
-        with_snippet: false,
+    let mut members = Vec::new();
+    for field in fields {
+        let Some(field) = field else {
+            return Tri::Unknown;
+        };
+        if field.contains('"') {
+            return Tri::Unknown;
+        }
+        members.extend(
+            field
+                .split(',')
+                .map(|m| m.trim_matches([' ', '\t']))
+                .filter(|m| !m.is_empty()),
+        );
     }
-}
-
-#[cfg(feature = "policy-yaml")]
-fn yaml_message(err: &serde_saphyr::Error) -> String {
-    err.render_with_options(serde_saphyr::render_options! {
-        snippets: serde_saphyr::SnippetMode::Off,
-    })
+    let any = |patterns: &[ValuePattern]| {
+        members
+            .iter()
+            .any(|m| patterns.iter().any(|p| p.matches(m)))
+    };
+    Tri::from_bool(
+        condition.values.as_deref().is_none_or(any)
+            && !condition.not_values.as_deref().is_some_and(any),
+    )
 }

@@ -1,6 +1,7 @@
 //! What a policy sees of a request: method, canonical path, host and headers.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::fmt;
 
 use super::canonical::{AmbiguousPath, Authority, canonical_path};
@@ -258,6 +259,65 @@ pub(crate) fn grpc_call(path: &str) -> Option<(&str, &str)> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/'))
         .then_some((service, method))
+}
+
+/// The request, with the parts only some rules need worked out on first use.
+pub(crate) struct RequestView<'a> {
+    request: &'a Request<'a>,
+    call: OnceCell<Option<(&'a str, &'a str)>>,
+}
+
+impl<'a> RequestView<'a> {
+    pub(crate) fn new(request: &'a Request<'a>) -> Self {
+        Self {
+            request,
+            call: OnceCell::new(),
+        }
+    }
+
+    /// The request itself.
+    pub(crate) fn request(&self) -> &'a Request<'a> {
+        self.request
+    }
+
+    /// The canonical path, `None` when ambiguous.
+    pub(crate) fn path(&self) -> Option<&'a str> {
+        self.request.path().ok()
+    }
+
+    /// The gRPC service and method, `None` when the path has another shape.
+    pub(crate) fn call(&self) -> Option<(&'a str, &'a str)> {
+        *self
+            .call
+            .get_or_init(|| self.request.path().ok().and_then(grpc_call))
+    }
+}
+
+/// The outcome of one condition: `Unknown` when the request is ambiguous for
+/// it (see `Request` and `Headers`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tri {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Tri {
+    pub(crate) fn from_bool(b: bool) -> Self {
+        if b { Self::Yes } else { Self::No }
+    }
+
+    /// Both conditions: any `No` decides, then any `Unknown`.
+    pub(crate) fn and(self, other: impl FnOnce() -> Self) -> Self {
+        match self {
+            Self::No => Self::No,
+            Self::Yes => other(),
+            Self::Unknown => match other() {
+                Self::No => Self::No,
+                Self::Yes | Self::Unknown => Self::Unknown,
+            },
+        }
+    }
 }
 
 impl fmt::Debug for Request<'_> {
