@@ -250,3 +250,52 @@ where
         self.inner.call(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    /// The table in the module docs, refusal by refusal.
+    #[test]
+    fn each_denial_has_its_grpc_status_in_a_trailers_only_response() {
+        let table = [
+            (
+                Denial::NoIdentity,
+                Code::Unauthenticated,
+                "no verified peer identity",
+            ),
+            (
+                Denial::UntrustedPeer,
+                Code::Unauthenticated,
+                "peer identity no longer valid",
+            ),
+            (Denial::Policy, Code::PermissionDenied, "permission denied"),
+            (Denial::Hook, Code::PermissionDenied, "permission denied"),
+            (
+                Denial::Malformed,
+                Code::InvalidArgument,
+                "malformed request",
+            ),
+            (Denial::Unsupported, Code::Unimplemented, "not implemented"),
+        ];
+        for (denial, code, message) in table {
+            let response: Response<String> = GrpcAnswer::refusal(denial);
+            assert_eq!(response.status(), http::StatusCode::OK, "{denial:?}");
+            assert_eq!(
+                response.headers().get(http::header::CONTENT_TYPE),
+                Some(&http::HeaderValue::from_static("application/grpc")),
+                "{denial:?}"
+            );
+            let status = Status::from_header_map(response.headers());
+            assert_eq!(status.as_ref().map(Status::code), Some(code), "{denial:?}");
+            assert_eq!(
+                status.as_ref().map(Status::message),
+                Some(message),
+                "{denial:?}"
+            );
+            assert!(response.body().is_empty(), "{denial:?}");
+        }
+    }
+}

@@ -116,3 +116,66 @@ impl<F, A> fmt::Debug for ResponseFuture<F, A> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::{Ready, ready};
+    use std::pin::pin;
+    use std::task::Waker;
+
+    use super::*;
+
+    /// Each refusal's HTTP answer, chosen on purpose: the kind of refusal, never
+    /// the reason.
+    #[test]
+    fn each_denial_has_its_http_status_and_body() {
+        let table = [
+            (Denial::NoIdentity, StatusCode::FORBIDDEN, "forbidden\n"),
+            (Denial::UntrustedPeer, StatusCode::FORBIDDEN, "forbidden\n"),
+            (Denial::Policy, StatusCode::FORBIDDEN, "forbidden\n"),
+            (Denial::Hook, StatusCode::FORBIDDEN, "forbidden\n"),
+            (Denial::Malformed, StatusCode::BAD_REQUEST, "bad request\n"),
+            (
+                Denial::Unsupported,
+                StatusCode::NOT_IMPLEMENTED,
+                "not implemented\n",
+            ),
+        ];
+        for (denial, status, body) in table {
+            let response: Response<String> = HttpAnswer::refusal(denial);
+            assert_eq!(response.status(), status, "{denial:?}");
+            assert_eq!(response.body(), body, "{denial:?}");
+            assert_eq!(
+                response.headers().get(CONTENT_TYPE),
+                Some(&HeaderValue::from_static("text/plain")),
+                "{denial:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_future_answers_once_and_then_stays_pending() {
+        type Inner = Ready<Result<Response<String>, Infallible>>;
+        let mut future = pin!(ResponseFuture::<Inner, HttpAnswer>::refused(Denial::Policy));
+        let mut cx = Context::from_waker(Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(response)) => assert_eq!(response.status(), StatusCode::FORBIDDEN),
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => unreachable!("a refusal is answered at once"),
+        }
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn allowed_future_is_the_inner_response() {
+        let inner = ready(Ok::<_, Infallible>(Response::new(String::from("hello"))));
+        let mut future = pin!(ResponseFuture::<_, HttpAnswer>::allowed(inner));
+        let mut cx = Context::from_waker(Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(response)) => assert_eq!(response.body(), "hello"),
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => unreachable!("the inner future is ready"),
+        }
+    }
+}
