@@ -37,7 +37,8 @@ use zt_core::PeerIdentity;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait DecisionHook<B> {
-    /// Lets the request through with `Ok(())`, or refuses it with `403 Forbidden`.
+    /// Lets the request through with `Ok(())`, or refuses it: `403 Forbidden`
+    /// from zt-tower, `PERMISSION_DENIED` from zt-tonic ([`Denial::Hook`](super::Denial::Hook)).
     ///
     /// # Errors
     ///
