@@ -17,11 +17,12 @@
 //!    (`/pkg.Svc/%47et` is routed as `/pkg.Svc/Get`, the method it was decided as);
 //! 4. runs the application's [`DecisionHook`], if any, on calls the policy allowed.
 //!
-//! It is `zt_tower::Authorize` underneath, with the same `tracing` events (target
-//! `zt::authz`) and the same [`AuthzMetrics`] counters; only the refusal differs.
-//! A refused call gets a gRPC status, never a bare HTTP error, so every gRPC
-//! client reports it: a *trailers-only* response — HTTP 200,
-//! `content-type: application/grpc`, no body — with
+//! It is `zt_tower::Authorize` underneath, with the same decision, the same
+//! `tracing` events (target `zt::authz`) and the same [`AuthzMetrics`] counters;
+//! only the answer to a refusal differs ([`GrpcAnswer`]). A refused call gets a
+//! gRPC status, never a bare HTTP error, so every gRPC client reports it: a
+//! *trailers-only* response — HTTP 200, `content-type: application/grpc`, no
+//! body — with
 //!
 //! | refusal | `grpc-status` | `grpc-message` |
 //! |---|---|---|
@@ -71,25 +72,49 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 use zt_core::{Identity, PeerIdentity, PolicyStore};
-use zt_tower::{AuthzMetrics, DecisionHook, Denial, NoHook};
+use zt_tower::{Answer, AuthzMetrics, DecisionHook, Denial, NoHook};
 
 use crate::server::ConnectInfo;
+
+/// The response future of [`Authorize`]: zt-tower's, answering with
+/// [`GrpcAnswer`].
+pub type ResponseFuture<F> = zt_tower::authorize::ResponseFuture<F, GrpcAnswer>;
+
+/// Answers refusals with gRPC statuses, as the table in the [module docs](self)
+/// says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcAnswer;
+
+impl<B: Default> Answer<B> for GrpcAnswer {
+    fn refusal(denial: Denial) -> Response<B> {
+        status(denial).into_http()
+    }
+}
+
+/// The status a refusal is answered with. The messages are the same for every
+/// refusal of a kind: the reason is logged, never sent.
+fn status(denial: Denial) -> Status {
+    match denial {
+        Denial::NoIdentity => Status::unauthenticated("no verified peer identity"),
+        Denial::UntrustedPeer => Status::unauthenticated("peer identity no longer valid"),
+        Denial::Malformed => Status::invalid_argument("malformed request"),
+        Denial::Unsupported => Status::unimplemented("not implemented"),
+        _ => Status::permission_denied("permission denied"),
+    }
+}
 
 /// Applies [`Authorize`] to a tonic server's services; see the
 /// [module docs](self).
 #[derive(Clone)]
 pub struct AuthorizeLayer<H = NoHook> {
-    inner: zt_tower::AuthorizeLayer<H>,
+    inner: zt_tower::AuthorizeLayer<H, GrpcAnswer>,
 }
 
 // === impl AuthorizeLayer ===
@@ -99,7 +124,7 @@ impl AuthorizeLayer {
     /// in force in `policy`.
     pub fn new(identity: Identity, policy: PolicyStore) -> Self {
         Self {
-            inner: zt_tower::AuthorizeLayer::new(identity, policy),
+            inner: zt_tower::AuthorizeLayer::new(identity, policy).answer(),
         }
     }
 }
@@ -151,7 +176,7 @@ impl<H: fmt::Debug> fmt::Debug for AuthorizeLayer<H> {
 /// [module docs](self).
 #[derive(Clone)]
 pub struct Authorize<S, H = NoHook> {
-    inner: zt_tower::Authorize<S, H>,
+    inner: zt_tower::Authorize<S, H, GrpcAnswer>,
 }
 
 // === impl Authorize ===
@@ -206,10 +231,10 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.get_mut().poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
@@ -222,75 +247,55 @@ where
         {
             request.extensions_mut().insert::<PeerIdentity>(peer);
         }
-        match self.inner.check(&mut request) {
-            Ok(()) => ResponseFuture {
-                state: State::Allowed {
-                    future: self.inner.get_mut().call(request),
-                },
-            },
-            Err(denial) => ResponseFuture {
-                state: State::Refused {
-                    response: Some(status(denial).into_http()),
-                },
-            },
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    /// The table in the module docs, refusal by refusal.
+    #[test]
+    fn each_denial_has_its_grpc_status_in_a_trailers_only_response() {
+        let table = [
+            (
+                Denial::NoIdentity,
+                Code::Unauthenticated,
+                "no verified peer identity",
+            ),
+            (
+                Denial::UntrustedPeer,
+                Code::Unauthenticated,
+                "peer identity no longer valid",
+            ),
+            (Denial::Policy, Code::PermissionDenied, "permission denied"),
+            (Denial::Hook, Code::PermissionDenied, "permission denied"),
+            (
+                Denial::Malformed,
+                Code::InvalidArgument,
+                "malformed request",
+            ),
+            (Denial::Unsupported, Code::Unimplemented, "not implemented"),
+        ];
+        for (denial, code, message) in table {
+            let response: Response<String> = GrpcAnswer::refusal(denial);
+            assert_eq!(response.status(), http::StatusCode::OK, "{denial:?}");
+            assert_eq!(
+                response.headers().get(http::header::CONTENT_TYPE),
+                Some(&http::HeaderValue::from_static("application/grpc")),
+                "{denial:?}"
+            );
+            let status = Status::from_header_map(response.headers());
+            assert_eq!(status.as_ref().map(Status::code), Some(code), "{denial:?}");
+            assert_eq!(
+                status.as_ref().map(Status::message),
+                Some(message),
+                "{denial:?}"
+            );
+            assert!(response.body().is_empty(), "{denial:?}");
         }
-    }
-}
-
-/// The status a refusal is answered with. The messages are the same for every
-/// refusal of a kind: the reason is logged, never sent.
-fn status(denial: Denial) -> Status {
-    match denial {
-        Denial::NoIdentity => Status::unauthenticated("no verified peer identity"),
-        Denial::UntrustedPeer => Status::unauthenticated("peer identity no longer valid"),
-        Denial::Malformed => Status::invalid_argument("malformed request"),
-        Denial::Unsupported => Status::unimplemented("not implemented"),
-        _ => Status::permission_denied("permission denied"),
-    }
-}
-
-pin_project! {
-    /// The response future of [`Authorize`].
-    pub struct ResponseFuture<F, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        Allowed { #[pin] future: F },
-        Refused { response: Option<Response<B>> },
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Allowed { future } => future.poll(cx),
-            StateProj::Refused { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                // Polled after completion: there is nothing more to give.
-                None => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Allowed { .. } => "allowed",
-            State::Refused { .. } => "refused",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish_non_exhaustive()
     }
 }

@@ -106,7 +106,7 @@ pub mod client;
 pub mod interceptor;
 pub mod server;
 
-pub use authorize::{Authorize, AuthorizeLayer};
+pub use authorize::{Authorize, AuthorizeLayer, GrpcAnswer};
 pub use client::{ChannelError, Connector, ConnectorBuilder, endpoint};
 pub use interceptor::{PeerCheck, PeerInterceptor, interceptor};
 pub use server::{

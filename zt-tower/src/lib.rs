@@ -12,7 +12,8 @@
 //!   request with the [`Policy`] in force; refusals are `403 Forbidden`. A
 //!   [`DecisionHook`] adds application checks; [`AuthzMetrics`] counts decisions;
 //!   [`Authorize::check`] decides for integrations that answer refusals in their
-//!   own protocol.
+//!   own protocol, and an [`Answer`] other than [`HttpAnswer`] answers them
+//!   through the same service (zt-tonic's gRPC statuses).
 //! - `Peer` (feature `axum`): the axum extractor for the verified peer.
 //! - [`Connector`]: an mTLS connector for hyper clients that authorizes the server by
 //!   SPIFFE ID and exposes its identity on every response.
@@ -81,7 +82,9 @@ pub mod extract;
 pub mod metrics;
 pub mod server;
 
-pub use authorize::{Authorize, AuthorizeLayer, DecisionHook, Denial, NoHook, Refusal};
+pub use authorize::{
+    Answer, Authorize, AuthorizeLayer, DecisionHook, Denial, HttpAnswer, NoHook, Refusal,
+};
 pub use client::{
     ClientError, ClientErrorKind, ConnectError, Connector, ConnectorBuilder, ServerNoLongerTrusted,
     ZtStream,

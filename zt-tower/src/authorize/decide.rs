@@ -1,0 +1,155 @@
+//! The decision path, once for every front end: re-verify the peer against
+//! today's snapshot, read the request's shape, decide its canonical view with
+//! the policy, pass it on in that form, run the hook; log every step's refusal
+//! and count the outcome. It returns a typed refusal, a [`Denial`]; answering it
+//! is the front end's part ([`Answer`](super::Answer)).
+
+use std::time::SystemTime;
+
+use http::Request;
+use zt_core::{Identity, PeerIdentity, PolicyStore, Verdict};
+
+use super::shape::{HeaderView, Rewrite, Shape};
+use super::{DecisionHook, log};
+use crate::metrics::{AuthzMetrics, Outcome};
+
+/// Why [`Authorize`](super::Authorize) refused a request, for integrations that
+/// answer refusals in their own protocol (zt-tonic answers with a gRPC status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denial {
+    /// The request carried no verified peer identity: a server setup error.
+    NoIdentity,
+    /// The peer no longer verifies: its SVID expired or today's bundle no longer
+    /// vouches for it.
+    UntrustedPeer,
+    /// The policy denied the request.
+    Policy,
+    /// The policy allowed the request and the [`DecisionHook`] refused it.
+    Hook,
+    /// The request's shape cannot be decided on: a method with lower-case
+    /// letters, a repeated `Host`, a `Host` that disagrees with the
+    /// `:authority` or the absolute-form target, or a malformed authority.
+    Malformed,
+    /// The request asks for a tunnel or a protocol switch (`CONNECT`,
+    /// `Upgrade`), which would escape per-request authorization.
+    Unsupported,
+}
+
+/// How a request that is let through was let through.
+#[derive(Clone, Copy)]
+enum Passed {
+    /// The policy and the hook allowed it.
+    Allowed,
+    /// The policy would deny it and is in dry-run mode; the hook allowed it.
+    DryRunDenied,
+}
+
+/// What every clone of the service shares: one reference count per clone.
+pub(super) struct Shared {
+    pub(super) identity: Identity,
+    pub(super) policy: PolicyStore,
+    pub(super) metrics: AuthzMetrics,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Decides `request`; `Ok` lets it through, in canonical form. Logs the
+    /// outcome, and counts it here, the one place decisions are counted.
+    pub(super) fn authorize<B, H: DecisionHook<B>>(
+        &self,
+        hook: &mut H,
+        request: &mut Request<B>,
+    ) -> Result<(), Denial> {
+        let mut audited = false;
+        let result = self.decide(hook, request, &mut audited);
+        if audited {
+            self.metrics.record_audit();
+        }
+        self.metrics.record(outcome(result));
+        result.map(drop)
+    }
+
+    /// The decision path; `audited` is set when the policy matched an audit rule.
+    fn decide<B, H: DecisionHook<B>>(
+        &self,
+        hook: &mut H,
+        request: &mut Request<B>,
+        audited: &mut bool,
+    ) -> Result<Passed, Denial> {
+        let Some(peer) = request.extensions().get::<PeerIdentity>().cloned() else {
+            log::no_identity(request);
+            return Err(Denial::NoIdentity);
+        };
+
+        if let Err(err) = peer.reverify(&self.identity, SystemTime::now()) {
+            log::untrusted_peer(&peer, request, &err);
+            return Err(Denial::UntrustedPeer);
+        }
+
+        let (decision, rewrite) = {
+            let method = request.method().as_str();
+            let path = request.uri().path();
+            let shape = match Shape::of(request) {
+                Ok(shape) => shape,
+                Err((denial, why)) => {
+                    log::shape_refused(&peer, method, path, why);
+                    return Err(denial);
+                }
+            };
+            let headers = HeaderView(request.headers());
+            // The canonical spelling, made only for an authority written otherwise.
+            let canonical_authority = shape
+                .authority
+                .as_ref()
+                .filter(|_| shape.rewrite_authority)
+                .map(ToString::to_string);
+            let mut view =
+                zt_core::Request::from_canonical(method, shape.path).with_headers(&headers);
+            if let Some(authority) = shape.authority {
+                view = view.with_authority(authority);
+            }
+            let decision = self.policy.decide(peer.id(), &view);
+            *audited = decision.audit_rules().len() > 0;
+            log::decision(&peer, method, path, &decision);
+            if !decision.is_allowed() {
+                return Err(Denial::Policy);
+            }
+            (decision, Rewrite::of(request, &view, canonical_authority))
+        };
+        // The application routes and serves what the policy decided on.
+        if let Some(rewrite) = rewrite
+            && let Err(why) = rewrite.apply(request)
+        {
+            log::not_canonical(&peer, request, why);
+            return Err(Denial::Malformed);
+        }
+
+        if let Err(refusal) = hook.check(&peer, request) {
+            log::hook_refused(&peer, request, &refusal);
+            return Err(Denial::Hook);
+        }
+        Ok(if decision.verdict() == Verdict::Allow {
+            Passed::Allowed
+        } else {
+            Passed::DryRunDenied
+        })
+    }
+}
+
+/// The counter a decision goes to. Exhaustive on purpose: a new kind of refusal
+/// cannot go uncounted.
+fn outcome(result: Result<Passed, Denial>) -> Outcome {
+    match result {
+        Ok(Passed::Allowed) => Outcome::Allowed,
+        Ok(Passed::DryRunDenied) => Outcome::DryRunDenied,
+        Err(Denial::NoIdentity) => Outcome::NoIdentity,
+        Err(Denial::UntrustedPeer) => Outcome::UntrustedPeer,
+        Err(Denial::Policy) => Outcome::Denied,
+        Err(Denial::Hook) => Outcome::HookDenied,
+        // Shapes zt cannot decide on, tunnels included, and requests that could
+        // not be passed on in canonical form.
+        Err(Denial::Malformed | Denial::Unsupported) => Outcome::Malformed,
+    }
+}
