@@ -105,7 +105,9 @@ impl Rewrite {
     }
 
     pub(super) fn apply<B>(self, request: &mut Request<B>) -> Result<(), &'static str> {
-        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        // A copy (its parts are reference-counted), so that a failure leaves the
+        // request as it came and the refusal is logged with its real path.
+        let mut parts = request.uri().clone().into_parts();
         if let Some(path) = self.path {
             let path_and_query = match parts.path_and_query.as_ref().and_then(PathAndQuery::query) {
                 Some(query) => format!("{path}?{query}"),
