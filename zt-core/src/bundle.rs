@@ -33,7 +33,9 @@ use base64::Engine as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
-use crate::{BundleError, TrustDomain, x509};
+use crate::error::BundleError;
+use crate::id::TrustDomain;
+use crate::x509;
 
 /// The largest bundle document (PEM or JSON) zt reads, in bytes.
 pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;

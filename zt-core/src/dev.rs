@@ -26,7 +26,10 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::{BundleSet, Error, SpiffeId, SvidError, TrustDomain, X509Bundle, X509Svid};
+use crate::bundle::{BundleSet, X509Bundle};
+use crate::error::{Error, SvidError};
+use crate::id::{SpiffeId, TrustDomain};
+use crate::svid::X509Svid;
 
 /// The default lifetime of a minted SVID.
 pub const DEFAULT_SVID_TTL: Duration = Duration::from_secs(3600);

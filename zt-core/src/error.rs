@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::{IdError, PatternError, SpiffeId, TrustDomain};
+use crate::id::{IdError, SpiffeId, TrustDomain};
+use crate::matcher::PatternError;
 
 /// Which side of a TLS connection a peer certificate authenticates.
 ///

@@ -34,8 +34,11 @@ use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
+use crate::bundle::BundleSet;
+use crate::error::Error;
+use crate::id::SpiffeId;
 use crate::peer::Verifications;
-use crate::{BundleSet, Error, SpiffeId, X509Svid};
+use crate::svid::X509Svid;
 
 /// The next snapshot stamp. Stamps name exactly one snapshot in the process,
 /// whatever identity published it, so a peer verified under one identity's

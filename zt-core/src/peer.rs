@@ -38,9 +38,12 @@ use std::time::SystemTime;
 use rustls::CommonState;
 use rustls_pki_types::CertificateDer;
 
+use crate::error::{PeerRole, SvidError};
+use crate::id::SpiffeId;
+use crate::identity::Identity;
 use crate::identity::Snapshot;
 use crate::svid::inspect_chain_facts;
-use crate::{Identity, PeerRole, SpiffeId, SvidError, VerifiedPeer, verify_peer_chain};
+use crate::svid::{VerifiedPeer, verify_peer_chain};
 
 /// The verified SPIFFE identity of a connection's peer. Cheap to clone.
 #[derive(Clone)]

@@ -41,9 +41,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::task::JoinHandle;
 
+use crate::error::Error;
 use crate::policy::MAX_POLICY_BYTES;
+use crate::policy::store::PolicyStore;
 use crate::watch::{self, FileWatcher, WatchOptions};
-use crate::{Error, PolicyStore};
 
 /// A running watch of a policy file; dropping it stops the watch. The store keeps
 /// the last policy loaded.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The crypto provider zt uses when the application names none.
 ///

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::{FileError, FileErrorKind};
+use crate::error::{FileError, FileErrorKind};
 
 /// Reads the file at `path`, refusing one larger than `limit` bytes, a directory,
 /// or anything that is not a regular file (a FIFO would block the reader forever,

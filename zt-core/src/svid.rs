@@ -39,7 +39,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-use crate::{BundleSet, PeerRole, SpiffeId, SvidError, x509};
+use crate::bundle::BundleSet;
+use crate::error::{PeerRole, SvidError};
+use crate::id::SpiffeId;
+use crate::x509;
 
 /// The largest PEM input (chain, key or combined file) zt reads, in bytes.
 pub const MAX_SVID_PEM_BYTES: usize = 1024 * 1024;

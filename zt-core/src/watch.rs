@@ -41,7 +41,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::Error;
+use crate::error::Error;
 
 /// How long a directory must be quiet before a tick.
 pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -378,7 +378,7 @@ pub(crate) use crate::read::read_bounded;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FileErrorKind;
+    use crate::error::FileErrorKind;
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use super::model::{Action, Rule};
 use super::request::{RequestView, Tri};
 use super::{Request, Verdict};
+use crate::id::{SpiffeId, TrustDomain};
 use crate::segments::split_segment;
-use crate::{SpiffeId, TrustDomain};
 
 /// How many rules of an ID's trust-domain buckets are copied into its ID
 /// bucket; beyond this, the copies would cost more memory than the second

@@ -49,14 +49,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod canonical;
-mod decision;
+pub(crate) mod decision;
 mod document;
 mod engine;
 mod lint;
 mod model;
 mod pattern;
-mod request;
-mod store;
+pub(crate) mod request;
+pub(crate) mod store;
 mod validate;
 
 pub use canonical::{AmbiguousPath, Authority, MalformedAuthority, canonical_path};
@@ -65,7 +65,7 @@ pub use lint::{LintFinding, LintKind};
 pub use request::{Headers, Request};
 pub use store::{PolicyChanges, PolicyGuard, PolicyStatus, PolicyStore};
 
-use crate::SpiffeId;
+use crate::id::SpiffeId;
 use engine::Engine;
 
 /// Largest policy accepted, in bytes: 32 MiB, room for well over 100,000

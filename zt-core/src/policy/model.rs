@@ -16,7 +16,7 @@ use super::pattern::{
 };
 use super::request::{RequestView, Tri};
 use super::{Mode, PolicyError, Request};
-use crate::SpiffeId;
+use crate::id::SpiffeId;
 
 /// A whole policy document.
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, Guard};
 use tokio::sync::watch;
 
 use super::{Decision, Mode, Policy, PolicyError, Request};
-use crate::SpiffeId;
+use crate::id::SpiffeId;
 
 /// The policy in force, shared between the code that decides requests and the
 /// code that replaces the policy (a file watcher, an admin endpoint).

@@ -10,7 +10,7 @@ use super::model::{Condition, From, NonEmpty, Rule, To};
 use super::pattern::{
     Domain, GrpcPattern, HostPattern, Id, IdPattern, PathPattern, ValuePattern, quoted,
 };
-use crate::SpiffeId;
+use crate::id::SpiffeId;
 
 // === impl Rule ===
 

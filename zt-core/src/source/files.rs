@@ -10,12 +10,13 @@ use rustls::crypto::CryptoProvider;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::bundle::{BundleSet, MAX_BUNDLE_BYTES, X509Bundle};
+use crate::error::{Error, FileError, FileErrorKind, SvidError};
+use crate::id::TrustDomain;
+use crate::identity::{Identity, IdentityPublisher, IdentitySource};
+use crate::svid::{MAX_SVID_PEM_BYTES, X509Svid};
 use crate::svid::{certs_from_pem, key_from_pem};
 use crate::watch::{self, FileWatcher, WatchOptions, read_bounded};
-use crate::{
-    BundleSet, Error, FileError, FileErrorKind, Identity, IdentityPublisher, IdentitySource,
-    MAX_BUNDLE_BYTES, MAX_SVID_PEM_BYTES, SvidError, TrustDomain, X509Bundle, X509Svid,
-};
 
 /// Where a [`FileSource`] finds our SVID, its key and our trust domain's bundle.
 ///

@@ -36,7 +36,10 @@ mod files;
 #[cfg(feature = "files")]
 pub use files::{FileLayout, FileSource, FileSourceBuilder};
 
-use crate::{BundleSet, Error, Identity, IdentityPublisher, IdentitySource, Snapshot, X509Svid};
+use crate::bundle::BundleSet;
+use crate::error::Error;
+use crate::identity::{Identity, IdentityPublisher, IdentitySource, Snapshot};
+use crate::svid::X509Svid;
 
 /// An identity held in memory: published at construction, replaced on demand.
 #[derive(Debug)]

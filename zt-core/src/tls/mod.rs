@@ -49,7 +49,9 @@ use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 pub use verifier::UnauthorizedPeer;
 
-use crate::{Error, IdMatcher, Identity, SvidError};
+use crate::error::{Error, SvidError};
+use crate::identity::Identity;
+use crate::matcher::IdMatcher;
 use resolver::SvidResolver;
 use verifier::{SpiffeClientVerifier, SpiffeServerVerifier};
 

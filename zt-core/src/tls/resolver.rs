@@ -8,7 +8,7 @@ use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::Identity;
+use crate::identity::Identity;
 
 /// Presents the serving snapshot's SVID on every handshake, so a rotation takes
 /// effect on the next handshake without rebuilding any config. Presents nothing (and

@@ -12,7 +12,11 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::{IdMatcher, Identity, PeerRole, SpiffeId, verify_peer_chain};
+use crate::error::PeerRole;
+use crate::id::SpiffeId;
+use crate::identity::Identity;
+use crate::matcher::IdMatcher;
+use crate::svid::verify_peer_chain;
 
 /// Why a verified peer was still refused: its ID is not one we talk to.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use super::dead::{live_values, path_excluded};
 use super::peers::{Peers, from_covers, peers};
 use super::shapes::{Call, ValueShape};
+use crate::id::{SpiffeId, TrustDomain};
 use crate::policy::model::{Action, Condition, NonEmpty, Rule, To};
 use crate::policy::pattern::{Domain, GrpcPattern, Id, ValuePattern};
 use crate::segments::Segments;
-use crate::{SpiffeId, TrustDomain};
 
 /// Whether `cover` matches every request `rule` matches, from every verified
 /// peer. `rule` is what an ambiguous request is held against: when `cover` is

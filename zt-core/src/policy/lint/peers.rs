@@ -2,10 +2,10 @@
 //! pattern's segments), and whether one `from` covers another.
 
 use super::dead::pattern_excluded;
+use crate::id::{SpiffeId, TrustDomain};
 use crate::policy::model::From;
 use crate::policy::pattern::{Domain, Id, IdPattern};
 use crate::segments::Segments;
-use crate::{SpiffeId, TrustDomain};
 
 /// The peers a `from` can match, over-approximated where it is not a finite
 /// list of IDs.

@@ -1,9 +1,9 @@
 use super::coverage::covers;
 use super::shapes::ValueShape;
 use super::*;
-use crate::SpiffeId;
+use crate::id::SpiffeId;
 use crate::policy::pattern::{PathPattern, ValuePattern};
-use crate::{Format, Policy};
+use crate::policy::{Format, Policy};
 
 fn lint_json(rules: &str) -> Vec<LintFinding> {
     let policy = Policy::parse(&format!(r#"{{"rules": [{rules}]}}"#), Format::Json)
@@ -417,7 +417,7 @@ struct Sample {
     headers: &'static [(&'static str, &'static str)],
 }
 
-use crate::Request;
+use crate::policy::request::Request;
 
 #[test]
 fn coverage_claims_hold_on_sampled_requests() {

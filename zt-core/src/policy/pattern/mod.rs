@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use serde::de;
 
+use crate::id::{SpiffeId, TrustDomain};
+use crate::matcher::PatternError;
 use crate::matcher::compile_pattern;
 use crate::segments::{Segments, split_segment};
-use crate::{PatternError, SpiffeId, TrustDomain};
 
 /// Longest rule name accepted, in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 253;
@@ -266,7 +267,7 @@ pub(crate) use http::{GrpcPattern, HeaderName, HostPattern, Method, PathPattern,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::IdMatcher;
+    use crate::matcher::IdMatcher;
 
     #[test]
     fn id_patterns_agree_with_id_matcher() {

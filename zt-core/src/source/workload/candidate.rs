@@ -9,7 +9,9 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::source::workload_proto::{X509SvidEntry, X509SvidResponse, split_der};
 
-use crate::{BundleSet, TrustDomain, X509Bundle, X509Svid};
+use crate::bundle::{BundleSet, X509Bundle};
+use crate::id::TrustDomain;
+use crate::svid::X509Svid;
 
 /// What an update offers to publish.
 pub(super) struct Candidate {

@@ -58,7 +58,9 @@ use tracing::Instrument;
 
 use super::workload_proto::X509SvidEntry;
 
-use crate::{IdMatcher, Identity, IdentityPublisher, IdentitySource, SpiffeId};
+use crate::id::SpiffeId;
+use crate::identity::{Identity, IdentityPublisher, IdentitySource};
+use crate::matcher::IdMatcher;
 
 mod candidate;
 mod worker;

@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 
 use super::candidate::{candidate, error_chain, picked_id};
 use super::{CONNECT_TIMEOUT, SvidPicker};
-use crate::IdentityPublisher;
+use crate::identity::IdentityPublisher;
 use crate::source::workload_proto::{self, X509SvidResponse};
 
 /// Exponential backoff with jitter.
