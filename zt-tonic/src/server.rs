@@ -66,7 +66,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_core::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use zt_core::{Error, IdMatcher, Identity, PeerIdentity};
@@ -314,7 +314,7 @@ pub struct TlsConnection<I> {
 
 impl<I> TlsConnection<I> {
     fn new(stream: TlsStream<I>, info: ConnectInfo, preface_timeout: Duration) -> Self {
-        let expiry = Box::pin(tokio::time::sleep_until(instant_at(info.peer.not_after())));
+        let expiry = Box::pin(tokio::time::sleep(info.peer.time_left(SystemTime::now())));
         Self {
             stream,
             info,
@@ -483,18 +483,3 @@ pub fn server() -> tonic::transport::Server {
 fn expired_error() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, "peer SVID expired")
 }
-
-/// The monotonic instant at which wall-clock time `at` is reached.
-fn instant_at(at: SystemTime) -> Instant {
-    let now = Instant::now();
-    match at.duration_since(SystemTime::now()) {
-        // tokio's timer holds deadlines of about two years at most. A connection
-        // of a peer whose SVID is valid for longer closes after a year instead,
-        // which only makes the client reconnect.
-        Ok(left) => now.checked_add(left.min(MAX_DEADLINE)).unwrap_or(now),
-        Err(_) => now,
-    }
-}
-
-/// The farthest deadline set on a connection.
-const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -72,7 +72,10 @@ where
         tracing::debug!(?addr, peer = %peer.id(), "connection established");
 
         let now = Instant::now();
-        let expiry = instant_at(peer.not_after(), now);
+        // Adding at most a year cannot overflow; were it to, closing now fails closed.
+        let expiry = now
+            .checked_add(peer.time_left(SystemTime::now()))
+            .unwrap_or(now);
         let (close_at, close_reason) = match inner.max_connection_age {
             Some(age) if now + age < expiry => (now + age, "maximum connection age reached"),
             _ => (expiry, "peer SVID expired"),
@@ -269,16 +272,5 @@ where
             _ => return Poll::Ready(Ended::Closed),
         }
         this.conn.poll(cx).map(Ended::Done)
-    }
-}
-
-/// The monotonic instant at which wall-clock time `at` is reached, as seen `now`.
-fn instant_at(at: SystemTime, now: Instant) -> Instant {
-    match at.duration_since(SystemTime::now()) {
-        // A deadline beyond what `Instant` can hold is as good as never.
-        Ok(left) => now
-            .checked_add(left)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600)),
-        Err(_) => now,
     }
 }
