@@ -76,8 +76,12 @@ where
         let expiry = now
             .checked_add(peer.time_left(SystemTime::now()))
             .unwrap_or(now);
-        let (close_at, close_reason) = match inner.max_connection_age {
-            Some(age) if now + age < expiry => (now + age, "maximum connection age reached"),
+        // An age too large for an `Instant` is no limit, rather than a panic.
+        let (close_at, close_reason) = match inner
+            .max_connection_age
+            .and_then(|age| now.checked_add(age))
+        {
+            Some(aged) if aged < expiry => (aged, "maximum connection age reached"),
             _ => (expiry, "peer SVID expired"),
         };
 
