@@ -46,7 +46,6 @@ pub struct ServerBuilder {
     h2_max_streams: u32,
     max_header_list_size: u32,
     h2_keep_alive: Option<Duration>,
-    alpn: Vec<Vec<u8>>,
 }
 
 // === impl ServerBuilder ===
@@ -54,7 +53,8 @@ pub struct ServerBuilder {
 impl ServerBuilder {
     pub(super) fn new(identity: Identity) -> Self {
         Self {
-            tls: tls::ServerConfigBuilder::new(identity.clone()),
+            tls: tls::ServerConfigBuilder::new(identity.clone())
+                .alpn_protocols(vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
             identity,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
@@ -64,7 +64,6 @@ impl ServerBuilder {
             h2_max_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             h2_keep_alive: Some(DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL),
-            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         }
     }
 
@@ -165,7 +164,7 @@ impl ServerBuilder {
     /// [`Server::incoming`] to another HTTP/2 stack (such as tonic) offers `h2` alone.
     #[must_use]
     pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
-        self.alpn = protocols;
+        self.tls = self.tls.alpn_protocols(protocols);
         self
     }
 
@@ -175,7 +174,7 @@ impl ServerBuilder {
     ///
     /// When the crypto provider does not support the requested protocol versions.
     pub fn build(self) -> Result<Server, Error> {
-        let config = self.tls.alpn_protocols(self.alpn).build()?;
+        let config = self.tls.build()?;
         let mut http = auto::Builder::new(TokioExecutor::new());
         let h1_buffer = usize::try_from(self.max_header_list_size)
             .unwrap_or(usize::MAX)
