@@ -73,6 +73,10 @@ use zt_core::{Error, IdMatcher, Identity, PeerIdentity};
 use zt_tower::{Listener, TlsIncoming};
 
 /// Configures [`Incoming`]. Start from [`Incoming::builder`].
+///
+/// The TLS and handshake settings are zt-tower's server's, passed on to a
+/// [`zt_tower::ServerBuilder`] and documented there with their defaults; ALPN is
+/// always `h2` alone.
 #[derive(Clone, Debug)]
 pub struct IncomingBuilder {
     inner: zt_tower::ServerBuilder,
@@ -82,16 +86,17 @@ pub struct IncomingBuilder {
 // === impl IncomingBuilder ===
 
 impl IncomingBuilder {
-    /// Accepts only clients whose SPIFFE ID `matcher` matches, at the handshake.
-    /// By default any client with a valid SVID of a trusted trust domain completes
-    /// the handshake and [`Authorize`](crate::Authorize) decides each call.
+    /// Accepts only clients whose SPIFFE ID `matcher` matches, at the handshake,
+    /// as [`ServerBuilder::authorize`](zt_tower::ServerBuilder::authorize); by
+    /// default [`Authorize`](crate::Authorize) decides each call.
     #[must_use]
     pub fn authorize(mut self, matcher: IdMatcher) -> Self {
         self.inner = self.inner.authorize(matcher);
         self
     }
 
-    /// Uses `provider` instead of the identity's crypto provider.
+    /// Uses `provider` instead of the identity's crypto provider, as
+    /// [`ServerBuilder::crypto_provider`](zt_tower::ServerBuilder::crypto_provider).
     #[must_use]
     pub fn crypto_provider(
         mut self,
@@ -101,22 +106,23 @@ impl IncomingBuilder {
         self
     }
 
-    /// Offers TLS 1.3 only (the default offers TLS 1.3 and 1.2).
+    /// Offers TLS 1.3 only, as [`ServerBuilder::tls13_only`](zt_tower::ServerBuilder::tls13_only).
     #[must_use]
     pub fn tls13_only(mut self) -> Self {
         self.inner = self.inner.tls13_only();
         self
     }
 
-    /// How long a client has to complete the TLS handshake (default 10 s).
+    /// How long a client has to complete the TLS handshake, as
+    /// [`ServerBuilder::handshake_timeout`](zt_tower::ServerBuilder::handshake_timeout).
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.inner = self.inner.handshake_timeout(timeout);
         self
     }
 
-    /// How many TLS handshakes may run at once (default 1024, at least 1). While
-    /// all are taken, new connections wait in the kernel's listen backlog.
+    /// How many TLS handshakes may run at once, as
+    /// [`ServerBuilder::max_concurrent_handshakes`](zt_tower::ServerBuilder::max_concurrent_handshakes).
     #[must_use]
     pub fn max_concurrent_handshakes(mut self, max: usize) -> Self {
         self.inner = self.inner.max_concurrent_handshakes(max);
