@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustls::CommonState;
 use rustls_pki_types::CertificateDer;
@@ -157,6 +157,37 @@ impl PeerIdentity {
         self.inner.not_after
     }
 
+    /// How long after `now` the peer's chain stays valid, for a timer that ends
+    /// the peer's connection when it expires: zero once it has expired, and at
+    /// most a year.
+    ///
+    /// A connection of a peer whose SVID is valid for longer than a year closes
+    /// after a year instead, which only makes the peer reconnect and be verified
+    /// anew; the timer never fires after the expiry, and never needs a deadline
+    /// years ahead, which not every timer holds (tokio's wheel spans about two
+    /// years).
+    ///
+    /// ```
+    /// # #[cfg(feature = "dev")] {
+    /// use std::time::{Duration, SystemTime};
+    /// use zt_core::{PeerIdentity, PeerRole, dev::DevCa};
+    ///
+    /// let ca = DevCa::new("example.org".parse()?)?;
+    /// let svid = ca.mint(&"spiffe://example.org/client".parse()?)?;
+    /// let peer = PeerIdentity::from_chain(svid.chain().to_vec(), PeerRole::Client)?;
+    /// let now = SystemTime::now();
+    /// assert!(peer.time_left(now) > Duration::ZERO);
+    /// assert_eq!(peer.time_left(peer.not_after() + Duration::from_secs(1)), Duration::ZERO);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn time_left(&self, now: SystemTime) -> Duration {
+        self.inner
+            .not_after
+            .duration_since(now)
+            .map_or(Duration::ZERO, |left| left.min(MAX_TIME_LEFT))
+    }
+
     /// Whether the peer is known to verify under `snapshot` (so that
     /// [`reverify`](Self::reverify) against it is one atomic load).
     pub fn is_verified_under(&self, snapshot: &Snapshot) -> bool {
@@ -196,6 +227,9 @@ impl PeerIdentity {
         Ok(())
     }
 }
+
+/// The most [`PeerIdentity::time_left`] answers.
+const MAX_TIME_LEFT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How many verifier results an identity keeps for handshakes still finishing.
 /// A record is taken when its connection's `PeerIdentity` is built; one never

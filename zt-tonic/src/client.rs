@@ -110,6 +110,10 @@ pub fn endpoint(uri: impl AsRef<str>) -> Result<Endpoint, ChannelError> {
 }
 
 /// Configures a [`Connector`]. Start from [`Connector::builder`].
+///
+/// The settings are zt-tower's connector's, passed on to a
+/// [`zt_tower::ConnectorBuilder`] and documented there with their defaults; ALPN
+/// is always `h2` alone, as gRPC needs.
 #[derive(Clone, Debug)]
 pub struct ConnectorBuilder {
     inner: zt_tower::ConnectorBuilder,
@@ -118,7 +122,8 @@ pub struct ConnectorBuilder {
 // === impl ConnectorBuilder ===
 
 impl ConnectorBuilder {
-    /// Uses `provider` instead of the identity's crypto provider.
+    /// Uses `provider` instead of the identity's crypto provider, as
+    /// [`ConnectorBuilder::crypto_provider`](zt_tower::ConnectorBuilder::crypto_provider).
     #[must_use]
     pub fn crypto_provider(
         mut self,
@@ -128,14 +133,15 @@ impl ConnectorBuilder {
         self
     }
 
-    /// Offers TLS 1.3 only (the default offers TLS 1.3 and 1.2).
+    /// Offers TLS 1.3 only, as [`ConnectorBuilder::tls13_only`](zt_tower::ConnectorBuilder::tls13_only).
     #[must_use]
     pub fn tls13_only(mut self) -> Self {
         self.inner = self.inner.tls13_only();
         self
     }
 
-    /// Bounds dialing plus the TLS handshake (default 10 s).
+    /// Bounds dialing plus the TLS handshake, as
+    /// [`ConnectorBuilder::connect_timeout`](zt_tower::ConnectorBuilder::connect_timeout).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.inner = self.inner.connect_timeout(timeout);

@@ -66,13 +66,17 @@ use std::time::{Duration, SystemTime};
 
 use futures_core::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use zt_core::{Error, IdMatcher, Identity, PeerIdentity};
 use zt_tower::{Listener, TlsIncoming};
 
 /// Configures [`Incoming`]. Start from [`Incoming::builder`].
+///
+/// The TLS and handshake settings are zt-tower's server's, passed on to a
+/// [`zt_tower::ServerBuilder`] and documented there with their defaults; ALPN is
+/// always `h2` alone.
 #[derive(Clone, Debug)]
 pub struct IncomingBuilder {
     inner: zt_tower::ServerBuilder,
@@ -82,16 +86,17 @@ pub struct IncomingBuilder {
 // === impl IncomingBuilder ===
 
 impl IncomingBuilder {
-    /// Accepts only clients whose SPIFFE ID `matcher` matches, at the handshake.
-    /// By default any client with a valid SVID of a trusted trust domain completes
-    /// the handshake and [`Authorize`](crate::Authorize) decides each call.
+    /// Accepts only clients whose SPIFFE ID `matcher` matches, at the handshake,
+    /// as [`ServerBuilder::authorize`](zt_tower::ServerBuilder::authorize); by
+    /// default [`Authorize`](crate::Authorize) decides each call.
     #[must_use]
     pub fn authorize(mut self, matcher: IdMatcher) -> Self {
         self.inner = self.inner.authorize(matcher);
         self
     }
 
-    /// Uses `provider` instead of the identity's crypto provider.
+    /// Uses `provider` instead of the identity's crypto provider, as
+    /// [`ServerBuilder::crypto_provider`](zt_tower::ServerBuilder::crypto_provider).
     #[must_use]
     pub fn crypto_provider(
         mut self,
@@ -101,22 +106,23 @@ impl IncomingBuilder {
         self
     }
 
-    /// Offers TLS 1.3 only (the default offers TLS 1.3 and 1.2).
+    /// Offers TLS 1.3 only, as [`ServerBuilder::tls13_only`](zt_tower::ServerBuilder::tls13_only).
     #[must_use]
     pub fn tls13_only(mut self) -> Self {
         self.inner = self.inner.tls13_only();
         self
     }
 
-    /// How long a client has to complete the TLS handshake (default 10 s).
+    /// How long a client has to complete the TLS handshake, as
+    /// [`ServerBuilder::handshake_timeout`](zt_tower::ServerBuilder::handshake_timeout).
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.inner = self.inner.handshake_timeout(timeout);
         self
     }
 
-    /// How many TLS handshakes may run at once (default 1024, at least 1). While
-    /// all are taken, new connections wait in the kernel's listen backlog.
+    /// How many TLS handshakes may run at once, as
+    /// [`ServerBuilder::max_concurrent_handshakes`](zt_tower::ServerBuilder::max_concurrent_handshakes).
     #[must_use]
     pub fn max_concurrent_handshakes(mut self, max: usize) -> Self {
         self.inner = self.inner.max_concurrent_handshakes(max);
@@ -314,7 +320,7 @@ pub struct TlsConnection<I> {
 
 impl<I> TlsConnection<I> {
     fn new(stream: TlsStream<I>, info: ConnectInfo, preface_timeout: Duration) -> Self {
-        let expiry = Box::pin(tokio::time::sleep_until(instant_at(info.peer.not_after())));
+        let expiry = Box::pin(tokio::time::sleep(info.peer.time_left(SystemTime::now())));
         Self {
             stream,
             info,
@@ -483,18 +489,3 @@ pub fn server() -> tonic::transport::Server {
 fn expired_error() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, "peer SVID expired")
 }
-
-/// The monotonic instant at which wall-clock time `at` is reached.
-fn instant_at(at: SystemTime) -> Instant {
-    let now = Instant::now();
-    match at.duration_since(SystemTime::now()) {
-        // tokio's timer holds deadlines of about two years at most. A connection
-        // of a peer whose SVID is valid for longer closes after a year instead,
-        // which only makes the client reconnect.
-        Ok(left) => now.checked_add(left.min(MAX_DEADLINE)).unwrap_or(now),
-        Err(_) => now,
-    }
-}
-
-/// The farthest deadline set on a connection.
-const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -117,7 +117,6 @@ pub struct ConnectorBuilder {
     tls: tls::ClientConfigBuilder,
     identity: Identity,
     timeout: Duration,
-    alpn: Vec<Vec<u8>>,
 }
 
 // === impl ConnectorBuilder ===
@@ -150,7 +149,7 @@ impl ConnectorBuilder {
     /// instead of answering in HTTP/1.1.
     #[must_use]
     pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
-        self.alpn = protocols;
+        self.tls = self.tls.alpn_protocols(protocols);
         self
     }
 
@@ -160,7 +159,7 @@ impl ConnectorBuilder {
     ///
     /// When the crypto provider does not support the protocol versions.
     pub fn build(self) -> Result<Connector, Error> {
-        let config: ClientConfig = self.tls.alpn_protocols(self.alpn).build()?;
+        let config: ClientConfig = self.tls.build()?;
         Ok(Connector {
             tls: TlsConnector::from(Arc::new(config)),
             identity: self.identity,
@@ -195,10 +194,10 @@ impl Connector {
     /// servers `server` matches.
     pub fn builder(identity: Identity, server: IdMatcher) -> ConnectorBuilder {
         ConnectorBuilder {
-            tls: tls::ClientConfigBuilder::new(identity.clone(), server),
+            tls: tls::ClientConfigBuilder::new(identity.clone(), server)
+                .alpn_protocols(vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
             identity,
             timeout: DEFAULT_CONNECT_TIMEOUT,
-            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         }
     }
 

@@ -8,7 +8,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 use zt_core::PeerIdentity;
 
-use super::{Inner, Listener, accept};
+use super::Listener;
+use super::accept::{Inner, accept};
 
 /// The connections of a listener, each with its peer authenticated by its
 /// X.509-SVID. Made by [`Server::incoming`](crate::Server::incoming).

@@ -1,0 +1,280 @@
+//! One connection's life after it is accepted: the handshake, the HTTP version,
+//! serving, and the end — at the peer's SVID expiry, at the maximum age, or at
+//! shutdown, first gracefully, then for good after the drain timeout.
+//!
+//! The deadlines and the shutdown are watched by a task of their own (the
+//! watchdog), which tells the connection task through a [`Signal`], so serving
+//! requests costs nothing for ends that almost never come.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use atomic_waker::AtomicWaker;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
+use tower_service::Service;
+use zt_core::PeerIdentity;
+
+use super::accept::{Inner, Phase};
+use super::detect::{HttpVersion, detect_version};
+use super::service::ConnService;
+use crate::BoxError;
+
+/// One accepted connection, from handshake to close.
+pub(super) struct Connection<S> {
+    inner: Arc<Inner>,
+    service: S,
+    phase: watch::Receiver<Phase>,
+}
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(super) fn new(inner: Arc<Inner>, service: S, phase: watch::Receiver<Phase>) -> Self {
+        Self {
+            inner,
+            service,
+            phase,
+        }
+    }
+
+    pub(super) async fn run<I, A>(mut self, io: I, addr: A, permit: OwnedSemaphorePermit)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: fmt::Debug,
+    {
+        let inner = Arc::clone(&self.inner);
+        let (tls, peer, addr) = tokio::select! {
+            handshake = inner.handshake(io, addr) => match handshake {
+                Some(authenticated) => authenticated,
+                None => return,
+            },
+            _ = self.phase.wait_for(|phase| *phase != Phase::Serving) => return,
+        };
+        drop(permit);
+        tracing::debug!(?addr, peer = %peer.id(), "connection established");
+
+        let now = Instant::now();
+        // Adding at most a year cannot overflow; were it to, closing now fails closed.
+        let expiry = now
+            .checked_add(peer.time_left(SystemTime::now()))
+            .unwrap_or(now);
+        // An age too large for an `Instant` is no limit, rather than a panic.
+        let (close_at, close_reason) = match inner
+            .max_connection_age
+            .and_then(|age| now.checked_add(age))
+        {
+            Some(aged) if aged < expiry => (aged, "maximum connection age reached"),
+            _ => (expiry, "peer SVID expired"),
+        };
+
+        // Without a deadline of its own, a client that sends nothing after its
+        // handshake (or half the HTTP/2 preface) would hold the connection until
+        // its SVID expires.
+        let detect = tokio::time::timeout(inner.header_read_timeout, detect_version(tls));
+        let (version, io) = tokio::select! {
+            result = detect => match result {
+                Ok(Ok(Some(detected))) => detected,
+                Ok(Ok(None)) => return,
+                Ok(Err(err)) => {
+                    tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection failed before its first request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        ?addr,
+                        peer = %peer.id(),
+                        timeout = ?inner.header_read_timeout,
+                        "client sent no request after the handshake; closing"
+                    );
+                    return;
+                }
+            },
+            _ = self.phase.wait_for(|phase| *phase != Phase::Serving) => return,
+        };
+
+        if *self.phase.borrow_and_update() != Phase::Serving {
+            return;
+        }
+        let signal = Arc::new(Signal::default());
+        let watchdog = tokio::spawn(watchdog(
+            Arc::clone(&signal),
+            self.phase,
+            close_at,
+            close_reason,
+            inner.drain_timeout,
+            peer.clone(),
+        ));
+        let _watchdog = AbortOnDrop(watchdog);
+        let service = ConnService {
+            inner: self.service,
+            peer: peer.clone(),
+        };
+        let http = match version {
+            HttpVersion::Http1 => &inner.http1,
+            HttpVersion::Http2 => &inner.http2,
+        };
+        let conn = http.serve_connection(TokioIo::new(io), service);
+        let ended = Driven {
+            conn,
+            signal,
+            registered: None,
+            draining: false,
+        }
+        .await;
+        match ended {
+            Ended::Done(Ok(())) => {}
+            Ended::Done(Err(err)) => {
+                tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection ended with an error");
+            }
+            Ended::Closed => {
+                tracing::debug!(?addr, peer = %peer.id(), "connection closed");
+            }
+        }
+    }
+}
+
+/// What a connection's watchdog tells the connection task. The task reads it with
+/// one atomic load per poll, so serving requests costs nothing for deadlines and
+/// shutdown that almost never come.
+#[derive(Default)]
+struct Signal {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+const SERVE: u8 = 0;
+const DRAIN: u8 = 1;
+const CLOSE: u8 = 2;
+
+impl Signal {
+    fn raise(&self, state: u8) {
+        self.state.fetch_max(state, Ordering::AcqRel);
+        self.waker.wake();
+    }
+}
+
+/// Waits for what ends a connection — its deadline (peer SVID expiry or maximum
+/// age) or the server's shutdown — and tells the connection task to drain, then,
+/// after the drain timeout, to close.
+async fn watchdog(
+    signal: Arc<Signal>,
+    mut phase: watch::Receiver<Phase>,
+    close_at: Instant,
+    close_reason: &'static str,
+    drain_timeout: Duration,
+    peer: PeerIdentity,
+) {
+    tokio::select! {
+        () = tokio::time::sleep_until(close_at) => {
+            tracing::debug!(peer = %peer.id(), reason = close_reason, "draining connection");
+        }
+        changed = phase.wait_for(|phase| *phase != Phase::Serving) => {
+            if !matches!(changed.as_deref(), Ok(Phase::Draining)) {
+                signal.raise(CLOSE);
+                return;
+            }
+        }
+    }
+    signal.raise(DRAIN);
+    tokio::select! {
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::debug!(peer = %peer.id(), ?drain_timeout, "drain timeout passed; closing connection");
+        }
+        _ = phase.wait_for(|phase| *phase == Phase::Closing) => {}
+    }
+    signal.raise(CLOSE);
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a driven connection ended.
+enum Ended<E> {
+    /// hyper finished the connection.
+    Done(Result<(), E>),
+    /// The watchdog closed it.
+    Closed,
+}
+
+pin_project! {
+    /// Drives a hyper connection, starting its graceful shutdown or dropping it as
+    /// the watchdog says.
+    struct Driven<C> {
+        #[pin]
+        conn: C,
+        signal: Arc<Signal>,
+        // The waker last given to `signal`: the connection task's waker rarely
+        // changes, so most polls skip registering it again (two atomic
+        // read-modify-writes each).
+        registered: Option<Waker>,
+        draining: bool,
+    }
+}
+
+impl<I, S, B> Future for Driven<auto::Connection<'_, I, S, TokioExecutor>>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    type Output = Ended<BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut state = this.signal.state.load(Ordering::Acquire);
+        // The watchdog takes the registered waker when it raises the state, so
+        // while the state is still SERVE the waker registered last is in place;
+        // only a new waker or a raised state needs registering. Registered before
+        // the state is read again, so a raise in between still wakes us.
+        let current = this
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()));
+        if state != SERVE || !current {
+            this.signal.waker.register(cx.waker());
+            if !current {
+                *this.registered = Some(cx.waker().clone());
+            }
+            state = this.signal.state.load(Ordering::Acquire);
+        }
+        match state {
+            SERVE => {}
+            DRAIN => {
+                if !*this.draining {
+                    *this.draining = true;
+                    this.conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ => return Poll::Ready(Ended::Closed),
+        }
+        this.conn.poll(cx).map(Ended::Done)
+    }
+}

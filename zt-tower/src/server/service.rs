@@ -1,0 +1,127 @@
+//! The per-connection hyper service around the user's tower service: it puts the
+//! peer's identity into every request and refuses tunnels and protocol upgrades
+//! before the application sees them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use zt_core::PeerIdentity;
+
+/// The per-connection hyper service: puts the peer into each request, then calls a
+/// clone of the user's tower service.
+pub(super) struct ConnService<S> {
+    pub(super) inner: S,
+    pub(super) peer: PeerIdentity,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    B: http_body::Body,
+{
+    type Response = Response<Either<B, Empty<B::Data>>>;
+    type Error = S::Error;
+    type Future = ConnFuture<S, B>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        // A tunnel or a switched protocol would carry traffic no request-level
+        // check sees: refused here, whatever the application does with it.
+        if request.method() == http::Method::CONNECT
+            || request.headers().contains_key(http::header::UPGRADE)
+        {
+            tracing::debug!(peer = %self.peer.id(), method = request.method().as_str(), "tunnel or upgrade refused");
+            let mut response = Response::new(Either::Right(Empty::new()));
+            *response.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
+            return ConnFuture::Refused {
+                response: Some(response),
+            };
+        }
+        request.extensions_mut().insert(self.peer.clone());
+        ConnFuture::Served {
+            future: Oneshot {
+                service: self.inner.clone(),
+                request: Some(request),
+                future: None,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ConnService`].
+    #[project = ConnFutureProj]
+    pub(super) enum ConnFuture<S, B>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>>,
+        B: http_body::Body,
+    {
+        Served { #[pin] future: Oneshot<S, Request<Incoming>> },
+        Refused { response: Option<Response<Either<B, Empty<B::Data>>>> },
+    }
+}
+
+impl<S, B> Future for ConnFuture<S, B>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<Either<B, Empty<B::Data>>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ConnFutureProj::Served { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(Either::Left))),
+            ConnFutureProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after completion: there is nothing more to give.
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Drives a tower service to readiness, then calls it once.
+    pub(super) struct Oneshot<S, R>
+    where
+        S: Service<R>,
+    {
+        service: S,
+        request: Option<R>,
+        #[pin]
+        future: Option<S::Future>,
+    }
+}
+
+impl<S, R> Future for Oneshot<S, R>
+where
+    S: Service<R>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(future) = this.future.as_mut().as_pin_mut() {
+            return future.poll(cx);
+        }
+        if let Err(err) = std::task::ready!(this.service.poll_ready(cx)) {
+            return Poll::Ready(Err(err));
+        }
+        let Some(request) = this.request.take() else {
+            // Only reachable if polled again after an error; nothing left to do.
+            return Poll::Pending;
+        };
+        this.future.set(Some(this.service.call(request)));
+        match this.future.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
