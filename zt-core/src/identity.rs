@@ -398,6 +398,7 @@ impl IdentityPublisher {
     /// As [`publish`](Self::publish), recording `notice` (see
     /// [`Status::last_notice`]) with the outcome when the candidate is accepted, in
     /// the same status change.
+    #[cfg(feature = "workload-api")]
     pub(crate) fn publish_noted(
         &self,
         svid: X509Svid,
