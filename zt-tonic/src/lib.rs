@@ -89,6 +89,8 @@
 //! - `files` (default), `workload-api`, `policy-yaml`, `policy-toml`, `dev`: the
 //!   zt-core features of the same names, forwarded through zt-tower so that one
 //!   dependency line does.
+//! - `metrics` (default): metrics through the `metrics` facade (see
+//!   `zt_tower::metrics`); a no-op until the application installs a recorder.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(

@@ -61,6 +61,8 @@
 //! - `files` (default), `workload-api`, `policy-yaml`, `policy-toml`, `dev`: the
 //!   zt-core features of the same names, forwarded so that one dependency line
 //!   does.
+//! - `metrics` (default): metrics through the `metrics` facade, zt-core's and
+//!   zt-tower's (see [`metrics`]); a no-op until the application installs a recorder.
 //! - `axum` (default): the `Peer` extractor. It needs only `axum-core`, whose few
 //!   dependencies hyper mostly brings already, so it is on by default.
 
