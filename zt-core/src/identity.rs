@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use crate::bundle::BundleSet;
 use crate::error::Error;
 use crate::id::SpiffeId;
+use crate::metrics::{self, UpdateSource};
 use crate::peer::Verifications;
 use crate::svid::X509Svid;
 
@@ -330,6 +331,8 @@ pub struct IdentityPublisher {
     status: watch::Sender<Status>,
     /// Held from reading the serving snapshot to storing its successor.
     publishing: Mutex<()>,
+    /// The `source` label of this publisher's updates.
+    source: UpdateSource,
 }
 
 // === impl IdentityPublisher ===
@@ -356,7 +359,15 @@ impl IdentityPublisher {
             }),
             status,
             publishing: Mutex::new(()),
+            source: UpdateSource::Static,
         }
+    }
+
+    /// Labels this publisher's updates as coming from `source`.
+    #[cfg(any(feature = "files", feature = "workload-api"))]
+    pub(crate) fn for_source(mut self, source: UpdateSource) -> Self {
+        self.source = source;
+        self
     }
 
     /// A read handle.
@@ -446,6 +457,7 @@ impl IdentityPublisher {
                 status.notice = notice;
                 had_error || notice_changed
             });
+            metrics::identity_update(self.source, true);
             return Ok(Validated::Unchanged(Arc::clone(current)));
         }
         let generation = self.status.borrow().generation + 1;
@@ -458,6 +470,8 @@ impl IdentityPublisher {
             published_at: now,
         });
         self.shared.current.store(Some(Arc::clone(&snapshot)));
+        metrics::identity_update(self.source, true);
+        metrics::identity_published(&snapshot, previous.as_deref());
         tracing::info!(
             id = %snapshot.id(),
             generation,
@@ -497,8 +511,10 @@ impl IdentityPublisher {
         }
     }
 
-    /// Records a rejection the caller has already logged.
+    /// Records a rejection the caller has already logged; the one place
+    /// rejections are counted.
     pub(crate) fn record_rejection(&self, message: String) {
+        metrics::identity_update(self.source, false);
         self.status.send_modify(|status| {
             status.last_error = Some(message);
         });

@@ -29,6 +29,7 @@
 //! - `aws-lc-rs` (default): aws-lc-rs is the default crypto provider.
 //! - `ring`: ring is the default crypto provider when `aws-lc-rs` is off.
 //! - `files` (default): `FileSource`, watched credential files (notify, tokio).
+//! - `metrics` (default): metrics through the `metrics` facade; see [`metrics`].
 //! - `dev`: the development CA.
 //! - `workload-api`: the SPIFFE Workload API source (needs a tokio runtime).
 //! - `policy-yaml`, `policy-toml`: policy documents in YAML and TOML (JSON is always
@@ -71,6 +72,7 @@ mod error;
 pub mod id;
 mod identity;
 pub mod matcher;
+pub mod metrics;
 mod peer;
 pub mod policy;
 #[cfg(feature = "files")]

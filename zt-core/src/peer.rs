@@ -203,6 +203,13 @@ impl PeerIdentity {
     /// snapshot serves or it lacks the peer's trust domain; any verification error
     /// against a changed bundle.
     pub fn reverify(&self, identity: &Identity, now: SystemTime) -> Result<(), SvidError> {
+        // Counted here, the one place every caller (requests, client streams) goes
+        // through; the hot path, a verified peer, records nothing.
+        self.check(identity, now)
+            .inspect_err(crate::metrics::reverify_failed)
+    }
+
+    fn check(&self, identity: &Identity, now: SystemTime) -> Result<(), SvidError> {
         // notAfter is inclusive (RFC 5280 §4.1.2.5), as webpki treats it.
         if now > self.inner.not_after {
             return Err(SvidError::Expired);

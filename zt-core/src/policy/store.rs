@@ -37,6 +37,7 @@ impl PolicyStore {
     #[must_use]
     pub fn new(policy: Policy) -> Self {
         announce(&policy, 1);
+        crate::metrics::policy_stored(1, policy.rule_count(), false);
         let status = PolicyStatus::serving(&policy, 1);
         let (status, _) = watch::channel(status);
         Self {
@@ -81,6 +82,7 @@ impl PolicyStore {
             let generation = status.generation.saturating_add(1);
             announce(&policy, generation);
             self.shared.current.store(Arc::clone(&policy));
+            crate::metrics::policy_stored(generation, policy.rule_count(), true);
             *status = PolicyStatus::serving(&policy, generation);
         });
     }
@@ -121,6 +123,7 @@ impl PolicyStore {
                     error = %err,
                     "policy rejected; keeping the current policy"
                 );
+                crate::metrics::policy_rejected();
                 let message = err.to_string();
                 self.shared.status.send_modify(|status| {
                     status.last_error = Some(message);

@@ -253,7 +253,8 @@ impl FileSourceBuilder {
             },
         )?;
         let inner = Arc::new(Inner {
-            publisher: IdentityPublisher::with_provider(provider),
+            publisher: IdentityPublisher::with_provider(provider)
+                .for_source(crate::metrics::UpdateSource::Files),
             files,
             last_error: Mutex::new(None),
             stopped: AtomicBool::new(false),

@@ -302,7 +302,8 @@ impl WorkloadApiSourceBuilder {
             None => crate::default_provider().map_err(|_| WorkloadApiError::NoCryptoProvider)?,
         };
 
-        let publisher = IdentityPublisher::with_provider(provider);
+        let publisher = IdentityPublisher::with_provider(provider)
+            .for_source(crate::metrics::UpdateSource::WorkloadApi);
         let identity = publisher.identity();
         let span = tracing::info_span!("workload_api", endpoint = %address);
         let worker = Worker {

@@ -84,6 +84,7 @@ impl Worker {
             if let Next::Stop = self.session().await {
                 return;
             }
+            crate::metrics::workload_api_reconnect();
             let delay = self.backoff.delay();
             tracing::debug!(retry_in = ?delay, "reconnecting to the Workload API");
             tokio::time::sleep(delay).await;
