@@ -147,8 +147,7 @@ fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
                 sample.labels.get(*label).and_then(|v| v.as_str()) == Some(value)
             })
         })
-        .map(|sample| sample.value)
-        .sum()
+        .fold(0.0, |total, sample| total + sample.value)
 }
 
 fn show(samples: &[Sample]) -> String {
