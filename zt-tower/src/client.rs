@@ -58,6 +58,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use zt_core::{Error, IdMatcher, Identity, PeerIdentity, PeerRole, SpiffeId, SvidError, tls};
 
+use crate::metrics::{self, Side};
+
 /// Default for [`ConnectorBuilder::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -209,14 +211,18 @@ impl Connector {
     pub async fn connect(&self, uri: &Uri) -> Result<ZtStream, ConnectError> {
         let (host, port) = target(uri)?;
         let server_name = server_name(&host, uri)?;
+        // A timeout counts as a failed handshake only once TCP is connected.
+        let mut dialed = false;
         let connect = async {
             let tcp = TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(ConnectError::Tcp)?;
+            dialed = true;
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY");
             }
             let tls = self.tls.connect(server_name, tcp).await.map_err(|err| {
+                metrics::handshake_rejected(Side::Client, Some(&err));
                 if let Some(reason) = tls::Rejection::of(&err) {
                     ConnectError::ServerRefused(reason)
                 } else if let Some(refused) = tls::RefusedByPeer::of(&err) {
@@ -226,7 +232,8 @@ impl Connector {
                 }
             })?;
             let peer =
-                PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, &self.identity)?;
+                PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Server, &self.identity)
+                    .inspect_err(|err| metrics::handshake_rejected(Side::Client, Some(err)))?;
             Ok(ZtStream {
                 io: TokioIo::new(tls),
                 peer,
@@ -234,9 +241,11 @@ impl Connector {
                 untrusted: None,
             })
         };
-        tokio::time::timeout(self.timeout, connect)
-            .await
-            .map_err(|_| ConnectError::Timeout(self.timeout))?
+        let connected = tokio::time::timeout(self.timeout, connect).await;
+        if connected.is_err() && dialed {
+            metrics::handshake_rejected(Side::Client, None);
+        }
+        connected.map_err(|_| ConnectError::Timeout(self.timeout))?
     }
 }
 

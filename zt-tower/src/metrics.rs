@@ -1,24 +1,119 @@
-//! Counters of authorization decisions.
+//! Metrics: the names zt-tower records through the `metrics` facade, and
+//! [`AuthzMetrics`], the in-process view of authorization decisions.
 //!
-//! [`AuthzMetrics`] is a handful of atomic counters shared by every clone of an
-//! [`Authorize`](crate::Authorize) service; [`AuthzMetrics::counts`] reads them for
-//! an exporter (Prometheus, OpenTelemetry, the `metrics` facade, a status page).
+//! Two paths, for two uses:
 //!
-//! Why not the `metrics` facade directly: each decision then costs a recorder
-//! lookup and, with labels, a key hash and registry lookup, and every application
-//! would pull the facade in. Here a decision costs one relaxed atomic add, and the
-//! counts can be exported to any system. Per-rule and per-peer breakdowns are left
-//! to the `tracing` event each decision emits (target `zt::authz`), where their
-//! cardinality does not grow a metrics registry.
+//! - **The facade is the exporter path** (feature `metrics`, default). zt-tower
+//!   records decisions, refusals, handshake rejections and connections through the
+//!   [`metrics`](https://docs.rs/metrics) crate under the names below; the
+//!   application installs the recorder (a Prometheus exporter, an OpenTelemetry
+//!   bridge…) and calls [`describe`] once. With no recorder installed, nothing is
+//!   recorded. A decision costs one facade call, plus one per audit rule it
+//!   matched; the labels hold bounded values only: a rule name (bounded by the
+//!   policy), the peer's trust domain (bounded by the trusted bundles), never a
+//!   SPIFFE ID, a path or a header.
+//! - **[`AuthzMetrics`] is the in-process view**: a handful of atomic counters
+//!   shared by every clone of an [`Authorize`](crate::Authorize) service, read with
+//!   [`AuthzMetrics::counts`] by a status page or a test, at one relaxed atomic add
+//!   per decision and without any recorder.
+//!
+//! Both count the same decisions, in the one place decisions are decided
+//! (`authorize/decide.rs`). docs/operations.md lists every metric, its labels and
+//! when it changes.
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | [`AUTHZ_DECISIONS_TOTAL`] | counter | `decision`, `rule`, `protocol`, `trust_domain` |
+//! | [`AUTHZ_REFUSALS_TOTAL`] | counter | `reason` |
+//! | [`TLS_HANDSHAKE_REJECTIONS_TOTAL`] | counter | `side`, `reason` |
+//! | [`SERVER_CONNECTIONS_OPEN`] | gauge | |
+//! | [`SERVER_HANDSHAKES_IN_FLIGHT`] | gauge | |
+//! | [`SERVER_HANDSHAKE_DURATION_SECONDS`] | histogram | |
+//! | [`SERVER_CONNECTIONS_CLOSED_TOTAL`] | counter | `reason` |
 //!
 //! ```
 //! let metrics = zt_tower::AuthzMetrics::default();
 //! assert_eq!(metrics.counts().allowed, 0);
+//! assert!(zt_tower::metrics::NAMES.contains(&zt_tower::metrics::AUTHZ_DECISIONS_TOTAL));
 //! ```
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(feature = "metrics")]
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+
+/// Counter: policy decisions; labels `decision` (`allow`, `deny`, `audit`,
+/// `dry_run_deny`), `rule` (the deciding rule, `none` for the default deny),
+/// `protocol` (`http`, `grpc`) and `trust_domain` (the peer's).
+pub const AUTHZ_DECISIONS_TOTAL: &str = "zt_authz_decisions_total";
+/// Counter: requests refused without a policy decision; label `reason`
+/// (`no_identity`, `untrusted_peer`, `malformed`, `unsupported`, `hook`).
+pub const AUTHZ_REFUSALS_TOTAL: &str = "zt_authz_refusals_total";
+/// Counter: failed TLS handshakes; labels `side` (`server`, `client`: the side
+/// zt is on) and `reason` (`unknown_ca`, `svid_rule`, `expired`, `no_identity`,
+/// `timeout`, `peer_id`, `other`).
+pub const TLS_HANDSHAKE_REJECTIONS_TOTAL: &str = "zt_tls_handshake_rejections_total";
+/// Gauge: connections the server serves, from the end of their handshake.
+pub const SERVER_CONNECTIONS_OPEN: &str = "zt_server_connections_open";
+/// Gauge: TLS handshakes the server is running.
+pub const SERVER_HANDSHAKES_IN_FLIGHT: &str = "zt_server_handshakes_in_flight";
+/// Histogram: how long successful server handshakes took, in seconds.
+pub const SERVER_HANDSHAKE_DURATION_SECONDS: &str = "zt_server_handshake_duration_seconds";
+/// Counter: connections the server closed after their handshake; label `reason`
+/// (`svid_expired`, `max_age`, `shutdown`, `peer_closed`, `error`).
+pub const SERVER_CONNECTIONS_CLOSED_TOTAL: &str = "zt_server_connections_closed_total";
+
+/// Every metric zt-tower records (zt-core's are in `zt_core::metrics::NAMES`).
+pub const NAMES: &[&str] = &[
+    AUTHZ_DECISIONS_TOTAL,
+    AUTHZ_REFUSALS_TOTAL,
+    TLS_HANDSHAKE_REJECTIONS_TOTAL,
+    SERVER_CONNECTIONS_OPEN,
+    SERVER_HANDSHAKES_IN_FLIGHT,
+    SERVER_HANDSHAKE_DURATION_SECONDS,
+    SERVER_CONNECTIONS_CLOSED_TOTAL,
+];
+
+/// Describes zt-tower's and zt-core's metrics (help text and unit) to the
+/// installed recorder. Call it once after installing the recorder; calling it
+/// again repeats the same descriptions.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub fn describe() {
+    zt_core::metrics::describe();
+    describe_counter!(
+        AUTHZ_DECISIONS_TOTAL,
+        "Policy decisions on requests, by decision, rule, protocol and peer trust domain"
+    );
+    describe_counter!(
+        AUTHZ_REFUSALS_TOTAL,
+        "Requests refused without a policy decision, by reason"
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_REJECTIONS_TOTAL,
+        "Failed TLS handshakes, by side and reason"
+    );
+    describe_gauge!(SERVER_CONNECTIONS_OPEN, "Open server connections");
+    describe_gauge!(
+        SERVER_HANDSHAKES_IN_FLIGHT,
+        "Server TLS handshakes in progress"
+    );
+    describe_histogram!(
+        SERVER_HANDSHAKE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of successful server TLS handshakes"
+    );
+    describe_counter!(
+        SERVER_CONNECTIONS_CLOSED_TOTAL,
+        "Server connections closed, by reason"
+    );
+}
+
+/// Without the `metrics` feature there is nothing to describe.
+#[cfg(not(feature = "metrics"))]
+pub fn describe() {}
 
 /// Shared decision counters. Cheap to clone; clones count together.
 #[derive(Clone, Default)]
@@ -118,5 +213,140 @@ impl fmt::Debug for AuthzMetrics {
         f.debug_struct("AuthzMetrics")
             .field("counts", &self.counts())
             .finish_non_exhaustive()
+    }
+}
+
+// === the facade ===
+
+/// One policy decision, or one audit rule matched (`decision` is then `audit`).
+#[cfg(feature = "metrics")]
+pub(crate) fn decision(
+    decision: &'static str,
+    rule: Option<&str>,
+    protocol: &'static str,
+    trust_domain: &zt_core::TrustDomain,
+) {
+    counter!(
+        AUTHZ_DECISIONS_TOTAL,
+        "decision" => decision,
+        "rule" => rule.unwrap_or("none").to_owned(),
+        "protocol" => protocol,
+        "trust_domain" => trust_domain.as_str().to_owned()
+    )
+    .increment(1);
+}
+
+/// A request refused without a policy decision.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn refusal(reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    counter!(AUTHZ_REFUSALS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Which side of a handshake zt was on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+/// A failed handshake; `err` is the handshake's error, `None` for a timeout.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn handshake_rejected(side: Side, err: Option<&(dyn std::error::Error + 'static)>) {
+    #[cfg(feature = "metrics")]
+    {
+        let side = match side {
+            Side::Server => "server",
+            Side::Client => "client",
+        };
+        let reason = err.map_or("timeout", handshake_reason);
+        counter!(TLS_HANDSHAKE_REJECTIONS_TOTAL, "side" => side, "reason" => reason).increment(1);
+    }
+}
+
+/// The `reason` label of a failed handshake: what zt's verifier refused, or
+/// `other` (the peer refused us, spoke no TLS, or the connection broke).
+#[cfg(feature = "metrics")]
+fn handshake_reason(err: &(dyn std::error::Error + 'static)) -> &'static str {
+    use zt_core::SvidError;
+    use zt_core::tls::Rejection;
+    match Rejection::of(err) {
+        Some(Rejection::UnknownIssuer | Rejection::Svid(SvidError::UnknownIssuer(_))) => {
+            "unknown_ca"
+        }
+        Some(Rejection::Svid(SvidError::Expired | SvidError::NotYetValid)) => "expired",
+        Some(Rejection::NoIdentityYet(_)) => "no_identity",
+        Some(Rejection::Unauthorized(_)) => "peer_id",
+        Some(_) => "svid_rule",
+        None => "other",
+    }
+}
+
+/// Holds a gauge up by one while it lives: a handshake in flight, an open
+/// connection. Dropped on every path, so the gauge cannot drift.
+pub(crate) struct GaugeGuard {
+    #[cfg(feature = "metrics")]
+    gauge: metrics::Gauge,
+}
+
+impl GaugeGuard {
+    pub(crate) fn handshake() -> Self {
+        Self::up(SERVER_HANDSHAKES_IN_FLIGHT)
+    }
+
+    pub(crate) fn connection() -> Self {
+        Self::up(SERVER_CONNECTIONS_OPEN)
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn up(name: &'static str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let gauge = metrics::gauge!(name);
+            gauge.increment(1.0);
+            Self { gauge }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Self {}
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        self.gauge.decrement(1.0);
+    }
+}
+
+/// A server handshake succeeded after `elapsed`.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn handshake_duration(elapsed: std::time::Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(SERVER_HANDSHAKE_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Why the server closed a connection: the `reason` label.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CloseReason {
+    SvidExpired,
+    MaxAge,
+    Shutdown,
+    PeerClosed,
+    Error,
+}
+
+/// A connection that completed its handshake was closed.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn connection_closed(reason: CloseReason) {
+    #[cfg(feature = "metrics")]
+    {
+        let reason = match reason {
+            CloseReason::SvidExpired => "svid_expired",
+            CloseReason::MaxAge => "max_age",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Error => "error",
+        };
+        counter!(SERVER_CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(1);
     }
 }

@@ -7,11 +7,11 @@
 use std::time::SystemTime;
 
 use http::Request;
-use zt_core::{Identity, PeerIdentity, PolicyStore, Verdict};
+use zt_core::{Decision, Identity, PeerIdentity, PolicyStore, Verdict};
 
 use super::shape::{HeaderView, Rewrite, Shape};
 use super::{DecisionHook, log};
-use crate::metrics::{AuthzMetrics, Outcome};
+use crate::metrics::{self, AuthzMetrics, Outcome};
 
 /// Why [`Authorize`](super::Authorize) refused a request, for integrations that
 /// answer refusals in their own protocol (zt-tonic answers with a gRPC status).
@@ -45,6 +45,16 @@ enum Passed {
     DryRunDenied,
 }
 
+/// What the policy decided, for the counters.
+// Without the `metrics` feature only `AuthzMetrics` reads it, and only the decision.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+struct Decided {
+    decision: Decision,
+    peer: PeerIdentity,
+    /// The `protocol` label.
+    protocol: &'static str,
+}
+
 /// What every clone of the service shares: one reference count per clone.
 pub(super) struct Shared {
     pub(super) identity: Identity,
@@ -56,27 +66,32 @@ pub(super) struct Shared {
 
 impl Shared {
     /// Decides `request`; `Ok` lets it through, in canonical form. Logs the
-    /// outcome, and counts it here, the one place decisions are counted.
+    /// outcome, and counts it here, the one place decisions are counted: in
+    /// [`AuthzMetrics`] and through the `metrics` facade.
     pub(super) fn authorize<B, H: DecisionHook<B>>(
         &self,
         hook: &mut H,
         request: &mut Request<B>,
     ) -> Result<(), Denial> {
-        let mut audited = false;
-        let result = self.decide(hook, request, &mut audited);
-        if audited {
+        let mut decided = None;
+        let result = self.decide(hook, request, &mut decided);
+        if decided
+            .as_ref()
+            .is_some_and(|d| d.decision.audit_rules().len() > 0)
+        {
             self.metrics.record_audit();
         }
         self.metrics.record(outcome(result));
+        count(result, decided.as_ref());
         result.map(drop)
     }
 
-    /// The decision path; `audited` is set when the policy matched an audit rule.
+    /// The decision path; `decided` is set once the policy decided.
     fn decide<B, H: DecisionHook<B>>(
         &self,
         hook: &mut H,
         request: &mut Request<B>,
-        audited: &mut bool,
+        decided: &mut Option<Decided>,
     ) -> Result<Passed, Denial> {
         let Some(peer) = request.extensions().get::<PeerIdentity>().cloned() else {
             log::no_identity(request);
@@ -88,7 +103,7 @@ impl Shared {
             return Err(Denial::UntrustedPeer);
         }
 
-        let (decision, rewrite) = {
+        let (verdict, rewrite) = {
             let method = request.method().as_str();
             let path = request.uri().path();
             let shape = match Shape::of(request) {
@@ -111,12 +126,21 @@ impl Shared {
                 view = view.with_authority(authority);
             }
             let decision = self.policy.decide(peer.id(), &view);
-            *audited = decision.audit_rules().len() > 0;
             log::decision(&peer, method, path, &decision);
-            if !decision.is_allowed() {
+            if let Some(rule) = decision.rule() {
+                // The request's span (zt-tower's server opens one) carries the rule.
+                tracing::Span::current().record("security_rule.name", rule);
+            }
+            let (allowed, verdict) = (decision.is_allowed(), decision.verdict());
+            *decided = Some(Decided {
+                decision,
+                peer: peer.clone(),
+                protocol: protocol(request),
+            });
+            if !allowed {
                 return Err(Denial::Policy);
             }
-            (decision, Rewrite::of(request, &view, canonical_authority))
+            (verdict, Rewrite::of(request, &view, canonical_authority))
         };
         // The application routes and serves what the policy decided on.
         if let Some(rewrite) = rewrite
@@ -130,7 +154,7 @@ impl Shared {
             log::hook_refused(&peer, request, &refusal);
             return Err(Denial::Hook);
         }
-        Ok(if decision.verdict() == Verdict::Allow {
+        Ok(if verdict == Verdict::Allow {
             Passed::Allowed
         } else {
             Passed::DryRunDenied
@@ -152,4 +176,52 @@ fn outcome(result: Result<Passed, Denial>) -> Outcome {
         // not be passed on in canonical form.
         Err(Denial::Malformed | Denial::Unsupported) => Outcome::Malformed,
     }
+}
+
+/// The `protocol` label: `grpc` for a request whose content type is
+/// `application/grpc` (with or without a suffix such as `+proto`), whichever front
+/// end answers it; `http` otherwise. The client chooses it, so it only splits the
+/// counts, it decides nothing.
+fn protocol<B>(request: &Request<B>) -> &'static str {
+    const GRPC: &[u8] = b"application/grpc";
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.as_bytes().get(..GRPC.len()))
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(GRPC));
+    if grpc { "grpc" } else { "http" }
+}
+
+/// Counts a decision through the `metrics` facade: one call per outcome, plus
+/// one per audit rule matched. Exhaustive on purpose, as [`outcome`].
+fn count(result: Result<Passed, Denial>, decided: Option<&Decided>) {
+    #[cfg(feature = "metrics")]
+    if let Some(d) = decided {
+        let trust_domain = d.peer.id().trust_domain();
+        for rule in d.decision.audit_rules() {
+            metrics::decision("audit", Some(rule), d.protocol, trust_domain);
+        }
+        let decision = match result {
+            Ok(Passed::Allowed) => Some("allow"),
+            Ok(Passed::DryRunDenied) => Some("dry_run_deny"),
+            Err(Denial::Policy) => Some("deny"),
+            // Refused after the policy allowed it: counted as a refusal below.
+            Err(_) => None,
+        };
+        if let Some(decision) = decision {
+            metrics::decision(decision, d.decision.rule(), d.protocol, trust_domain);
+            return;
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = decided;
+    let reason = match result {
+        Ok(_) | Err(Denial::Policy) => return,
+        Err(Denial::NoIdentity) => "no_identity",
+        Err(Denial::UntrustedPeer) => "untrusted_peer",
+        Err(Denial::Malformed) => "malformed",
+        Err(Denial::Unsupported) => "unsupported",
+        Err(Denial::Hook) => "hook",
+    };
+    metrics::refusal(reason);
 }

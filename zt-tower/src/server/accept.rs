@@ -27,6 +27,7 @@ use zt_core::{Identity, PeerIdentity, PeerRole, tls};
 use super::connection::Connection;
 use super::{Listener, Serve};
 use crate::BoxError;
+use crate::metrics::{self, GaugeGuard, Side};
 
 /// How long the accept loop pauses after an error that is not about one connection
 /// (such as running out of file descriptors), so it does not spin.
@@ -77,12 +78,18 @@ where
     let (phase, _) = watch::channel(Phase::Serving);
     let handshakes = Arc::new(Semaphore::new(inner.max_handshakes));
     let mut signal = pin!(signal);
-    if let Ok(addr) = listener.local_addr() {
+    let local = listener.local_addr().ok().map(|addr| {
         tracing::debug!(?addr, "serving");
-    }
+        Arc::<str>::from(format!("{addr:?}"))
+    });
 
     while let Some((io, addr, permit)) = accept(&mut listener, &handshakes, signal.as_mut()).await {
-        let connection = Connection::new(Arc::clone(&inner), service.clone(), phase.subscribe());
+        let connection = Connection::new(
+            Arc::clone(&inner),
+            service.clone(),
+            phase.subscribe(),
+            local.clone(),
+        );
         tokio::spawn(connection.run(io, addr, permit));
     }
 
@@ -169,9 +176,13 @@ impl Inner {
         A: fmt::Debug,
     {
         let accept = self.acceptor.accept(io).into_fallible();
+        let in_flight = GaugeGuard::handshake();
+        let started = tokio::time::Instant::now();
         let tls = match tokio::time::timeout(self.handshake_timeout, accept).await {
             Ok(Ok(tls)) => tls,
             Ok(Err((err, io))) => {
+                drop(in_flight);
+                metrics::handshake_rejected(Side::Server, Some(&err));
                 match tls::Rejection::of(&err) {
                     Some(reason) => tracing::info!(?addr, %reason, "client certificate refused"),
                     None => tracing::debug!(?addr, error = %err, "TLS handshake failed"),
@@ -180,13 +191,19 @@ impl Inner {
                 return None;
             }
             Err(_) => {
+                metrics::handshake_rejected(Side::Server, None);
                 tracing::debug!(?addr, timeout = ?self.handshake_timeout, "TLS handshake timed out");
                 return None;
             }
         };
+        drop(in_flight);
         match PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, &self.identity) {
-            Ok(peer) => Some((tls, peer, addr)),
+            Ok(peer) => {
+                metrics::handshake_duration(started.elapsed());
+                Some((tls, peer, addr))
+            }
             Err(err) => {
+                metrics::handshake_rejected(Side::Server, Some(&err));
                 // The verifier accepted the chain, so this is not expected; fail closed.
                 tracing::warn!(?addr, error = %err, "no usable peer identity after the handshake");
                 None

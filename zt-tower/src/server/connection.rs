@@ -24,18 +24,22 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tower_service::Service;
+use tracing::Instrument;
 use zt_core::PeerIdentity;
 
 use super::accept::{Inner, Phase};
 use super::detect::{HttpVersion, detect_version};
 use super::service::ConnService;
 use crate::BoxError;
+use crate::metrics::{self, CloseReason, GaugeGuard};
 
 /// One accepted connection, from handshake to close.
 pub(super) struct Connection<S> {
     inner: Arc<Inner>,
     service: S,
     phase: watch::Receiver<Phase>,
+    /// The listener's address, for the connection's span.
+    local: Option<Arc<str>>,
 }
 
 impl<S, B> Connection<S>
@@ -47,15 +51,40 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(super) fn new(inner: Arc<Inner>, service: S, phase: watch::Receiver<Phase>) -> Self {
+    pub(super) fn new(
+        inner: Arc<Inner>,
+        service: S,
+        phase: watch::Receiver<Phase>,
+        local: Option<Arc<str>>,
+    ) -> Self {
         Self {
             inner,
             service,
             phase,
+            local,
         }
     }
 
-    pub(super) async fn run<I, A>(mut self, io: I, addr: A, permit: OwnedSemaphorePermit)
+    /// Runs the connection in a span of its own, with OpenTelemetry's attribute
+    /// names; the peer and the TLS parameters are recorded after the handshake.
+    pub(super) async fn run<I, A>(self, io: I, addr: A, permit: OwnedSemaphorePermit)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: fmt::Debug,
+    {
+        let span = tracing::info_span!(
+            target: "zt::conn",
+            "connection",
+            "network.peer.address" = ?addr,
+            "server.address" = self.local.as_deref(),
+            "tls.protocol.version" = tracing::field::Empty,
+            "tls.cipher" = tracing::field::Empty,
+            "spiffe.id" = tracing::field::Empty,
+        );
+        self.run_in_span(io, addr, permit).instrument(span).await;
+    }
+
+    async fn run_in_span<I, A>(mut self, io: I, addr: A, permit: OwnedSemaphorePermit)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         A: fmt::Debug,
@@ -69,7 +98,35 @@ where
             _ = self.phase.wait_for(|phase| *phase != Phase::Serving) => return,
         };
         drop(permit);
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            let conn = tls.get_ref().1;
+            span.record("spiffe.id", tracing::field::display(peer.id()));
+            if let Some(version) = conn.protocol_version() {
+                span.record("tls.protocol.version", tls_version(version));
+            }
+            if let Some(suite) = conn.negotiated_cipher_suite() {
+                span.record("tls.cipher", tracing::field::debug(suite.suite()));
+            }
+        }
         tracing::debug!(?addr, peer = %peer.id(), "connection established");
+        let _open = GaugeGuard::connection();
+        let closed = self.serve(tls, peer, addr).await;
+        metrics::connection_closed(closed);
+    }
+
+    /// Serves an authenticated connection; says why it ended.
+    async fn serve<I, A>(
+        mut self,
+        tls: tokio_rustls::server::TlsStream<I>,
+        peer: PeerIdentity,
+        addr: A,
+    ) -> CloseReason
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: fmt::Debug,
+    {
+        let inner = Arc::clone(&self.inner);
 
         let now = Instant::now();
         // Adding at most a year cannot overflow; were it to, closing now fails closed.
@@ -81,8 +138,8 @@ where
             .max_connection_age
             .and_then(|age| now.checked_add(age))
         {
-            Some(aged) if aged < expiry => (aged, "maximum connection age reached"),
-            _ => (expiry, "peer SVID expired"),
+            Some(aged) if aged < expiry => (aged, CloseReason::MaxAge),
+            _ => (expiry, CloseReason::SvidExpired),
         };
 
         // Without a deadline of its own, a client that sends nothing after its
@@ -92,10 +149,10 @@ where
         let (version, io) = tokio::select! {
             result = detect => match result {
                 Ok(Ok(Some(detected))) => detected,
-                Ok(Ok(None)) => return,
+                Ok(Ok(None)) => return CloseReason::PeerClosed,
                 Ok(Err(err)) => {
                     tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection failed before its first request");
-                    return;
+                    return CloseReason::Error;
                 }
                 Err(_) => {
                     tracing::debug!(
@@ -104,14 +161,14 @@ where
                         timeout = ?inner.header_read_timeout,
                         "client sent no request after the handshake; closing"
                     );
-                    return;
+                    return CloseReason::Error;
                 }
             },
-            _ = self.phase.wait_for(|phase| *phase != Phase::Serving) => return,
+            _ = self.phase.wait_for(|phase| *phase != Phase::Serving) => return CloseReason::Shutdown,
         };
 
         if *self.phase.borrow_and_update() != Phase::Serving {
-            return;
+            return CloseReason::Shutdown;
         }
         let signal = Arc::new(Signal::default());
         let watchdog = tokio::spawn(watchdog(
@@ -127,6 +184,7 @@ where
             inner: self.service,
             peer: peer.clone(),
         };
+        let ended_by = Arc::clone(&signal);
         let http = match version {
             HttpVersion::Http1 => &inner.http1,
             HttpVersion::Http2 => &inner.http2,
@@ -139,15 +197,28 @@ where
             draining: false,
         }
         .await;
-        match ended {
-            Ended::Done(Ok(())) => {}
+        let closed = match ended {
+            Ended::Done(Ok(())) => CloseReason::PeerClosed,
             Ended::Done(Err(err)) => {
                 tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection ended with an error");
+                CloseReason::Error
             }
             Ended::Closed => {
                 tracing::debug!(?addr, peer = %peer.id(), "connection closed");
+                CloseReason::Error
             }
-        }
+        };
+        // A connection the watchdog drained or closed ended for the watchdog's reason.
+        ended_by.why().unwrap_or(closed)
+    }
+}
+
+/// OpenTelemetry's `tls.protocol.version` value.
+fn tls_version(version: rustls::ProtocolVersion) -> &'static str {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "1.2",
+        _ => "other",
     }
 }
 
@@ -158,7 +229,14 @@ where
 struct Signal {
     state: AtomicU8,
     waker: AtomicWaker,
+    /// Why the watchdog raised the state: one of the `WHY_*` values.
+    why: AtomicU8,
 }
+
+const WHY_NONE: u8 = 0;
+const WHY_EXPIRED: u8 = 1;
+const WHY_MAX_AGE: u8 = 2;
+const WHY_SHUTDOWN: u8 = 3;
 
 const SERVE: u8 = 0;
 const DRAIN: u8 = 1;
@@ -169,6 +247,27 @@ impl Signal {
         self.state.fetch_max(state, Ordering::AcqRel);
         self.waker.wake();
     }
+
+    /// Records why the connection ends; the first reason stays.
+    fn ended_by(&self, why: CloseReason) {
+        let why = match why {
+            CloseReason::SvidExpired => WHY_EXPIRED,
+            CloseReason::MaxAge => WHY_MAX_AGE,
+            _ => WHY_SHUTDOWN,
+        };
+        let _ = self
+            .why
+            .compare_exchange(WHY_NONE, why, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn why(&self) -> Option<CloseReason> {
+        match self.why.load(Ordering::Acquire) {
+            WHY_EXPIRED => Some(CloseReason::SvidExpired),
+            WHY_MAX_AGE => Some(CloseReason::MaxAge),
+            WHY_SHUTDOWN => Some(CloseReason::Shutdown),
+            _ => None,
+        }
+    }
 }
 
 /// Waits for what ends a connection — its deadline (peer SVID expiry or maximum
@@ -178,15 +277,21 @@ async fn watchdog(
     signal: Arc<Signal>,
     mut phase: watch::Receiver<Phase>,
     close_at: Instant,
-    close_reason: &'static str,
+    close_reason: CloseReason,
     drain_timeout: Duration,
     peer: PeerIdentity,
 ) {
     tokio::select! {
         () = tokio::time::sleep_until(close_at) => {
-            tracing::debug!(peer = %peer.id(), reason = close_reason, "draining connection");
+            let reason = match close_reason {
+                CloseReason::MaxAge => "maximum connection age reached",
+                _ => "peer SVID expired",
+            };
+            tracing::debug!(peer = %peer.id(), reason, "draining connection");
+            signal.ended_by(close_reason);
         }
         changed = phase.wait_for(|phase| *phase != Phase::Serving) => {
+            signal.ended_by(CloseReason::Shutdown);
             if !matches!(changed.as_deref(), Ok(Phase::Draining)) {
                 signal.raise(CLOSE);
                 return;

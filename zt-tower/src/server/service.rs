@@ -36,14 +36,25 @@ where
             || request.headers().contains_key(http::header::UPGRADE)
         {
             tracing::debug!(peer = %self.peer.id(), method = request.method().as_str(), "tunnel or upgrade refused");
+            crate::metrics::refusal("unsupported");
             let mut response = Response::new(Either::Right(Empty::new()));
             *response.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
             return ConnFuture::Refused {
                 response: Some(response),
             };
         }
+        // The request's span, a child of the connection's; the authorization
+        // records the deciding rule on it (`security_rule.name`).
+        let span = tracing::info_span!(
+            target: "zt::request",
+            "request",
+            "http.request.method" = request.method().as_str(),
+            "spiffe.id" = %self.peer.id(),
+            "security_rule.name" = tracing::field::Empty,
+        );
         request.extensions_mut().insert(self.peer.clone());
         ConnFuture::Served {
+            span,
             future: Oneshot {
                 service: self.inner.clone(),
                 request: Some(request),
@@ -61,7 +72,7 @@ pin_project! {
         S: Service<Request<Incoming>, Response = Response<B>>,
         B: http_body::Body,
     {
-        Served { #[pin] future: Oneshot<S, Request<Incoming>> },
+        Served { span: tracing::Span, #[pin] future: Oneshot<S, Request<Incoming>> },
         Refused { response: Option<Response<Either<B, Empty<B::Data>>>> },
     }
 }
@@ -75,9 +86,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ConnFutureProj::Served { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(Either::Left))),
+            ConnFutureProj::Served { span, future } => {
+                let _entered = span.enter();
+                future
+                    .poll(cx)
+                    .map(|result| result.map(|response| response.map(Either::Left)))
+            }
             ConnFutureProj::Refused { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
                 // Polled after completion: there is nothing more to give.
