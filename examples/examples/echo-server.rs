@@ -5,13 +5,20 @@
 //! cargo run --example echo-server -- --listen 127.0.0.1:8443 \
 //!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] \
-//!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...)
+//!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...) \
+//!     [--admin 127.0.0.1:9090]
 //! ```
 //!
 //! With `--workload-api` instead of the files, the SVID and every bundle,
 //! federated ones included, come from the SPIFFE Workload API (a SPIRE agent's
 //! socket; without an address, `SPIFFE_ENDPOINT_SOCKET`) and rotate on its stream;
 //! `--svid-hint` or `--svid-id` picks among several SVIDs.
+//!
+//! With `--admin ADDR`, plain HTTP on ADDR (localhost or a port of its own, never
+//! the mTLS port) answers `GET /live`, `/ready` (503 with the reason until an
+//! identity serves), `/status` (JSON, no key material) and `/metrics` (Prometheus
+//! text from `metrics-exporter-prometheus`, installed as the `metrics` recorder);
+//! it prints `admin on ADDR` before it waits for the identity.
 //!
 //! `GET /whoami` answers `{"spiffe_id": "<peer id>"}` to peers the policy allows;
 //! everyone else gets `403`. The SVID, key and bundles are re-read when their files
@@ -27,7 +34,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
-use zt_examples::cli::{self, Credentials, PolicyArgs};
+use zt_examples::cli::{self, AdminArgs, Credentials, PolicyArgs};
 use zt_tower::{AuthorizeLayer, Peer, Server};
 
 /// An axum app behind zt: `GET /whoami` answers the peer's SPIFFE ID to peers the
@@ -42,6 +49,8 @@ struct Cli {
     credentials: Credentials,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[tokio::main]
@@ -54,7 +63,14 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let listen = cli.listen.as_str();
     let (policy, _policy_watch) = cli::policy(&cli.policy)?;
-    let (source, identity) = cli::watched_identity(&cli.credentials).await?;
+    let admin = cli.admin.bind().await?;
+    let source = cli::watched_source(&cli.credentials)?;
+    // The admin listener answers while the identity is not ready yet: /ready
+    // says why.
+    if let Some(admin) = admin {
+        admin.serve(source.identity(), policy.clone())?;
+    }
+    let (source, identity) = cli::ready(source).await?;
 
     let app = Router::new()
         .route("/whoami", get(whoami))

@@ -5,13 +5,20 @@
 //! cargo run --example greeter-server -- --listen 127.0.0.1:50051 \
 //!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] \
-//!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...)
+//!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...) \
+//!     [--admin 127.0.0.1:9090]
 //! ```
 //!
 //! With `--workload-api` instead of the files, the SVID and every bundle,
 //! federated ones included, come from the SPIFFE Workload API (a SPIRE agent's
 //! socket; without an address, `SPIFFE_ENDPOINT_SOCKET`) and rotate on its stream;
 //! `--svid-hint` or `--svid-id` picks among several SVIDs.
+//!
+//! With `--admin ADDR`, plain HTTP on ADDR (localhost or a port of its own, never
+//! the mTLS port) answers `GET /live`, `/ready` (503 with the reason until an
+//! identity serves), `/status` (JSON, no key material) and `/metrics` (Prometheus
+//! text from `metrics-exporter-prometheus`, installed as the `metrics` recorder);
+//! it prints `admin on ADDR` before it waits for the identity.
 //!
 //! Serves `helloworld.Greeter` (generated from `proto/helloworld.proto`):
 //! `SayHello` answers `Hello NAME, you are SPIFFE-ID` and `SayGoodbye` answers
@@ -28,7 +35,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use zt_examples::cli::{self, Credentials, PolicyArgs};
+use zt_examples::cli::{self, AdminArgs, Credentials, PolicyArgs};
 use zt_examples::greeter::{Greeter, GreeterServer, HelloReply, HelloRequest};
 use zt_tonic::{AuthorizeLayer, Incoming};
 
@@ -44,6 +51,8 @@ struct Cli {
     credentials: Credentials,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[tokio::main]
@@ -56,7 +65,14 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let listen = cli.listen.as_str();
     let (policy, _policy_watch) = cli::policy(&cli.policy)?;
-    let (source, identity) = cli::watched_identity(&cli.credentials).await?;
+    let admin = cli.admin.bind().await?;
+    let source = cli::watched_source(&cli.credentials)?;
+    // The admin listener answers while the identity is not ready yet: /ready
+    // says why.
+    if let Some(admin) = admin {
+        admin.serve(source.identity(), policy.clone())?;
+    }
+    let (source, identity) = cli::ready(source).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GreeterServer<Hello>>().await;

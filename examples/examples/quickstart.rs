@@ -9,7 +9,8 @@
 //!
 //! Lines starting with `server:` are the server's own decisions: zt emits a
 //! `tracing` event (target `zt::authz`) for every request it authorizes, and this
-//! program prints those events.
+//! program prints those events. At the end it prints the decision counters zt
+//! recorded through the `metrics` facade, as a Prometheus scrape would see them.
 
 use std::error::Error;
 use std::time::{Duration, SystemTime};
@@ -58,6 +59,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         meta.target() == "zt::authz"
     }));
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(events))?;
+    // Before anything records: the recorder keeps what zt counts, rendered at the end.
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
 
     println!("zt quickstart: a server and its clients, all in this process, over mTLS.");
     println!("A development CA mints real X.509-SVIDs in memory (never use it in production).");
@@ -126,6 +129,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "\nserver counted {} allowed and {} denied requests",
         counts.allowed, counts.denied
     );
+    println!("\nmetrics recorded (Prometheus text, decisions by label):");
+    for line in prometheus
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("zt_authz_decisions_total{"))
+    {
+        println!("   {line}");
+    }
     Ok(())
 }
 

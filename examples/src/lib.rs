@@ -247,6 +247,21 @@ pub mod cli {
         WorkloadApi(zt_core::WorkloadApiSource),
     }
 
+    // === impl Source ===
+
+    impl Source {
+        /// The identity this source maintains, ready or not.
+        pub fn identity(&self) -> zt_core::Identity {
+            use zt_core::IdentitySource;
+
+            match self {
+                Self::Files(files) => files.identity(),
+                Self::Static(fixed) => fixed.identity(),
+                Self::WorkloadApi(api) => api.identity(),
+            }
+        }
+    }
+
     /// Our identity for a server: from `--cert`, `--key`, `--bundle` and
     /// `--federated`, re-read when the files change, or streamed from the Workload
     /// API with `--workload-api`; once it is ready.
@@ -258,7 +273,18 @@ pub mod cli {
     pub async fn watched_identity(
         credentials: &Credentials,
     ) -> Result<(Source, zt_core::Identity), Box<dyn std::error::Error>> {
-        let source = match credentials.origin()? {
+        ready(watched_source(credentials)?).await
+    }
+
+    /// The source of [`watched_identity`], started but not yet ready, for a
+    /// server that reports its readiness (`--admin`) while it waits; wait with
+    /// [`ready`].
+    ///
+    /// # Errors
+    ///
+    /// Usage errors, a watcher or stream that cannot start.
+    pub fn watched_source(credentials: &Credentials) -> Result<Source, Box<dyn std::error::Error>> {
+        Ok(match credentials.origin()? {
             Origin::Files { cert, key, bundle } => {
                 let layout = zt_core::FileLayout::explicit(cert, key, bundle);
                 let mut source = zt_core::FileSource::builder(layout);
@@ -268,8 +294,7 @@ pub mod cli {
                 Source::Files(source.start()?)
             }
             Origin::WorkloadApi(address) => workload_api(credentials, address)?,
-        };
-        ready(source).await
+        })
     }
 
     /// Our identity for a one-shot client: the files read once, or the Workload
@@ -314,16 +339,15 @@ pub mod cli {
         Ok(Source::WorkloadApi(source))
     }
 
-    async fn ready(
+    /// Waits until `source`'s identity is ready.
+    ///
+    /// # Errors
+    ///
+    /// No valid identity within [`STARTUP_TIMEOUT`], with the reason.
+    pub async fn ready(
         source: Source,
     ) -> Result<(Source, zt_core::Identity), Box<dyn std::error::Error>> {
-        use zt_core::IdentitySource;
-
-        let identity = match &source {
-            Source::Files(files) => files.identity(),
-            Source::Static(fixed) => fixed.identity(),
-            Source::WorkloadApi(api) => api.identity(),
-        };
+        let identity = source.identity();
         if tokio::time::timeout(STARTUP_TIMEOUT, identity.ready())
             .await
             .is_err()
@@ -358,6 +382,72 @@ pub mod cli {
                 Ok((PolicyStore::new(Policy::allow_patterns(patterns)?), None))
             }
             _ => Err(UsageError("give either --policy or --allow".to_owned()).into()),
+        }
+    }
+
+    /// The plain-HTTP status and admin listener of a server (`--admin`).
+    #[derive(Clone, Debug, clap::Args)]
+    pub struct AdminArgs {
+        /// Serve GET /live, /ready, /status and /metrics (Prometheus text) over
+        /// plain HTTP on ADDR, such as 127.0.0.1:9090: localhost or a port of its
+        /// own, never the mTLS port.
+        #[arg(long, value_name = "ADDR")]
+        pub admin: Option<String>,
+    }
+
+    /// The admin listener, bound, with the Prometheus recorder installed.
+    #[derive(Debug)]
+    pub struct AdminListener {
+        listener: tokio::net::TcpListener,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    }
+
+    impl AdminArgs {
+        /// With `--admin`: installs the Prometheus recorder as the global
+        /// `metrics` recorder and binds ADDR. Call it before starting anything
+        /// that records metrics (the identity source), so nothing is lost.
+        ///
+        /// # Errors
+        ///
+        /// When ADDR cannot be bound or another recorder is installed.
+        pub async fn bind(&self) -> Result<Option<AdminListener>, Box<dyn std::error::Error>> {
+            let Some(addr) = &self.admin else {
+                return Ok(None);
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--admin: cannot listen on {addr}: {e}"))?;
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("--admin: cannot install the metrics recorder: {e}"))?;
+            Ok(Some(AdminListener { listener, metrics }))
+        }
+    }
+
+    impl AdminListener {
+        /// Serves `identity`'s and `policy`'s status and the recorded metrics in a
+        /// task of their own; prints `admin on ADDR`.
+        ///
+        /// # Errors
+        ///
+        /// When the listener has no local address.
+        pub fn serve(
+            self,
+            identity: zt_core::Identity,
+            policy: zt_core::PolicyStore,
+        ) -> Result<(), Box<dyn std::error::Error>> {
+            let metrics = self.metrics;
+            let admin = zt_tower::admin::Admin::new(identity)
+                .with_policy(policy)
+                .with_metrics(move || metrics.render());
+            println!("admin on {}", self.listener.local_addr()?);
+            let listener = self.listener;
+            tokio::spawn(async move {
+                if let Err(err) = admin.serve(listener).await {
+                    tracing::error!(error = %err, "the admin listener stopped");
+                }
+            });
+            Ok(())
         }
     }
 

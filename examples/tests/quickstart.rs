@@ -67,9 +67,27 @@ async fn quickstart_allows_denies_rotates_and_reauthorizes_then_exits_0() {
     assert_eq!(serial(refused), serial(first), "{stdout}");
     line("the same connection, re-authorized on its next request");
 
-    assert_eq!(
-        lines.last().copied(),
-        Some("server counted 3 allowed and 2 denied requests"),
+    line("server counted 3 allowed and 2 denied requests");
+
+    // The decision counter, by label, as recorded through the `metrics` facade.
+    line("metrics recorded (Prometheus text, decisions by label):");
+    let decisions = |decision: &str| -> u64 {
+        lines
+            .iter()
+            .filter(|l| l.starts_with("zt_authz_decisions_total{"))
+            .filter(|l| l.contains(&format!("decision=\"{decision}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(decisions("allow"), 3, "{stdout}");
+    assert_eq!(decisions("deny"), 2, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("zt_authz_decisions_total{")
+                && l.contains("decision=\"deny\"")
+                && l.contains("rule=\"web-is-retired\"")
+                && l.ends_with(" 1")),
         "{stdout}"
     );
 }

@@ -65,6 +65,7 @@ struct SvidInner {
     key: PrivateKeyDer<'static>,
     not_before: SystemTime,
     not_after: SystemTime,
+    serial_number: String,
 }
 
 // === impl X509Svid ===
@@ -86,6 +87,11 @@ impl X509Svid {
     ) -> Result<Self, SvidError> {
         let facts = inspect_chain(&chain)?;
         let leaf = chain.first().cloned().ok_or(SvidError::NoCertificate)?;
+        // Parsed again rather than in `inspect_chain`, which also runs on every
+        // handshake for the peer's chain, where nobody needs the serial number.
+        let serial_number = x509::parse(&leaf)
+            .map(|cert| x509::serial_hex(&cert))
+            .map_err(|reason| SvidError::Malformed { index: 0, reason })?;
         Ok(Self {
             inner: Arc::new(SvidInner {
                 id: facts.id,
@@ -94,6 +100,7 @@ impl X509Svid {
                 key,
                 not_before: unix_to_system(facts.not_before),
                 not_after: unix_to_system(facts.not_after),
+                serial_number,
             }),
         })
     }
@@ -151,6 +158,12 @@ impl X509Svid {
     /// End of the validity of the whole chain (the earliest `notAfter`).
     pub fn not_after(&self) -> SystemTime {
         self.inner.not_after
+    }
+
+    /// The leaf's serial number in upper-case hexadecimal, two digits a byte, as
+    /// `openssl x509 -serial` prints it.
+    pub fn serial_number(&self) -> &str {
+        &self.inner.serial_number
     }
 
     /// Time left until [`X509Svid::not_after`], zero when expired.

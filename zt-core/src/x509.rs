@@ -23,6 +23,22 @@ pub(crate) fn is_ca(cert: &X509Certificate<'_>) -> Result<bool, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The serial number in upper-case hexadecimal without leading zero bytes (`00`
+/// for zero), as OpenSSL prints it.
+pub(crate) fn serial_hex(cert: &X509Certificate<'_>) -> String {
+    use std::fmt::Write;
+
+    let raw = cert.raw_serial();
+    let significant = match raw.iter().position(|&b| b != 0) {
+        Some(first) => raw.get(first..).unwrap_or_default(),
+        None => &[0],
+    };
+    significant.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02X}");
+        hex
+    })
+}
+
 /// Seconds since the Unix epoch of the certificate's `notAfter`.
 pub(crate) fn not_after_unix(cert: &X509Certificate<'_>) -> i64 {
     cert.validity().not_after.timestamp()

@@ -15,6 +15,8 @@
 //!   own protocol, and an [`Answer`] other than [`HttpAnswer`] answers them
 //!   through the same service (zt-tonic's gRPC statuses).
 //! - `Peer` (feature `axum`): the axum extractor for the verified peer.
+//! - `admin::Admin` (feature `admin`): liveness, readiness, status and metrics on
+//!   a plain-HTTP listener of their own, never the mTLS port.
 //! - [`Connector`]: an mTLS connector for hyper clients that authorizes the server by
 //!   SPIFFE ID and exposes its identity on every response.
 //!
@@ -65,6 +67,7 @@
 //!   zt-tower's (see [`metrics`]); a no-op until the application installs a recorder.
 //! - `axum` (default): the `Peer` extractor. It needs only `axum-core`, whose few
 //!   dependencies hyper mostly brings already, so it is on by default.
+//! - `admin`: the status and admin endpoint (`admin::Admin`); adds serde_json.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
@@ -77,6 +80,8 @@
     )
 )]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod authorize;
 pub mod client;
 #[cfg(feature = "axum")]

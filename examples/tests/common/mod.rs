@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 use zt_core::SpiffeId;
 use zt_core::dev::{DevCa, SvidParams};
 
@@ -235,7 +235,118 @@ pub fn drain<R: AsyncRead + Unpin + Send + 'static>(stream: R, into: Arc<Mutex<S
 pub struct ExampleServer {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<String>>,
+    admin: Option<SocketAddr>,
     _child: Child,
+}
+
+/// An example server started with `--admin`, which may not be ready yet: its
+/// admin listener answers while it waits for its identity.
+pub struct Launching {
+    pub name: String,
+    pub admin: Option<SocketAddr>,
+    pub log: Arc<Mutex<String>>,
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Launching {
+    fn spawn(name: &str, first: &[&str], args: &[&str]) -> Self {
+        let mut all = first.to_vec();
+        all.extend_from_slice(args);
+        let mut child = spawn(&example(name), &all);
+        let log = Arc::new(Mutex::new(String::new()));
+        drain(child.stderr.take().unwrap(), Arc::clone(&log));
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            name: name.to_owned(),
+            admin: None,
+            log,
+            child,
+            lines,
+        }
+    }
+
+    /// Starts the example server `name` on 127.0.0.1 with `--admin 127.0.0.1:0`
+    /// and `args`; returns once it prints `admin on ADDR`, whether or not its
+    /// identity is ready.
+    pub async fn with_admin(name: &str, args: &[&str]) -> Self {
+        let mut launching = Self::spawn(
+            name,
+            &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+            args,
+        );
+        let addr = launching.wait_for("admin on ").await;
+        launching.admin = Some(addr);
+        launching
+    }
+
+    /// The admin listener's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("started with --admin")
+    }
+
+    /// Waits until the server prints `listening on ADDR`.
+    pub async fn listening(mut self) -> ExampleServer {
+        let addr = self.wait_for("listening on ").await;
+        let mut lines = self.lines;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ExampleServer {
+            addr,
+            log: self.log,
+            admin: self.admin,
+            _child: self.child,
+        }
+    }
+
+    async fn wait_for(&mut self, prefix: &str) -> SocketAddr {
+        let lines = &mut self.lines;
+        let addr = tokio::time::timeout(TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix(prefix) {
+                    return Some(addr.trim().parse::<SocketAddr>().expect("address"));
+                }
+            }
+            None
+        })
+        .await;
+        let Ok(Some(addr)) = addr else {
+            panic!(
+                "{} did not print `{prefix}ADDR`:\n{}",
+                self.name,
+                self.log.lock().unwrap()
+            );
+        };
+        addr
+    }
+}
+
+/// What a plain-HTTP GET on an admin listener answered, by curl.
+pub struct AdminAnswer {
+    /// The HTTP status, `000` without an answer.
+    pub status: String,
+    pub body: String,
+}
+
+/// `GET http://ADMIN/path` with curl.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> AdminAnswer {
+    let output = run(
+        &tool("curl"),
+        &[
+            "--silent",
+            "--max-time",
+            "20",
+            "--write-out",
+            "\n%{http_code}",
+            &format!("http://{admin}{path}"),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    AdminAnswer {
+        status: status.to_owned(),
+        body: body.to_owned(),
+    }
 }
 
 /// The echo-server example, running.
@@ -266,33 +377,21 @@ impl ExampleServer {
     /// Starts the example server `name` on 127.0.0.1 with `args` (credentials and
     /// policy); returns once it prints `listening on ADDR`.
     pub async fn launch(name: &str, args: &[&str]) -> Self {
-        let mut all = vec!["--listen", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        let mut child = spawn(&example(name), &all);
-        let log = Arc::new(Mutex::new(String::new()));
-        drain(child.stderr.take().unwrap(), Arc::clone(&log));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(TIMEOUT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return Some(addr.trim().parse::<SocketAddr>().expect("listen address"));
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some(addr)) = addr else {
-            panic!(
-                "{name} did not print `listening on ADDR`:\n{}",
-                log.lock().unwrap()
-            );
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            addr,
-            log,
-            _child: child,
-        }
+        Launching::spawn(name, &["--listen", "127.0.0.1:0"], args)
+            .listening()
+            .await
+    }
+
+    /// As [`ExampleServer::launch`], with the admin listener on 127.0.0.1 too
+    /// (`--admin`); its address is in [`ExampleServer::admin`].
+    pub async fn launch_with_admin(name: &str, args: &[&str]) -> Self {
+        Launching::with_admin(name, args).await.listening().await
+    }
+
+    /// The admin listener's address; the server must have been launched with it.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+            .expect("launched without --admin: use ExampleServer::launch_with_admin")
     }
 
     /// `https://localhost:PORT` followed by `path`.
