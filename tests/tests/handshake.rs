@@ -25,7 +25,7 @@ use zt_core::{BundleSet, IdError, IdMatcher, IdentityPublisher, PeerRole, SvidEr
 
 use common::{
     ALL_VERSIONS, Accepted, Credential, Defect, LeafSpec, TLS12_ONLY, TLS13_ONLY, TestCa,
-    TestServer, connect, connect_and_echo, der_contains, echo, id, into_tls_error,
+    TestCaExt as _, TestServer, connect, connect_and_echo, der_contains, echo, id, into_tls_error,
     plain_client_config, plain_server_config, provider, publisher, recording_server_config,
     rejection, self_signed_leaf, server_leaf, svid_error, td, unauthorized, zt_client_config,
 };
