@@ -1,5 +1,9 @@
 //! Shared helpers for the zt benchmarks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod nginx;
+pub mod process;
+
 use std::sync::Arc;
 
 use rustls::{ClientConnection, ConnectionCommon, ServerConnection};
