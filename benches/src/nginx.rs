@@ -1,5 +1,16 @@
 //! nginx as an mTLS sidecar for the comparison benchmark: its configuration,
 //! started as a child process and stopped on drop.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! let dir = std::path::Path::new("/tmp/sidecar"); // server.pem, server-key.pem, ca.pem
+//! let backend = "127.0.0.1:8080".parse().unwrap();
+//! let (nginx, addr) = zt_benches::nginx::start(dir, backend, None)?;
+//! println!("nginx {:?} on {addr}", zt_benches::nginx::version());
+//! drop(nginx); // stops it
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};

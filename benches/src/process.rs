@@ -1,5 +1,15 @@
 //! Processes of a benchmark: children ended on drop, pinned to a core, and their
 //! CPU time, memory, page faults and context switches read from `/proc`.
+//!
+//! ```
+//! use zt_benches::process::{cpu_ns, rss_kib};
+//!
+//! let me = [std::process::id()];
+//! assert!(rss_kib(&me) > 0);
+//! let before = cpu_ns(&me);
+//! let _spin: u64 = (0..1_000_000_u64).map(std::hint::black_box).sum();
+//! assert!(cpu_ns(&me) >= before);
+//! ```
 
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command};
@@ -91,8 +101,9 @@ pub fn page_faults(pids: &[u32]) -> u64 {
         .sum()
 }
 
-/// Context switches, voluntary and not, of every thread of `pids`.
-pub fn context_switches(pids: &[u32]) -> u64 {
+/// The file `name` of every thread of `pids` (`/proc/PID/task/TID/NAME`), read;
+/// threads that ended meanwhile are skipped.
+fn thread_files<'a>(pids: &'a [u32], name: &'a str) -> impl Iterator<Item = String> + 'a {
     pids.iter()
         .flat_map(|pid| {
             std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -100,7 +111,12 @@ pub fn context_switches(pids: &[u32]) -> u64 {
                 .flatten()
         })
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(move |task| std::fs::read_to_string(task.path().join(name)).ok())
+}
+
+/// Context switches, voluntary and not, of every thread of `pids`.
+pub fn context_switches(pids: &[u32]) -> u64 {
+    thread_files(pids, "status")
         .map(|status| {
             status
                 .lines()
@@ -111,23 +127,11 @@ pub fn context_switches(pids: &[u32]) -> u64 {
         .sum()
 }
 
-/// Nanoseconds on CPU of every thread of `pids`.
+/// Nanoseconds on CPU of every thread of `pids` (the first field of `schedstat`:
+/// user and kernel time).
 pub fn cpu_ns(pids: &[u32]) -> u64 {
-    pids.iter()
-        .flat_map(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/task"))
-                .into_iter()
-                .flatten()
-        })
-        .flatten()
-        .filter_map(|task| {
-            std::fs::read_to_string(task.path().join("schedstat"))
-                .ok()?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+    thread_files(pids, "schedstat")
+        .filter_map(|schedstat| schedstat.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
 

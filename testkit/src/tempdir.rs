@@ -1,4 +1,15 @@
 //! A scratch directory per test, removed on drop (also when the test panics).
+//!
+//! ```
+//! use zt_testkit::TempDir;
+//!
+//! let dir = TempDir::new("doc");
+//! let path = dir.write_atomic("policy.json", "{}");
+//! assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}");
+//! let kept = dir.path().to_path_buf();
+//! drop(dir);
+//! assert!(!kept.exists());
+//! ```
 
 use std::io;
 use std::path::{Path, PathBuf};
