@@ -96,20 +96,9 @@ async fn curl_with_svid_of_other_ca_is_refused_at_handshake() {
 #[tokio::test]
 async fn echo_server_without_policy_or_allow_exits_with_usage() {
     let pki = Pki::new("usage");
-    let output = run(
-        &example("echo-server"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            s(&pki.server.cert),
-            "--key",
-            s(&pki.server.key),
-            "--bundle",
-            s(&pki.bundle),
-        ],
-    )
-    .await;
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend(file_args(&pki.server, &pki.bundle));
+    let output = run(&example("echo-server"), &args).await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -32,14 +32,7 @@ type GreeterServer = ExampleServer;
 /// Starts the greeter-server example with the PKI's server SVID and bundle and
 /// `extra` arguments; returns once it prints `listening on ADDR`.
 async fn start_greeter(pki: &Pki, extra: &[&str]) -> GreeterServer {
-    let mut args = vec![
-        "--cert",
-        s(&pki.server.cert),
-        "--key",
-        s(&pki.server.key),
-        "--bundle",
-        s(&pki.bundle),
-    ];
+    let mut args = file_args(&pki.server, &pki.bundle).to_vec();
     args.extend_from_slice(extra);
     ExampleServer::launch("greeter-server", &args).await
 }
@@ -62,24 +55,11 @@ async fn greeter_client_trusting(
     server: &GreeterServer,
     server_id: &str,
 ) -> Output {
-    run(
-        &example("greeter-client"),
-        &[
-            "--url",
-            &server.url(""),
-            "--cert",
-            s(&client.cert),
-            "--key",
-            s(&client.key),
-            "--bundle",
-            s(bundle),
-            "--server-id",
-            server_id,
-            "--name",
-            "Ada",
-        ],
-    )
-    .await
+    let url = server.url("");
+    let mut args = vec!["--url", &url];
+    args.extend(file_args(client, bundle));
+    args.extend(["--server-id", server_id, "--name", "Ada"]);
+    run(&example("greeter-client"), &args).await
 }
 
 /// The single `error:` line of a failed run.

@@ -67,6 +67,53 @@ fn served(fake: &mut FakeWorkloadApi) -> String {
     fake.endpoint()
 }
 
+/// Our trust domain and a federated partner: the files of a client of each, and a
+/// bundle file trusting ours.
+struct Federation {
+    _dir: TempDir,
+    ca: DevCa,
+    partner: DevCa,
+    bundle: std::path::PathBuf,
+    client: SvidFiles,
+    partner_client: SvidFiles,
+}
+
+impl Federation {
+    fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let ca = new_ca("example.org");
+        let partner = new_ca("partner.org");
+        let bundle = dir.write_atomic("bundle.pem", ca.bundle_pem());
+        let client = write_svid(&dir, "client", &ca, CLIENT_ID);
+        let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+        Self {
+            _dir: dir,
+            ca,
+            partner,
+            bundle,
+            client,
+            partner_client,
+        }
+    }
+}
+
+/// echo-server on the Workload API at `endpoint`, allowing our client and the
+/// partner's.
+async fn echo_server_on(endpoint: &str) -> ExampleServer {
+    ExampleServer::launch(
+        "echo-server",
+        &[
+            "--workload-api",
+            endpoint,
+            "--allow",
+            CLIENT_ID,
+            "--allow",
+            PARTNER_CLIENT_ID,
+        ],
+    )
+    .await
+}
+
 // === curl, reading the certificate the server presented ===
 
 /// `curl` GET `/whoami` on `server` with `client`'s SVID, trusting `bundle`.
@@ -123,29 +170,20 @@ async fn wait_refused(server: &ExampleServer, client: &SvidFiles, bundle: &Path,
 #[tokio::test]
 async fn echo_server_on_the_workload_api_serves_rotates_follows_federation_and_keeps_the_last_good()
 {
-    let dir = TempDir::new("wapi-echo");
-    let ca = new_ca("example.org");
-    let partner = new_ca("partner.org");
-    let bundle = dir.write_atomic("bundle.pem", ca.bundle_pem());
-    let client = write_svid(&dir, "client", &ca, CLIENT_ID);
-    let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+    let Federation {
+        _dir,
+        ca,
+        partner,
+        bundle,
+        client,
+        partner_client,
+    } = Federation::new("wapi-echo");
     let first = server_svid(&ca);
     let mut fake = FakeWorkloadApi::new(federating(update(&first, &ca), &partner));
     let endpoint = served(&mut fake);
     // `unix:/path`, the short form, as well as the fake's `unix:///path`.
     let short = endpoint.replacen("unix://", "unix:", 1);
-    let server = ExampleServer::launch(
-        "echo-server",
-        &[
-            "--workload-api",
-            &short,
-            "--allow",
-            CLIENT_ID,
-            "--allow",
-            PARTNER_CLIENT_ID,
-        ],
-    )
-    .await;
+    let server = echo_server_on(&short).await;
 
     // curl gets its ID from a server presenting the Workload API's SVID.
     let answer = whoami(&server, &client, &bundle).await;
@@ -308,18 +346,16 @@ async fn files_and_workload_api_together_or_neither_are_usage_errors() {
     let pki = Pki::new("wapi-usage");
     for (args, expected) in [
         (
-            vec![
-                "--allow",
-                CLIENT_ID,
-                "--workload-api",
-                "unix:///tmp/agent.sock",
-                "--cert",
-                s(&pki.server.cert),
-                "--key",
-                s(&pki.server.key),
-                "--bundle",
-                s(&pki.bundle),
-            ],
+            [
+                &[
+                    "--allow",
+                    CLIENT_ID,
+                    "--workload-api",
+                    "unix:///tmp/agent.sock",
+                ][..],
+                &file_args(&pki.server, &pki.bundle),
+            ]
+            .concat(),
             "cannot be used with",
         ),
         (
@@ -327,18 +363,11 @@ async fn files_and_workload_api_together_or_neither_are_usage_errors() {
             "required arguments were not provided",
         ),
         (
-            vec![
-                "--allow",
-                CLIENT_ID,
-                "--svid-hint",
-                "web",
-                "--cert",
-                s(&pki.server.cert),
-                "--key",
-                s(&pki.server.key),
-                "--bundle",
-                s(&pki.bundle),
-            ],
+            [
+                &["--allow", CLIENT_ID, "--svid-hint", "web"][..],
+                &file_args(&pki.server, &pki.bundle),
+            ]
+            .concat(),
             "use them with --workload-api",
         ),
         (
@@ -447,27 +476,18 @@ impl PythonWorkloadApi {
 
 #[tokio::test]
 async fn echo_server_follows_rotation_and_withdrawal_from_a_python_grpcio_workload_api() {
-    let dir = TempDir::new("pywapi-echo");
-    let ca = new_ca("example.org");
-    let partner = new_ca("partner.org");
-    let bundle = dir.write_atomic("bundle.pem", ca.bundle_pem());
-    let client = write_svid(&dir, "client", &ca, CLIENT_ID);
-    let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+    let Federation {
+        _dir,
+        ca,
+        partner,
+        bundle,
+        client,
+        partner_client,
+    } = Federation::new("pywapi-echo");
     let mut agent = PythonWorkloadApi::start().await;
     let first = server_svid(&ca);
     agent.send(&federating(update(&first, &ca), &partner)).await;
-    let server = ExampleServer::launch(
-        "echo-server",
-        &[
-            "--workload-api",
-            &agent.endpoint(),
-            "--allow",
-            CLIENT_ID,
-            "--allow",
-            PARTNER_CLIENT_ID,
-        ],
-    )
-    .await;
+    let server = echo_server_on(&agent.endpoint()).await;
     let answer = whoami(&server, &client, &bundle).await;
     assert_eq!(answer.status, "200", "{}", answer.stderr);
     assert_eq!(answer.leaf.as_deref(), Some(first.leaf().as_ref()));

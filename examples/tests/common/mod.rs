@@ -60,6 +60,18 @@ pub struct SvidFiles {
     pub key: PathBuf,
 }
 
+/// The examples' options for credentials in files: `--cert`, `--key`, `--bundle`.
+pub fn file_args<'a>(svid: &'a SvidFiles, bundle: &'a Path) -> [&'a str; 6] {
+    [
+        "--cert",
+        s(&svid.cert),
+        "--key",
+        s(&svid.key),
+        "--bundle",
+        s(bundle),
+    ]
+}
+
 /// Writes an SVID for `svid_id` minted by `ca` as `<name>.pem` and `<name>_key.pem`.
 /// Server SVIDs also name `localhost` so hostname-checking peers (curl) accept them.
 pub fn write_svid(dir: &TempDir, name: &str, ca: &DevCa, svid_id: &str) -> SvidFiles {
@@ -218,14 +230,7 @@ impl ExampleServer {
     /// Starts the echo-server example with the SVID `server` and the bundle file
     /// `bundle`; see [`ExampleServer::start`].
     pub async fn start_with_files(server: &SvidFiles, bundle: &Path, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "--cert",
-            s(&server.cert),
-            "--key",
-            s(&server.key),
-            "--bundle",
-            s(bundle),
-        ];
+        let mut args = file_args(server, bundle).to_vec();
         args.extend_from_slice(extra);
         Self::launch("echo-server", &args).await
     }
@@ -281,22 +286,10 @@ pub async fn echo_client_trusting(
     url: &str,
     server_id: &str,
 ) -> Output {
-    run(
-        &example("echo-client"),
-        &[
-            "--url",
-            url,
-            "--cert",
-            s(&client.cert),
-            "--key",
-            s(&client.key),
-            "--bundle",
-            s(bundle),
-            "--server-id",
-            server_id,
-        ],
-    )
-    .await
+    let mut args = vec!["--url", url];
+    args.extend(file_args(client, bundle));
+    args.extend(["--server-id", server_id]);
+    run(&example("echo-client"), &args).await
 }
 
 /// A free port on 127.0.0.1 for a program that cannot report the one it bound.
