@@ -64,8 +64,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tower::Layer;
 use zt_benches::nginx::{self, NGINX};
+use zt_benches::plain_server_config;
 use zt_benches::process::{Managed, context_switches, cpu_ns, page_faults, pinned, rss_kib};
-use zt_benches::{plain_server_config, policy_json};
 use zt_core::dev::{DevCa, SvidParams};
 use zt_core::rustls::pki_types::ServerName;
 use zt_core::{
@@ -73,6 +73,7 @@ use zt_core::{
     X509Bundle, X509Svid, tls,
 };
 use zt_testkit::TempDir;
+use zt_testkit::policy::policy_json;
 use zt_tower::{AuthorizeLayer, Server};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -4,6 +4,7 @@
 //!   intermediates, X.509-SVIDs and deliberately defective ones), independent of
 //!   `zt_core::dev`, so zt is tested against certificates it did not make;
 //! - [`TempDir`]: a scratch directory removed on drop;
+//! - [`policy`]: generated policy documents of any size;
 //! - the gRPC services the tests run, generated from their `.proto` files with
 //!   tonic's codegen (see `build.rs`), and a SPIFFE Workload API endpoint built on
 //!   the generated server ([`workload`]).
@@ -40,6 +41,7 @@ pub mod workload_proto {
 }
 
 pub mod ca;
+pub mod policy;
 mod tempdir;
 pub mod workload;
 

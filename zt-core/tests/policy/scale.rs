@@ -2,39 +2,11 @@
 
 use super::*;
 
-/// 100,000 rules of every kind the index distinguishes: exact IDs, patterns
-/// with a literal first segment, patterns starting with a wildcard, trust
-/// domains, any-peer rules, and deny rules that must win over all of them.
+/// `services` rules of every kind the index distinguishes (exact IDs, patterns
+/// with a literal first segment, trust domains, deny rules that must win over
+/// them) and two more: a pattern starting with a wildcard and an any-peer rule.
 fn big_policy_json(services: usize) -> String {
-    let mut rules = Vec::with_capacity(services);
-    for i in 0..services {
-        let rule = match i % 10 {
-            0..=5 => format!(
-                r#"{{"name":"svc-{i}","action":"allow","from":{{"ids":["spiffe://example.org/svc-{i}"]}},"to":{{"methods":["GET"],"paths":["/svc-{i}/*"]}}}}"#
-            ),
-            6 | 7 => format!(
-                r#"{{"name":"ns-{i}","action":"allow","from":{{"patterns":["spiffe://example.org/ns-{i}/*/sa/**"]}},"to":{{"grpc":["pkg.Svc{i}/*"]}}}}"#
-            ),
-            8 => format!(
-                r#"{{"name":"deny-{i}","action":"deny","from":{{"ids":["spiffe://example.org/svc-{}"]}},"to":{{"paths":["/svc-{}/secret"]}}}}"#,
-                i - 8,
-                i - 8
-            ),
-            _ => format!(
-                r#"{{"name":"td-{i}","action":"allow","from":{{"trust_domains":["td-{i}.example"]}},"to":{{"paths":["/td/{i}"]}}}}"#
-            ),
-        };
-        rules.push(rule);
-    }
-    rules.push(
-        r#"{"name":"wild","action":"allow","from":{"patterns":["spiffe://example.org/*/batch"]},"to":{"paths":["/batch"]}}"#
-            .to_owned(),
-    );
-    rules.push(
-        r#"{"name":"health","action":"allow","from":{"any":true},"to":{"paths":["/healthz"]}}"#
-            .to_owned(),
-    );
-    format!("{{\"rules\":[{}]}}", rules.join(",\n"))
+    zt_testkit::policy::policy_json(services + 2)
 }
 
 #[cfg(feature = "policy-yaml")]
