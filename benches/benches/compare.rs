@@ -46,9 +46,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -63,13 +63,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tower::Layer;
-use zt_benches::{plain_server_config, policy_json};
+use zt_benches::nginx::{self, NGINX};
+use zt_benches::plain_server_config;
+use zt_benches::process::{Managed, context_switches, cpu_ns, page_faults, pinned, rss_kib};
 use zt_core::dev::{DevCa, SvidParams};
 use zt_core::rustls::pki_types::ServerName;
 use zt_core::{
     BundleSet, Format, IdMatcher, IdentitySource, Policy, PolicyStore, SpiffeId, StaticSource,
     X509Bundle, X509Svid, tls,
 };
+use zt_testkit::TempDir;
+use zt_testkit::policy::policy_json;
 use zt_tower::{AuthorizeLayer, Server};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -84,7 +88,6 @@ const POLICY_RULES: usize = 10_000;
 
 const CLIENT_CORE: &str = "0";
 const SERVER_CORE: &str = "1";
-const NGINX: &str = "/usr/sbin/nginx";
 
 const H1_CONNECTIONS: usize = 16;
 const H2_CONNECTIONS: usize = 4;
@@ -283,42 +286,6 @@ struct ServerUnderTest {
     _children: Vec<Managed>,
 }
 
-/// A child process ended when dropped: ours by closing their stdin, nginx by
-/// SIGTERM to its master, which stops its workers.
-struct Managed {
-    child: Child,
-    /// `None` for nginx.
-    stdin: Option<ChildStdin>,
-    nginx_workers: Vec<u32>,
-}
-
-impl Drop for Managed {
-    fn drop(&mut self) {
-        if self.stdin.take().is_none() {
-            let pid = self.child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for worker in &self.nginx_workers {
-            // Only a worker that outlived its master, not a process that got its id since.
-            let comm = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
-            if comm.trim() == "nginx" {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &worker.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
 /// Whether processes can be pinned to cores: two or more cores and `taskset`.
 fn pin_self() -> bool {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -337,20 +304,10 @@ fn pin_self() -> bool {
             .is_ok_and(|status| status.success())
 }
 
-fn pinned(program: &Path, pin: bool) -> Command {
-    if pin {
-        let mut command = Command::new("taskset");
-        command.args(["-c", SERVER_CORE]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
 /// Starts this binary as the server `kind`; returns it once it listens.
 fn spawn_ours(kind: &str, dir: &Path, pin: bool) -> Result<(Managed, SocketAddr)> {
     let exe = std::env::current_exe()?;
-    let mut child = pinned(&exe, pin)
+    let mut child = pinned(&exe, pin.then_some(SERVER_CORE))
         .args(["serve", kind])
         .arg(dir)
         .stdin(Stdio::piped())
@@ -394,7 +351,7 @@ fn start(target: Target, dir: &Path, pin: bool) -> Result<ServerUnderTest> {
         }
         Target::Sidecar => {
             let (backend, backend_addr) = spawn_ours("backend", dir, pin)?;
-            let (nginx, addr) = start_nginx(dir, backend_addr, pin)?;
+            let (nginx, addr) = nginx::start(dir, backend_addr, pin.then_some(SERVER_CORE))?;
             let mut pids = vec![nginx.child.id()];
             pids.extend(&nginx.nginx_workers);
             pids.push(backend.child.id());
@@ -405,204 +362,6 @@ fn start(target: Target, dir: &Path, pin: bool) -> Result<ServerUnderTest> {
                 _children: vec![nginx, backend],
             })
         }
-    }
-}
-
-fn nginx_version() -> Option<String> {
-    let out = Command::new(NGINX).arg("-v").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    Some(text.trim().trim_start_matches("nginx version: ").to_owned())
-}
-
-fn start_nginx(dir: &Path, backend: SocketAddr, pin: bool) -> Result<(Managed, SocketAddr)> {
-    // nginx binds the port itself; take a free one and hand it over.
-    let addr = StdListener::bind("127.0.0.1:0")?.local_addr()?;
-    let d = dir.display();
-    let conf = format!(
-        r#"daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile 8192;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream backend {{
-        server {backend};
-        keepalive 64;
-    }}
-    server {{
-        listen {addr} ssl http2;
-        ssl_certificate {d}/server.pem;
-        ssl_certificate_key {d}/server-key.pem;
-        ssl_client_certificate {d}/ca.pem;
-        ssl_verify_client on;
-        ssl_verify_depth 2;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache off;
-        ssl_session_tickets off;
-        keepalive_requests 10000000;
-        keepalive_timeout 120s;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"#
-    );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf)?;
-    let child = pinned(Path::new(NGINX), pin)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-e")
-        .arg(dir.join("nginx-error.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut managed = Managed {
-        child,
-        stdin: None,
-        nginx_workers: Vec::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            managed.nginx_workers = children_of(managed.child.id());
-            if !managed.nginx_workers.is_empty() {
-                break;
-            }
-        }
-        if let Ok(Some(status)) = managed.child.try_wait() {
-            let log = std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default();
-            return Err(format!("nginx exited with {status}: {log}").into());
-        }
-        if Instant::now() > deadline {
-            return Err("nginx did not start listening within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((managed, addr))
-}
-
-/// The processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The command name may hold spaces and parentheses.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect()
-}
-
-/// Minor and major page faults of `pids` (fields 10 and 12 of `/proc/PID/stat`).
-fn page_faults(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // After the command name, which may hold spaces, comes field 3 (state).
-            let rest = &stat[stat.rfind(')')? + 1..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let minor = fields.get(7)?.parse::<u64>().ok()?;
-            let major = fields.get(9)?.parse::<u64>().ok()?;
-            Some(minor + major)
-        })
-        .sum()
-}
-
-/// Context switches, voluntary and not, of every thread of `pids`.
-fn context_switches(pids: &[u32]) -> u64 {
-    pids.iter()
-        .flat_map(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/task"))
-                .into_iter()
-                .flatten()
-        })
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .map(|status| {
-            status
-                .lines()
-                .filter(|line| line.contains("ctxt_switches:"))
-                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
-}
-
-/// Nanoseconds on CPU of every thread of `pids`.
-fn cpu_ns(pids: &[u32]) -> u64 {
-    pids.iter()
-        .flat_map(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/task"))
-                .into_iter()
-                .flatten()
-        })
-        .flatten()
-        .filter_map(|task| {
-            std::fs::read_to_string(task.path().join("schedstat"))
-                .ok()?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
-/// Resident memory of `pids`, in KiB.
-fn rss_kib(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))?
-                .trim()
-                .trim_end_matches(" kB")
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("zt-compare-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -967,7 +726,7 @@ fn percentile_ms(sorted_ns: &[u64], p: usize) -> f64 {
 
 fn harness(plan: Plan) -> Result<()> {
     let pin = pin_self();
-    let nginx = Path::new(NGINX).exists().then(nginx_version).flatten();
+    let nginx = Path::new(NGINX).exists().then(nginx::version).flatten();
     println!(
         "compare: {} rounds, {:?} windows after {:?} warm-up; {}",
         plan.rounds,
@@ -991,9 +750,9 @@ fn harness(plan: Plan) -> Result<()> {
         decisions.ns_10, decisions.ns_10k, decisions.floor_ns
     );
 
-    let scratch = Scratch::new()?;
+    let scratch = TempDir::try_new("compare")?;
     let ca = DevCa::new(TRUST_DOMAIN.parse()?)?;
-    Material::write(&scratch.0, &ca)?;
+    Material::write(scratch.path(), &ca)?;
     let client = Arc::new(Client::new(&ca)?);
 
     let mut targets = vec![Target::Plain, Target::Zt];
@@ -1002,7 +761,7 @@ fn harness(plan: Plan) -> Result<()> {
     }
     let mut servers = Vec::new();
     for &target in &targets {
-        match start(target, &scratch.0, pin) {
+        match start(target, scratch.path(), pin) {
             Ok(server) => servers.push(server),
             Err(err) if target == Target::Sidecar => {
                 println!("skip: nginx did not start ({err}); the sidecar ratios are omitted");
@@ -1238,12 +997,12 @@ enum Counter {
 /// disturb. `--syscalls`: system calls per request, counted by `strace -c`.
 /// Set `ZT_CALLGRIND_DIR` to keep the profiles (for `callgrind_annotate`).
 fn counted(counter: Counter) -> Result<()> {
-    let scratch = Scratch::new()?;
+    let scratch = TempDir::try_new("compare")?;
     let keep = std::env::var_os("ZT_CALLGRIND_DIR").map(PathBuf::from);
-    let out_dir = keep.clone().unwrap_or_else(|| scratch.0.clone());
+    let out_dir = keep.clone().unwrap_or_else(|| scratch.path().to_path_buf());
     std::fs::create_dir_all(&out_dir)?;
     let ca = DevCa::new(TRUST_DOMAIN.parse()?)?;
-    Material::write(&scratch.0, &ca)?;
+    Material::write(scratch.path(), &ca)?;
     let client = Arc::new(Client::new(&ca)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1259,7 +1018,7 @@ fn counted(counter: Counter) -> Result<()> {
             let mut totals = Vec::new();
             for requests in [short, long] {
                 let file = out_dir.join(format!("{what}.{kind}.{mode:?}.{requests}"));
-                let total = count(counter, kind, &scratch.0, &file, |addr| {
+                let total = count(counter, kind, scratch.path(), &file, |addr| {
                     runtime.block_on(drive(&client, addr, mode, requests))
                 })?;
                 if keep.is_none() {

@@ -17,8 +17,8 @@ use std::hint::black_box;
 
 use arc_swap::ArcSwap;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use zt_benches::policy_json;
 use zt_core::{Format, Policy, PolicyStore, Request, SpiffeId};
+use zt_testkit::policy::policy_json;
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 

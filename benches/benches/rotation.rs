@@ -19,9 +19,11 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use zt_testkit::TempDir;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -95,27 +97,9 @@ enum Layout {
     CombinedRename,
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("zt-bench-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The files of one layout, and how to stage and commit a rotation.
 struct Files {
-    dir: Scratch,
+    dir: TempDir,
     layout: Layout,
     generation: usize,
 }
@@ -123,19 +107,19 @@ struct Files {
 impl Files {
     fn new(layout: Layout, ca: &DevCa, chain: &str, key: &str) -> io::Result<Self> {
         let mut files = Self {
-            dir: Scratch::new(match layout {
+            dir: TempDir::try_new(match layout {
                 Layout::KubernetesSwap => "kube",
                 Layout::CombinedRename => "combined",
             })?,
             layout,
             generation: 0,
         };
-        std::fs::write(files.dir.0.join("bundle.pem"), ca.bundle_pem())?;
+        std::fs::write(files.dir.join("bundle.pem"), ca.bundle_pem())?;
         files.stage(ca, chain, key)?;
         files.commit()?;
         if let Layout::KubernetesSwap = layout {
             for name in ["tls.crt", "tls.key", "ca.crt"] {
-                std::os::unix::fs::symlink(format!("..data/{name}"), files.dir.0.join(name))?;
+                std::os::unix::fs::symlink(format!("..data/{name}"), files.dir.join(name))?;
             }
         }
         Ok(files)
@@ -143,11 +127,10 @@ impl Files {
 
     fn layout(&self) -> FileLayout {
         match self.layout {
-            Layout::KubernetesSwap => FileLayout::kubernetes_tls(&self.dir.0),
-            Layout::CombinedRename => FileLayout::combined(
-                self.dir.0.join("credential.pem"),
-                self.dir.0.join("bundle.pem"),
-            ),
+            Layout::KubernetesSwap => FileLayout::kubernetes_tls(self.dir.path()),
+            Layout::CombinedRename => {
+                FileLayout::combined(self.dir.join("credential.pem"), self.dir.join("bundle.pem"))
+            }
         }
     }
 
@@ -163,11 +146,11 @@ impl Files {
                 std::fs::write(data.join("ca.crt"), ca.bundle_pem())?;
                 std::os::unix::fs::symlink(
                     data.file_name().unwrap_or_default(),
-                    self.dir.0.join("..data_tmp"),
+                    self.dir.join("..data_tmp"),
                 )
             }
             Layout::CombinedRename => {
-                std::fs::write(self.dir.0.join("credential.tmp"), format!("{key}{chain}"))
+                std::fs::write(self.dir.join("credential.tmp"), format!("{key}{chain}"))
             }
         }
     }
@@ -176,11 +159,11 @@ impl Files {
     fn commit(&self) -> io::Result<()> {
         match self.layout {
             Layout::KubernetesSwap => {
-                std::fs::rename(self.dir.0.join("..data_tmp"), self.dir.0.join("..data"))
+                std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data"))
             }
             Layout::CombinedRename => std::fs::rename(
-                self.dir.0.join("credential.tmp"),
-                self.dir.0.join("credential.pem"),
+                self.dir.join("credential.tmp"),
+                self.dir.join("credential.pem"),
             ),
         }
     }
@@ -195,9 +178,7 @@ impl Files {
     }
 
     fn data_dir(&self, generation: usize) -> PathBuf {
-        self.dir
-            .0
-            .join(format!("..2026_01_01_00_00_00.{generation}"))
+        self.dir.join(format!("..2026_01_01_00_00_00.{generation}"))
     }
 }
 

@@ -18,8 +18,8 @@
 
 use std::hint::black_box;
 
-use zt_benches::policy_json;
 use zt_core::{Format, Policy, PolicyStore, Request, SpiffeId};
+use zt_testkit::policy::policy_json;
 
 fn main() {
     let mut args = std::env::args().skip(1);

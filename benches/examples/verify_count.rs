@@ -19,78 +19,33 @@
 //! - `stranger`: a leaf of an authority the bundle does not hold.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls::pki_types::CertificateDer;
 use zt_core::{BundleSet, PeerRole, X509Bundle, verify_peer_chain};
+use zt_testkit::ca::TestCa;
 
-fn ca_params(name: &str) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, name);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let now = SystemTime::now();
-    params.not_before = (now - Duration::from_secs(3600)).into();
-    params.not_after = (now + Duration::from_secs(3600)).into();
-    params
-}
+const TRUST_DOMAIN: &str = "example.org";
 
-fn leaf_params() -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.subject_alt_names.push(SanType::URI(
-        "spiffe://example.org/peer".to_owned().try_into().unwrap(),
-    ));
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let now = SystemTime::now();
-    params.not_before = (now - Duration::from_secs(60)).into();
-    params.not_after = (now + Duration::from_secs(600)).into();
-    params
-}
-
-/// A CA named `name`, signed by `parent` (self-signed without one).
-fn ca(
-    name: &str,
-    parent: Option<&Issuer<'static, KeyPair>>,
-) -> (CertificateDer<'static>, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let params = ca_params(name);
-    let der = match parent {
-        Some(parent) => params.signed_by(&key, parent).unwrap(),
-        None => params.self_signed(&key).unwrap(),
-    }
-    .der()
-    .clone();
-    (der, Issuer::new(params, key))
-}
-
-fn leaf(issuer: &Issuer<'static, KeyPair>) -> CertificateDer<'static> {
-    let key = KeyPair::generate().unwrap();
-    leaf_params().signed_by(&key, issuer).unwrap().der().clone()
+/// A leaf of `issuer`, alone.
+fn leaf(issuer: &TestCa) -> CertificateDer<'static> {
+    issuer.valid("spiffe://example.org/peer").leaf().clone()
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "good".to_owned());
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
-    let (root_der, root) = ca("bench root", None);
+    let root = TestCa::named(TRUST_DOMAIN, "bench root");
     let bundles = BundleSet::new()
-        .with(X509Bundle::new("example.org".parse().unwrap(), vec![root_der]).unwrap());
+        .with(X509Bundle::new(TRUST_DOMAIN.parse().unwrap(), vec![root.cert().clone()]).unwrap());
     let chain: Vec<CertificateDer<'static>> = match kind.as_str() {
         "mesh" => {
-            let cas: Vec<_> = (0..7).map(|_| ca("bench root", None)).collect();
-            let mut chain = vec![leaf(&cas[0].1)];
-            chain.extend(cas.iter().map(|(der, _)| der.clone()));
+            let cas: Vec<_> = (0..7)
+                .map(|_| TestCa::named(TRUST_DOMAIN, "bench root"))
+                .collect();
+            let mut chain = vec![leaf(&cas[0])];
+            chain.extend(cas.iter().map(|ca| ca.cert().clone()));
             chain
         }
         "linear" => {
@@ -100,25 +55,22 @@ fn main() {
             let mut issuers = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 let parent_name = names.get(i + 1).map_or("bench root", String::as_str);
-                let (_, fake_parent) = ca(parent_name, None);
-                issuers.push(ca(name, Some(&fake_parent)));
+                let fake_parent = TestCa::named(TRUST_DOMAIN, parent_name);
+                issuers.push(fake_parent.intermediate_named(name));
             }
-            let mut chain = vec![leaf(&issuers[0].1)];
-            chain.extend(issuers.iter().map(|(der, _)| der.clone()));
+            let mut chain = vec![leaf(&issuers[0])];
+            chain.extend(issuers.iter().map(|ca| ca.cert().clone()));
             chain
         }
         "unrelated" => {
             let cas: Vec<_> = (0..7)
-                .map(|i| ca(&format!("unrelated {i}"), None))
+                .map(|i| TestCa::named(TRUST_DOMAIN, &format!("unrelated {i}")))
                 .collect();
-            let mut chain = vec![leaf(&cas[0].1)];
-            chain.extend(cas.iter().map(|(der, _)| der.clone()));
+            let mut chain = vec![leaf(&cas[0])];
+            chain.extend(cas.iter().map(|ca| ca.cert().clone()));
             chain
         }
-        "stranger" => {
-            let (_, stranger) = ca("stranger root", None);
-            vec![leaf(&stranger)]
-        }
+        "stranger" => vec![leaf(&TestCa::named(TRUST_DOMAIN, "stranger root"))],
         _ => vec![leaf(&root)],
     };
     let provider = zt_core::default_provider().unwrap();

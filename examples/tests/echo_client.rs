@@ -158,7 +158,7 @@ impl Nginx {
         let dir = TempDir::new("nginx");
         for _ in 0..5 {
             let port = free_port();
-            let prefix = dir.dir().display().to_string();
+            let prefix = dir.path().display().to_string();
             let config = format!(
                 r#"
 daemon off;
@@ -192,8 +192,8 @@ http {{
                 key = s(&server.key),
                 bundle = s(&pki.bundle),
             );
-            let conf = dir.write("nginx.conf", &config);
-            let error_log = dir.path("error.log");
+            let conf = dir.write_atomic("nginx.conf", &config);
+            let error_log = dir.join("error.log");
             let mut child = spawn(
                 &nginx,
                 &["-p", &prefix, "-c", s(&conf), "-e", s(&error_log)],
@@ -203,7 +203,7 @@ http {{
             }
             let _ = child.kill().await;
         }
-        let log = std::fs::read_to_string(dir.path("error.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         panic!("nginx did not start:\n{log}");
     }
 
@@ -262,7 +262,7 @@ async fn nginx_refusing_client_of_other_ca_is_reported_by_echo_client() {
     // accept nginx's); nginx trusts only ours.
     let both = pki
         .dir
-        .write("both.pem", &bundle_pem(&[&pki.ca, &pki.rogue_ca]));
+        .write_atomic("both.pem", bundle_pem(&[&pki.ca, &pki.rogue_ca]));
     let output = echo_client_trusting(&both, &pki.rogue_client, &nginx.url(), SERVER_ID).await;
     // nginx finishes the handshake and answers 400 when the client certificate
     // does not verify.

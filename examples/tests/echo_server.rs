@@ -27,49 +27,9 @@ use zt_core::{BundleSet, IdMatcher, IdentitySource, StaticSource, X509Bundle, tl
 
 use common::*;
 
-/// `curl` with `client`'s certificate, trusting the PKI's bundle: the HTTP status
-/// (`000` when there was no answer), the body and curl's output.
-async fn curl(
-    pki: &Pki,
-    client: &SvidFiles,
-    server: &EchoServer,
-    path: &str,
-) -> (String, String, std::process::Output) {
-    curl_with(pki, client, server, path, &[]).await
-}
-
-/// [`curl`] with `extra` arguments before the URL.
-async fn curl_with(
-    pki: &Pki,
-    client: &SvidFiles,
-    server: &EchoServer,
-    path: &str,
-    extra: &[&str],
-) -> (String, String, std::process::Output) {
-    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
-    let url = server.url(path);
-    let mut args = vec![
-        "--silent",
-        "--show-error",
-        "--max-time",
-        "20",
-        "--cert",
-        s(&client.cert),
-        "--key",
-        s(&client.key),
-        "--cacert",
-        s(&pki.bundle),
-        "--resolve",
-        &resolve,
-        "--write-out",
-        "\n%{http_code}",
-    ];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let output = run(&tool("curl"), &args).await;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-    (code.to_owned(), body.to_owned(), output)
+/// `curl` GET `path` with `client`'s certificate, trusting the PKI's bundle.
+async fn curl_pki(pki: &Pki, client: &SvidFiles, server: &EchoServer, path: &str) -> Curl {
+    curl(server, client, &pki.bundle, path, &[]).await
 }
 
 #[tokio::test]
@@ -77,7 +37,12 @@ async fn curl_with_allowed_svid_gets_its_spiffe_id() {
     let pki = Pki::new("curl-allowed");
     let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
 
-    let (code, body, output) = curl(&pki, &pki.client, &server, "/whoami").await;
+    let Curl {
+        status: code,
+        body,
+        output,
+        ..
+    } = curl_pki(&pki, &pki.client, &server, "/whoami").await;
     assert_eq!(code, "200", "{}", describe(&output));
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
     assert_eq!(json, serde_json::json!({ "spiffe_id": CLIENT_ID }));
@@ -88,7 +53,12 @@ async fn curl_with_other_valid_svid_gets_403() {
     let pki = Pki::new("curl-other");
     let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
 
-    let (code, body, output) = curl(&pki, &pki.other_client, &server, "/whoami").await;
+    let Curl {
+        status: code,
+        body,
+        output,
+        ..
+    } = curl_pki(&pki, &pki.other_client, &server, "/whoami").await;
     assert_eq!(code, "403", "{}", describe(&output));
     assert!(
         !body.contains(OTHER_CLIENT_ID),
@@ -101,7 +71,11 @@ async fn curl_with_svid_of_other_ca_is_refused_at_handshake() {
     let pki = Pki::new("curl-rogue");
     let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
 
-    let (code, _, output) = curl(&pki, &pki.rogue_client, &server, "/whoami").await;
+    let Curl {
+        status: code,
+        output,
+        ..
+    } = curl_pki(&pki, &pki.rogue_client, &server, "/whoami").await;
     assert!(!output.status.success(), "{}", describe(&output));
     assert_eq!(code, "000", "got an HTTP answer: {}", describe(&output));
     // With TLS 1.3 curl learns of the refusal after its own Finished, from the
@@ -122,20 +96,9 @@ async fn curl_with_svid_of_other_ca_is_refused_at_handshake() {
 #[tokio::test]
 async fn echo_server_without_policy_or_allow_exits_with_usage() {
     let pki = Pki::new("usage");
-    let output = run(
-        &example("echo-server"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            s(&pki.server.cert),
-            "--key",
-            s(&pki.server.key),
-            "--bundle",
-            s(&pki.bundle),
-        ],
-    )
-    .await;
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend(file_args(&pki.server, &pki.bundle));
+    let output = run(&example("echo-server"), &args).await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -208,9 +171,9 @@ impl OneConnection {
 #[tokio::test]
 async fn curl_cannot_reshape_a_request_past_a_deny_rule() {
     let pki = Pki::new("curl-shapes");
-    let policy = pki.dir.write(
+    let policy = pki.dir.write_atomic(
         "policy.json",
-        &format!(
+        format!(
             r#"{{"rules": [
             {{"name": "web", "action": "allow", "from": {{"ids": ["{CLIENT_ID}"]}}}},
             {{"name": "no-whoami-reads", "action": "deny", "from": {{"any": true}},
@@ -236,11 +199,19 @@ async fn curl_cannot_reshape_a_request_past_a_deny_rule() {
         ("/nothing", &["--http2", "-H", "Host: Admin.Internal"]),
     ];
     for (path, extra) in cases {
-        let (code, _, output) = curl_with(&pki, &pki.client, &server, path, extra).await;
+        let Curl {
+            status: code,
+            output,
+            ..
+        } = curl(&server, &pki.client, &pki.bundle, path, extra).await;
         assert_eq!(code, "403", "{path} {extra:?}: {}", describe(&output));
     }
     // The same peer, where no deny rule applies: the router's own answer.
-    let (code, _, output) = curl(&pki, &pki.client, &server, "/nothing").await;
+    let Curl {
+        status: code,
+        output,
+        ..
+    } = curl_pki(&pki, &pki.client, &server, "/nothing").await;
     assert_eq!(code, "404", "{}", describe(&output));
 }
 
@@ -253,7 +224,9 @@ fn policy_allowing(id: &str) -> String {
 #[tokio::test]
 async fn policy_file_change_denies_next_request_on_same_connection() {
     let pki = Pki::new("policy-reload");
-    let policy = pki.dir.write("policy.json", &policy_allowing(CLIENT_ID));
+    let policy = pki
+        .dir
+        .write_atomic("policy.json", policy_allowing(CLIENT_ID));
     let server = EchoServer::start(&pki, &["--policy", s(&policy)]).await;
     let client = StaticSource::new(
         pki.ca.mint(&id(CLIENT_ID)).unwrap(),
@@ -265,7 +238,7 @@ async fn policy_file_change_denies_next_request_on_same_connection() {
     assert_eq!(conn.whoami().await, StatusCode::OK);
 
     pki.dir
-        .write("policy.json", &policy_allowing(OTHER_CLIENT_ID));
+        .write_atomic("policy.json", policy_allowing(OTHER_CLIENT_ID));
     conn.until_refused().await;
 }
 
@@ -276,7 +249,7 @@ async fn bundle_file_change_refuses_peer_on_same_connection() {
     // from the retiring one.
     let retiring = DevCa::new("example.org".parse().unwrap()).unwrap();
     pki.dir
-        .write("bundle.pem", &bundle_pem(&[&pki.ca, &retiring]));
+        .write_atomic("bundle.pem", bundle_pem(&[&pki.ca, &retiring]));
     let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
     let both = X509Bundle::new(
         pki.ca.trust_domain().clone(),
@@ -292,6 +265,6 @@ async fn bundle_file_change_refuses_peer_on_same_connection() {
     let mut conn = OneConnection::open(&server, &client).await;
     assert_eq!(conn.whoami().await, StatusCode::OK);
 
-    pki.dir.write("bundle.pem", &pki.ca.bundle_pem());
+    pki.dir.write_atomic("bundle.pem", pki.ca.bundle_pem());
     conn.until_refused().await;
 }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,14 +32,7 @@ type GreeterServer = ExampleServer;
 /// Starts the greeter-server example with the PKI's server SVID and bundle and
 /// `extra` arguments; returns once it prints `listening on ADDR`.
 async fn start_greeter(pki: &Pki, extra: &[&str]) -> GreeterServer {
-    let mut args = vec![
-        "--cert",
-        s(&pki.server.cert),
-        "--key",
-        s(&pki.server.key),
-        "--bundle",
-        s(&pki.bundle),
-    ];
+    let mut args = file_args(&pki.server, &pki.bundle).to_vec();
     args.extend_from_slice(extra);
     ExampleServer::launch("greeter-server", &args).await
 }
@@ -62,24 +55,11 @@ async fn greeter_client_trusting(
     server: &GreeterServer,
     server_id: &str,
 ) -> Output {
-    run(
-        &example("greeter-client"),
-        &[
-            "--url",
-            &server.url(""),
-            "--cert",
-            s(&client.cert),
-            "--key",
-            s(&client.key),
-            "--bundle",
-            s(bundle),
-            "--server-id",
-            server_id,
-            "--name",
-            "Ada",
-        ],
-    )
-    .await
+    let url = server.url("");
+    let mut args = vec!["--url", &url];
+    args.extend(file_args(client, bundle));
+    args.extend(["--server-id", server_id, "--name", "Ada"]);
+    run(&example("greeter-client"), &args).await
 }
 
 /// The single `error:` line of a failed run.
@@ -141,7 +121,7 @@ async fn greeter_client_with_svid_of_other_ca_fails_at_handshake() {
     // only its own and refuses the client's SVID.
     let both = pki
         .dir
-        .write("both.pem", &bundle_pem(&[&pki.ca, &pki.rogue_ca]));
+        .write_atomic("both.pem", bundle_pem(&[&pki.ca, &pki.rogue_ca]));
     let output = greeter_client_trusting(&both, &pki.rogue_client, &server, SERVER_ID).await;
     let line = error_line(&output);
     assert!(line.contains("alert"), "expected a TLS alert: {line}");
@@ -157,7 +137,9 @@ fn policy_allowing(id: &str) -> String {
 #[tokio::test]
 async fn policy_file_change_denies_next_call_on_same_connection() {
     let pki = Pki::new("greeter-policy");
-    let policy = pki.dir.write("policy.json", &policy_allowing(CLIENT_ID));
+    let policy = pki
+        .dir
+        .write_atomic("policy.json", policy_allowing(CLIENT_ID));
     let server = start_greeter(&pki, &["--policy", s(&policy)]).await;
 
     let (svid, bundles) = zt_examples::cli::load_material(&zt_examples::cli::Credentials {
@@ -196,7 +178,7 @@ async fn policy_file_change_denies_next_call_on_same_connection() {
         .unwrap();
 
     pki.dir
-        .write("policy.json", &policy_allowing(OTHER_CLIENT_ID));
+        .write_atomic("policy.json", policy_allowing(OTHER_CLIENT_ID));
     let status = within("the new policy to apply", async {
         loop {
             match greeter.say_hello(hello()).await {
@@ -215,23 +197,6 @@ async fn policy_file_change_denies_next_call_on_same_connection() {
 }
 
 // === Python grpcio ===
-
-/// `python3`, failing the test with how to get grpcio and grpcio-tools when they
-/// are missing.
-fn python_with_grpcio() -> PathBuf {
-    let python = tool("python3");
-    let check = std::process::Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools"])
-        .output()
-        .expect("run python3");
-    assert!(
-        check.status.success(),
-        "Python's grpcio and grpcio-tools are not installed; this test uses them as a real \
-         non-Rust gRPC client, and scripts/test installs them (pip install grpcio grpcio-tools): {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    python
-}
 
 /// Calls SayHello on `server` with grpcio, presenting `client`'s SVID. grpcio
 /// checks the server certificate's DNS name: the test server SVIDs carry

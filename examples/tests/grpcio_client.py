@@ -10,34 +10,17 @@ start, into a temporary directory, as a Python gRPC user would generate them.
 Prints "OK <message>" and exits 0, or "STATUS <CODE> <details>" and exits 1.
 """
 
-import importlib
 import os
 import sys
 import tempfile
 
 import grpc
-from grpc_tools import protoc
 
-PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto")
+import grpc_stubs
 
-
-def generate(out_dir: str):
-    """Generates helloworld_pb2 and helloworld_pb2_grpc into out_dir; imports them."""
-    code = protoc.main(
-        [
-            "grpc_tools.protoc",
-            "-I" + PROTO_DIR,
-            "--python_out=" + out_dir,
-            "--grpc_python_out=" + out_dir,
-            os.path.join(PROTO_DIR, "helloworld.proto"),
-        ]
-    )
-    if code != 0:
-        raise RuntimeError("grpc_tools.protoc failed with %d" % code)
-    sys.path.insert(0, out_dir)
-    return importlib.import_module("helloworld_pb2"), importlib.import_module(
-        "helloworld_pb2_grpc"
-    )
+PROTO = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "proto", "helloworld.proto"
+)
 
 
 def main() -> int:
@@ -49,7 +32,7 @@ def main() -> int:
     with open(key, "rb") as f:
         private_key = f.read()
     with tempfile.TemporaryDirectory() as out_dir:
-        messages, services = generate(out_dir)
+        messages, services = grpc_stubs.generate(PROTO, out_dir)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=roots, private_key=private_key, certificate_chain=chain
         )

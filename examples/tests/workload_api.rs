@@ -22,8 +22,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use zt_core::X509Svid;
 use zt_core::dev::{DevCa, SvidParams};
-use zt_core::rustls::pki_types::CertificateDer;
-use zt_core::rustls::pki_types::pem::PemObject;
 use zt_testkit::workload::FakeWorkloadApi;
 use zt_testkit::workload_proto::{X509svid, X509svidResponse};
 
@@ -69,54 +67,58 @@ fn served(fake: &mut FakeWorkloadApi) -> String {
     fake.endpoint()
 }
 
-// === curl, reading the certificate the server presented ===
-
-/// What one curl request showed.
-struct Curl {
-    /// The HTTP status, `000` without an answer.
-    status: String,
-    body: String,
-    /// The server's leaf, when the handshake got that far.
-    leaf: Option<Vec<u8>>,
-    stderr: String,
+/// Our trust domain and a federated partner: the files of a client of each, and a
+/// bundle file trusting ours.
+struct Federation {
+    _dir: TempDir,
+    ca: DevCa,
+    partner: DevCa,
+    bundle: std::path::PathBuf,
+    client: SvidFiles,
+    partner_client: SvidFiles,
 }
 
-async fn curl(server: &ExampleServer, client: &SvidFiles, bundle: &Path) -> Curl {
-    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
-    let output = run(
-        &tool("curl"),
+impl Federation {
+    fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let ca = new_ca("example.org");
+        let partner = new_ca("partner.org");
+        let bundle = dir.write_atomic("bundle.pem", ca.bundle_pem());
+        let client = write_svid(&dir, "client", &ca, CLIENT_ID);
+        let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+        Self {
+            _dir: dir,
+            ca,
+            partner,
+            bundle,
+            client,
+            partner_client,
+        }
+    }
+}
+
+/// echo-server on the Workload API at `endpoint`, allowing our client and the
+/// partner's.
+async fn echo_server_on(endpoint: &str) -> ExampleServer {
+    ExampleServer::launch(
+        "echo-server",
         &[
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--cert",
-            s(&client.cert),
-            "--key",
-            s(&client.key),
-            "--cacert",
-            s(bundle),
-            "--resolve",
-            &resolve,
-            "--write-out",
-            "\n%{http_code}\n%{certs}",
-            &server.url("/whoami"),
+            "--workload-api",
+            endpoint,
+            "--allow",
+            CLIENT_ID,
+            "--allow",
+            PARTNER_CLIENT_ID,
         ],
     )
-    .await;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, rest) = stdout.split_once('\n').unwrap_or(("", &stdout));
-    let (status, certs) = rest.split_once('\n').unwrap_or((rest, ""));
-    let leaf = CertificateDer::pem_slice_iter(certs.as_bytes())
-        .next()
-        .and_then(Result::ok)
-        .map(|cert| cert.to_vec());
-    Curl {
-        status: status.trim().to_owned(),
-        body: body.to_owned(),
-        leaf,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    .await
+}
+
+// === curl, reading the certificate the server presented ===
+
+/// `curl` GET `/whoami` on `server` with `client`'s SVID, trusting `bundle`.
+async fn whoami(server: &ExampleServer, client: &SvidFiles, bundle: &Path) -> Curl {
+    curl(server, client, bundle, "/whoami", &[]).await
 }
 
 /// Polls with curl until the server presents `leaf` or `within` passes.
@@ -129,7 +131,7 @@ async fn wait_presented(
 ) -> Duration {
     let start = Instant::now();
     loop {
-        let answer = curl(server, client, bundle).await;
+        let answer = whoami(server, client, bundle).await;
         if answer.leaf.as_deref() == Some(leaf) {
             return start.elapsed();
         }
@@ -144,37 +146,47 @@ async fn wait_presented(
     }
 }
 
+/// Polls with curl until the server refuses `client` at the handshake (no HTTP
+/// status) or `within` passes.
+async fn wait_refused(server: &ExampleServer, client: &SvidFiles, bundle: &Path, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let answer = whoami(server, client, bundle).await;
+        if answer.status == "000" {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "the withdrawn partner is still served: {} {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // === echo-server on the Workload API ===
 
 #[tokio::test]
 async fn echo_server_on_the_workload_api_serves_rotates_follows_federation_and_keeps_the_last_good()
 {
-    let dir = TempDir::new("wapi-echo");
-    let ca = new_ca("example.org");
-    let partner = new_ca("partner.org");
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
-    let client = write_svid(&dir, "client", &ca, CLIENT_ID);
-    let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+    let Federation {
+        _dir,
+        ca,
+        partner,
+        bundle,
+        client,
+        partner_client,
+    } = Federation::new("wapi-echo");
     let first = server_svid(&ca);
     let mut fake = FakeWorkloadApi::new(federating(update(&first, &ca), &partner));
     let endpoint = served(&mut fake);
     // `unix:/path`, the short form, as well as the fake's `unix:///path`.
     let short = endpoint.replacen("unix://", "unix:", 1);
-    let server = ExampleServer::launch(
-        "echo-server",
-        &[
-            "--workload-api",
-            &short,
-            "--allow",
-            CLIENT_ID,
-            "--allow",
-            PARTNER_CLIENT_ID,
-        ],
-    )
-    .await;
+    let server = echo_server_on(&short).await;
 
     // curl gets its ID from a server presenting the Workload API's SVID.
-    let answer = curl(&server, &client, &bundle).await;
+    let answer = whoami(&server, &client, &bundle).await;
     assert_eq!(answer.status, "200", "{}", answer.stderr);
     assert!(answer.body.contains(CLIENT_ID), "{}", answer.body);
     assert_eq!(answer.leaf.as_deref(), Some(first.leaf().as_ref()));
@@ -193,24 +205,11 @@ async fn echo_server_on_the_workload_api_serves_rotates_follows_federation_and_k
     eprintln!("rotated SVID presented {took:?} after the update");
 
     // The federated partner is trusted while its bundle is streamed...
-    let answer = curl(&server, &partner_client, &bundle).await;
+    let answer = whoami(&server, &partner_client, &bundle).await;
     assert_eq!(answer.status, "200", "{}", answer.stderr);
     // ...and refused at the handshake once the bundle is withdrawn.
     fake.update(update(&second, &ca));
-    let start = Instant::now();
-    loop {
-        let answer = curl(&server, &partner_client, &bundle).await;
-        if answer.status == "000" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the withdrawn partner is still served: {} {}",
-            answer.status,
-            answer.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_refused(&server, &partner_client, &bundle, Duration::from_secs(10)).await;
 
     // An update whose key does not match its certificate is refused; the last good
     // SVID keeps serving.
@@ -241,7 +240,7 @@ async fn echo_server_on_the_workload_api_serves_rotates_follows_federation_and_k
         "{}",
         server.log.lock().unwrap()
     );
-    let answer = curl(&server, &client, &bundle).await;
+    let answer = whoami(&server, &client, &bundle).await;
     assert_eq!(answer.status, "200", "{}", answer.stderr);
     assert_eq!(answer.leaf.as_deref(), Some(second.leaf().as_ref()));
 }
@@ -347,18 +346,16 @@ async fn files_and_workload_api_together_or_neither_are_usage_errors() {
     let pki = Pki::new("wapi-usage");
     for (args, expected) in [
         (
-            vec![
-                "--allow",
-                CLIENT_ID,
-                "--workload-api",
-                "unix:///tmp/agent.sock",
-                "--cert",
-                s(&pki.server.cert),
-                "--key",
-                s(&pki.server.key),
-                "--bundle",
-                s(&pki.bundle),
-            ],
+            [
+                &[
+                    "--allow",
+                    CLIENT_ID,
+                    "--workload-api",
+                    "unix:///tmp/agent.sock",
+                ][..],
+                &file_args(&pki.server, &pki.bundle),
+            ]
+            .concat(),
             "cannot be used with",
         ),
         (
@@ -366,18 +363,11 @@ async fn files_and_workload_api_together_or_neither_are_usage_errors() {
             "required arguments were not provided",
         ),
         (
-            vec![
-                "--allow",
-                CLIENT_ID,
-                "--svid-hint",
-                "web",
-                "--cert",
-                s(&pki.server.cert),
-                "--key",
-                s(&pki.server.key),
-                "--bundle",
-                s(&pki.bundle),
-            ],
+            [
+                &["--allow", CLIENT_ID, "--svid-hint", "web"][..],
+                &file_args(&pki.server, &pki.bundle),
+            ]
+            .concat(),
             "use them with --workload-api",
         ),
         (
@@ -416,21 +406,10 @@ struct PythonWorkloadApi {
 
 impl PythonWorkloadApi {
     async fn start() -> Self {
-        let python = tool("python3");
-        let check = std::process::Command::new(&python)
-            .args(["-c", "import grpc, grpc_tools"])
-            .output()
-            .expect("run python3");
-        assert!(
-            check.status.success(),
-            "Python's grpcio and grpcio-tools are not installed; this test runs an \
-             independent Workload API server with them, and scripts/test installs them \
-             (pip install grpcio grpcio-tools): {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        let python = python_with_grpcio();
         // Unix socket paths are short: stay near the root of the temp dir.
         let dir = TempDir::new("pywapi");
-        let socket = dir.dir().join("agent.sock");
+        let socket = dir.path().join("agent.sock");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload_api_server.py");
         let mut child = Command::new(&python)
             .arg(&script)
@@ -497,31 +476,22 @@ impl PythonWorkloadApi {
 
 #[tokio::test]
 async fn echo_server_follows_rotation_and_withdrawal_from_a_python_grpcio_workload_api() {
-    let dir = TempDir::new("pywapi-echo");
-    let ca = new_ca("example.org");
-    let partner = new_ca("partner.org");
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
-    let client = write_svid(&dir, "client", &ca, CLIENT_ID);
-    let partner_client = write_svid(&dir, "partner", &partner, PARTNER_CLIENT_ID);
+    let Federation {
+        _dir,
+        ca,
+        partner,
+        bundle,
+        client,
+        partner_client,
+    } = Federation::new("pywapi-echo");
     let mut agent = PythonWorkloadApi::start().await;
     let first = server_svid(&ca);
     agent.send(&federating(update(&first, &ca), &partner)).await;
-    let server = ExampleServer::launch(
-        "echo-server",
-        &[
-            "--workload-api",
-            &agent.endpoint(),
-            "--allow",
-            CLIENT_ID,
-            "--allow",
-            PARTNER_CLIENT_ID,
-        ],
-    )
-    .await;
-    let answer = curl(&server, &client, &bundle).await;
+    let server = echo_server_on(&agent.endpoint()).await;
+    let answer = whoami(&server, &client, &bundle).await;
     assert_eq!(answer.status, "200", "{}", answer.stderr);
     assert_eq!(answer.leaf.as_deref(), Some(first.leaf().as_ref()));
-    let answer = curl(&server, &partner_client, &bundle).await;
+    let answer = whoami(&server, &partner_client, &bundle).await;
     assert_eq!(answer.status, "200", "{}", answer.stderr);
 
     // Rotation.
@@ -540,19 +510,7 @@ async fn echo_server_follows_rotation_and_withdrawal_from_a_python_grpcio_worklo
 
     // Withdrawal of the federated bundle.
     agent.send(&update(&second, &ca)).await;
-    let start = Instant::now();
-    loop {
-        let answer = curl(&server, &partner_client, &bundle).await;
-        if answer.status == "000" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the withdrawn partner is still served: {}",
-            answer.status
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let answer = curl(&server, &client, &bundle).await;
+    wait_refused(&server, &partner_client, &bundle, Duration::from_secs(10)).await;
+    let answer = whoami(&server, &client, &bundle).await;
     assert_eq!(answer.status, "200", "{}", answer.stderr);
 }

@@ -19,7 +19,6 @@ to the open streams.
 """
 
 import base64
-import importlib
 import json
 import os
 import sys
@@ -28,32 +27,17 @@ import threading
 from concurrent import futures
 
 import grpc
-import grpc_tools
-from grpc_tools import protoc
 
-PROTO_DIR = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "testkit", "proto"
+import grpc_stubs
+
+PROTO = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "..",
+    "..",
+    "testkit",
+    "proto",
+    "workload.proto",
 )
-WELL_KNOWN = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-
-
-def generate(out_dir):
-    code = protoc.main(
-        [
-            "grpc_tools.protoc",
-            "-I" + PROTO_DIR,
-            "-I" + WELL_KNOWN,
-            "--python_out=" + out_dir,
-            "--grpc_python_out=" + out_dir,
-            os.path.join(PROTO_DIR, "workload.proto"),
-        ]
-    )
-    if code != 0:
-        raise RuntimeError("grpc_tools.protoc failed with %d" % code)
-    sys.path.insert(0, out_dir)
-    return importlib.import_module("workload_pb2"), importlib.import_module(
-        "workload_pb2_grpc"
-    )
 
 
 class State:
@@ -126,7 +110,7 @@ def servicer_class(services):
 def main():
     socket_path = sys.argv[1]
     with tempfile.TemporaryDirectory() as out_dir:
-        messages, services = generate(out_dir)
+        messages, services = grpc_stubs.generate(PROTO, out_dir)
         state = State()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         services.add_SpiffeWorkloadAPIServicer_to_server(

@@ -33,7 +33,7 @@ async fn dev_certs(out: &Path, extra: &[&str]) -> Output {
 
 /// Writes SVIDs for `API` (also named `localhost`) and `WEB` into `dir/out`.
 async fn write_api_and_web(dir: &TempDir) -> PathBuf {
-    let out = dir.path("out");
+    let out = dir.join("out");
     let output = dev_certs(
         &out,
         &[
@@ -183,7 +183,7 @@ async fn ttl_sets_the_svid_lifetime() {
 #[tokio::test]
 async fn output_lists_the_files_and_stderr_warns_development_only() {
     let dir = TempDir::new("dev-certs-output");
-    let out = dir.path("out");
+    let out = dir.join("out");
     let output = dev_certs(&out, &["--id", WEB]).await;
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -200,17 +200,17 @@ async fn output_lists_the_files_and_stderr_warns_development_only() {
 #[tokio::test]
 async fn id_outside_the_trust_domain_exits_2() {
     let dir = TempDir::new("dev-certs-foreign");
-    let output = dev_certs(&dir.path("out"), &["--id", "spiffe://other.org/api"]).await;
+    let output = dev_certs(&dir.join("out"), &["--id", "spiffe://other.org/api"]).await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not in trust domain example.org"));
-    assert!(!dir.path("out").exists(), "nothing may be written");
+    assert!(!dir.join("out").exists(), "nothing may be written");
 }
 
 #[tokio::test]
 async fn ids_sharing_a_directory_name_exit_2() {
     let dir = TempDir::new("dev-certs-collision");
     let output = dev_certs(
-        &dir.path("out"),
+        &dir.join("out"),
         &[
             "--id",
             "spiffe://example.org/a/b",
@@ -226,7 +226,7 @@ async fn ids_sharing_a_directory_name_exit_2() {
 #[tokio::test]
 async fn ttl_beyond_the_ca_lifetime_exits_2() {
     let dir = TempDir::new("dev-certs-long-ttl");
-    let output = dev_certs(&dir.path("out"), &["--id", WEB, "--ttl", "2d"]).await;
+    let output = dev_certs(&dir.join("out"), &["--id", WEB, "--ttl", "2d"]).await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("at most 24h"));
 }
@@ -279,8 +279,8 @@ async fn echo_server_with_written_files_answers_curl_with_written_client_files()
 #[tokio::test]
 async fn a_symlinked_identity_directory_is_refused_and_nothing_is_written_through_it() {
     let dir = TempDir::new("dev-certs-symlink");
-    let out = dir.path("out");
-    let elsewhere = dir.path("elsewhere");
+    let out = dir.join("out");
+    let elsewhere = dir.join("elsewhere");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
     // `spiffe://example.org/api` is written to `out/api/`: plant a link there.
@@ -301,7 +301,7 @@ async fn a_symlinked_identity_directory_is_refused_and_nothing_is_written_throug
 async fn a_world_writable_output_directory_is_refused() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = TempDir::new("dev-certs-world-writable");
-    let out = dir.path("out");
+    let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
     let output = dev_certs(&out, &["--id", API]).await;
@@ -318,8 +318,8 @@ async fn a_world_writable_output_directory_is_refused() {
 #[tokio::test]
 async fn ca_dir_keeps_the_ca_so_reissuing_one_id_leaves_the_others_valid() {
     let dir = TempDir::new("dev-certs-ca-dir");
-    let out = dir.path("out");
-    let ca_dir = dir.path("ca");
+    let out = dir.join("out");
+    let ca_dir = dir.join("ca");
     let first = dev_certs(&out, &["--id", API, "--id", WEB, "--ca-dir", s(&ca_dir)]).await;
     assert!(first.status.success(), "{}", describe(&first));
     let web_before = read(&out.join("frontend-web/svid.pem"));
@@ -368,8 +368,8 @@ async fn ca_dir_keeps_the_ca_so_reissuing_one_id_leaves_the_others_valid() {
 #[tokio::test]
 async fn ca_dir_of_another_trust_domain_is_refused() {
     let dir = TempDir::new("dev-certs-ca-dir-other");
-    let ca_dir = dir.path("ca");
-    let first = dev_certs(&dir.path("out"), &["--id", API, "--ca-dir", s(&ca_dir)]).await;
+    let ca_dir = dir.join("ca");
+    let first = dev_certs(&dir.join("out"), &["--id", API, "--ca-dir", s(&ca_dir)]).await;
     assert!(first.status.success(), "{}", describe(&first));
     let output = run(
         &example("zt-dev-certs"),
@@ -377,7 +377,7 @@ async fn ca_dir_of_another_trust_domain_is_refused() {
             "--trust-domain",
             "other.org",
             "--out",
-            s(&dir.path("out2")),
+            s(&dir.join("out2")),
             "--id",
             "spiffe://other.org/api",
             "--ca-dir",

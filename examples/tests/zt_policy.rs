@@ -46,7 +46,7 @@ async fn zt_policy(args: &[&str]) -> (Option<i32>, String, Output) {
 }
 
 fn policy_file(dir: &TempDir, name: &str, text: &str) -> String {
-    s(&dir.write(name, text)).to_owned()
+    s(&dir.write_atomic(name, text)).to_owned()
 }
 
 #[tokio::test]
@@ -357,7 +357,7 @@ async fn lint_of_invalid_policy_exits_2_with_the_location() {
 #[tokio::test]
 async fn lint_of_missing_file_exits_2() {
     let dir = TempDir::new("lint-missing");
-    let missing = dir.path("absent.yaml");
+    let missing = dir.join("absent.yaml");
     let (code, _, output) = zt_policy(&["lint", s(&missing)]).await;
     assert_eq!(code, Some(2), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read policy file"));

@@ -1,8 +1,16 @@
-//! Test support for zt's own test suites: the gRPC services they run, generated
-//! from their `.proto` files with tonic's codegen (see `build.rs`), and a SPIFFE
-//! Workload API endpoint built on the generated server.
+//! Test support for zt's own test suites:
 //!
-//! This crate depends on no zt crate, so every zt crate can use it in its tests.
+//! - [`ca`]: a test PKI built on rcgen directly (root CA per trust domain,
+//!   intermediates, X.509-SVIDs and deliberately defective ones), independent of
+//!   `zt_core::dev`, so zt is tested against certificates it did not make;
+//! - [`TempDir`]: a scratch directory removed on drop;
+//! - [`policy`]: generated policy documents of any size;
+//! - the gRPC services the tests run, generated from their `.proto` files with
+//!   tonic's codegen (see `build.rs`), and a SPIFFE Workload API endpoint built on
+//!   the generated server ([`workload`]).
+//!
+//! This crate depends on no zt crate, so every zt crate can use it in its tests;
+//! tests convert its DER and PEM into zt types where they use them.
 
 #![allow(clippy::expect_used, clippy::panic)]
 
@@ -32,4 +40,9 @@ pub mod workload_proto {
     tonic::include_proto!("_");
 }
 
+pub mod ca;
+pub mod policy;
+mod tempdir;
 pub mod workload;
+
+pub use tempdir::TempDir;

@@ -19,6 +19,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Code, Request, Response, Status};
 
+use crate::TempDir;
 use crate::workload_proto::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
 };
@@ -118,7 +119,8 @@ struct State {
 /// [`serve`](FakeWorkloadApi::serve) listens.
 #[derive(Debug)]
 pub struct FakeWorkloadApi {
-    dir: PathBuf,
+    /// Holds the socket; removed on drop.
+    _dir: TempDir,
     socket: PathBuf,
     state: Arc<State>,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
@@ -136,14 +138,10 @@ impl FakeWorkloadApi {
     }
 
     fn with_reply(reply: Reply) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // Unix socket paths are short (108 bytes): stay near the root of the temp dir.
-        let dir = std::env::temp_dir().join(format!("zt-wapi-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("socket directory");
+        let dir = TempDir::new("wapi");
         Self {
             socket: dir.join("agent.sock"),
-            dir,
+            _dir: dir,
             state: Arc::new(State {
                 reply: watch::channel(reply).0,
                 epoch: watch::channel(0).0,
@@ -272,7 +270,6 @@ impl Drop for FakeWorkloadApi {
             let _ = shutdown.send(());
             task.abort();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -15,7 +15,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::ServerName;
@@ -31,6 +30,7 @@ use zt_core::{
     BundleSet, IdMatcher, Identity, IdentitySource, PeerIdentity, PeerRole, SpiffeId, StaticSource,
     SvidError,
 };
+use zt_testkit::TempDir;
 
 /// Upper bound for any child process or handshake; a hang fails the test.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -64,40 +64,6 @@ impl Version {
             Self::Tls13 => ProtocolVersion::TLSv1_3,
             Self::Tls12 => ProtocolVersion::TLSv1_2,
         }
-    }
-}
-
-/// A scratch directory for PEM files, removed on drop (also when a test panics).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "zt-openssl-interop-{}-{n}-{tag}",
-            std::process::id()
-        ));
-        // A stale directory of a previous process with the same pid.
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::write(&path, contents).expect("write temp file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -360,13 +326,13 @@ async fn zt_client_get(
 async fn openssl_s_client_with_valid_svid_completes_handshake_with_zt_server() {
     let ca = new_ca();
     let dir = TempDir::new("valid-client");
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let bundle = dir.write("bundle.pem", ca.bundle_pem());
     let (cert, key) = write_svid(&dir, "client", &ca, SvidParams::new(id(CLIENT_ID)));
     let (_source, identity) = zt_identity(&ca, SERVER_ID);
 
     for version in VERSIONS {
         let (port, server) = zt_server_once(identity.clone()).await;
-        let sess_out = dir.path(&format!("session{}.pem", version.flag()));
+        let sess_out = dir.join(format!("session{}.pem", version.flag()));
         let output = s_client(
             port,
             &bundle,
@@ -420,7 +386,7 @@ async fn s_client_refused(
     alert: &str,
 ) {
     let dir = TempDir::new("refused-client");
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let bundle = dir.write("bundle.pem", ca.bundle_pem());
     let (cert, key) = write_svid(&dir, "client", issuer, params);
     let (_source, identity) = zt_identity(ca, SERVER_ID);
 
@@ -504,7 +470,7 @@ async fn openssl_s_client_with_expired_svid_sees_certificate_expired() {
 async fn openssl_s_client_without_client_certificate_is_refused() {
     let ca = new_ca();
     let dir = TempDir::new("no-client-cert");
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let bundle = dir.write("bundle.pem", ca.bundle_pem());
     let (_source, identity) = zt_identity(&ca, SERVER_ID);
 
     for version in VERSIONS {
@@ -538,7 +504,7 @@ async fn openssl_s_client_without_client_certificate_is_refused() {
 async fn zt_client_accepts_openssl_s_server_presenting_expected_svid() {
     let ca = new_ca();
     let dir = TempDir::new("valid-server");
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let bundle = dir.write("bundle.pem", ca.bundle_pem());
     let (cert, key) = write_svid(&dir, "server", &ca, SvidParams::new(id(SERVER_ID)));
     let (_source, identity) = zt_identity(&ca, CLIENT_ID);
 
@@ -568,7 +534,7 @@ async fn zt_client_errors(
     ca: &DevCa,
 ) -> Vec<(Version, io::Error)> {
     let dir = TempDir::new("refused-server");
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let bundle = dir.write("bundle.pem", ca.bundle_pem());
     let (cert, key) = write_svid(&dir, "server", issuer, server_params);
     let (_source, identity) = zt_identity(ca, CLIENT_ID);
     let mut errors = Vec::new();

@@ -51,6 +51,7 @@ use zt_core::tls::ClientConfigBuilder;
 use zt_core::{
     BundleSet, FileLayout, FileSource, IdMatcher, IdentitySource, Policy, PolicyStore, StaticSource,
 };
+use zt_testkit::TempDir;
 use zt_tower::{Authorize, Server};
 
 const TRUST_DOMAIN: &str = "example.org";
@@ -84,24 +85,6 @@ fn soak_duration() -> Duration {
 
 // === the files ===
 
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("zt-soak-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// One server's credential files, in the layout of the issuer that writes them.
 enum Credentials {
     /// A Kubernetes Secret volume: `tls.crt`, `tls.key` and `ca.crt` link through
@@ -126,7 +109,7 @@ impl Credentials {
         this.rotate(chain, key, bundle);
         if let Self::Kubernetes { dir, .. } = &this {
             for name in ["tls.crt", "tls.key", "ca.crt"] {
-                std::os::unix::fs::symlink(format!("..data/{name}"), dir.0.join(name)).unwrap();
+                std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
             }
         }
         this
@@ -134,16 +117,16 @@ impl Credentials {
 
     fn helper(chain: &str, key: &str, bundle: &str) -> Self {
         let dir = TempDir::new("helper");
-        std::fs::write(dir.0.join("svid.pem"), chain).unwrap();
-        std::fs::write(dir.0.join("svid_key.pem"), key).unwrap();
-        std::fs::write(dir.0.join("svid_bundle.pem"), bundle).unwrap();
+        std::fs::write(dir.join("svid.pem"), chain).unwrap();
+        std::fs::write(dir.join("svid_key.pem"), key).unwrap();
+        std::fs::write(dir.join("svid_bundle.pem"), bundle).unwrap();
         Self::Helper { dir, rotations: 0 }
     }
 
     fn layout(&self) -> FileLayout {
         match self {
-            Self::Kubernetes { dir, .. } => FileLayout::kubernetes_tls(&dir.0),
-            Self::Helper { dir, .. } => FileLayout::spiffe_helper(&dir.0),
+            Self::Kubernetes { dir, .. } => FileLayout::kubernetes_tls(dir.path()),
+            Self::Helper { dir, .. } => FileLayout::spiffe_helper(dir.path()),
         }
     }
 
@@ -156,14 +139,14 @@ impl Credentials {
             } => {
                 *swaps += 1;
                 let name = format!("..2026_01_01_00_00_00.{swaps}");
-                let data = dir.0.join(&name);
+                let data = dir.join(&name);
                 std::fs::create_dir(&data).unwrap();
                 std::fs::write(data.join("tls.crt"), chain).unwrap();
                 std::fs::write(data.join("tls.key"), key).unwrap();
                 std::fs::write(data.join("ca.crt"), bundle).unwrap();
-                let link = dir.0.join("..data_tmp");
+                let link = dir.join("..data_tmp");
                 std::os::unix::fs::symlink(&name, &link).unwrap();
-                std::fs::rename(&link, dir.0.join("..data")).unwrap();
+                std::fs::rename(&link, dir.join("..data")).unwrap();
                 if let Some(old) = current.replace(data) {
                     std::fs::remove_dir_all(old).unwrap();
                 }
@@ -171,7 +154,7 @@ impl Credentials {
             Self::Helper { dir, rotations } => {
                 *rotations += 1;
                 for (name, contents) in [("svid.pem", chain), ("svid_key.pem", key)] {
-                    let path = dir.0.join(name);
+                    let path = dir.join(name);
                     if rotations.is_multiple_of(2) {
                         std::fs::write(&path, contents).unwrap();
                     } else {
@@ -472,7 +455,7 @@ async fn mixed_load_through_rotations_and_policy_reloads_never_fails_or_wrongly_
 
     // The servers: identities and the policy from watched files.
     let policy_dir = TempDir::new("policy");
-    let policy_path = policy_dir.0.join("policy.json");
+    let policy_path = policy_dir.join("policy.json");
     std::fs::write(&policy_path, Flip::Allow.document()).unwrap();
     let store = PolicyStore::new(Policy::load(&policy_path).unwrap());
     let _policy_watch = store.watch_file(&policy_path).unwrap();
@@ -613,7 +596,7 @@ async fn mixed_load_through_rotations_and_policy_reloads_never_fails_or_wrongly_
             next_reload += RELOAD_PERIOD;
             flip = flip.other();
             if reloads.is_multiple_of(2) {
-                let staged = policy_dir.0.join("policy.json.new");
+                let staged = policy_dir.join("policy.json.new");
                 std::fs::write(&staged, flip.document()).unwrap();
                 std::fs::rename(&staged, &policy_path).unwrap();
             } else {

@@ -684,22 +684,17 @@ async fn ca_certificate_as_leaf_is_rejected() {
     assert_rejected_keeps_last_good(
         "ca-leaf",
         |h, _| {
-            use rcgen::{
-                BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType,
-            };
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::default();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            params
-                .subject_alt_names
-                .push(SanType::URI(SERVER_ID.try_into().unwrap()));
-            let cert = params.self_signed(&key).unwrap();
-            write_in_place(&h.chain(), &cert.pem());
-            write_in_place(&h.key(), &key.serialize_pem());
+            use zt_testkit::ca::{KeyUsagePurpose, LeafSpec, self_signed_leaf};
+            let leaf = self_signed_leaf(&LeafSpec {
+                is_ca: true,
+                key_usages: vec![
+                    KeyUsagePurpose::KeyCertSign,
+                    KeyUsagePurpose::DigitalSignature,
+                ],
+                ..LeafSpec::valid(SERVER_ID)
+            });
+            write_in_place(&h.chain(), &leaf.chain_pem());
+            write_in_place(&h.key(), &leaf.key_pem());
         },
         HelperDir::chain,
         |k| matches!(k, FileErrorKind::Svid(SvidError::LeafIsCa)),

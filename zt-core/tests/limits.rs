@@ -11,12 +11,8 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zt_core::dev::DevCa;
 use zt_core::id::{MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};
 use zt_core::{
@@ -24,6 +20,7 @@ use zt_core::{
     MAX_SVID_PEM_BYTES, PatternError, PeerIdentity, PeerRole, SpiffeId, SvidError, TrustDomain,
     X509Bundle, X509Svid, verify_peer_chain,
 };
+use zt_testkit::ca::{CustomExtension, LeafSpec, TestCa, authorities, pem};
 
 fn td(name: &str) -> TrustDomain {
     name.parse().unwrap()
@@ -37,17 +34,6 @@ fn id(s: &str) -> SpiffeId {
 fn id_of_len(trust_domain: &str, len: usize) -> String {
     let prefix = format!("spiffe://{trust_domain}/");
     format!("{prefix}{}", "a".repeat(len - prefix.len()))
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 fn jwk(der: &[u8]) -> serde_json::Value {
@@ -72,77 +58,30 @@ fn verify(
     )
 }
 
-/// A CA built with rcgen directly, for certificates the dev CA will not mint.
-struct RawCa {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
+/// The bundle set holding `ca`'s root as example.org's authority.
+fn bundle_of(ca: &TestCa) -> BundleSet {
+    BundleSet::new().with(X509Bundle::new(td("example.org"), vec![ca.root_cert().clone()]).unwrap())
 }
 
-fn ca_params(common_name: &str) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let now = SystemTime::now();
-    params.not_before = (now - Duration::from_secs(3600)).into();
-    params.not_after = (now + Duration::from_secs(3600)).into();
-    params
+/// A leaf of `ca` with `uri` as its only URI SAN and `extensions` added.
+fn leaf(
+    ca: &TestCa,
+    uri: &str,
+    extensions: Vec<CustomExtension>,
+) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let credential = ca.issue(&LeafSpec {
+        custom_extensions: extensions,
+        ..LeafSpec::valid(uri)
+    });
+    (credential.leaf().clone(), credential.key)
 }
 
-impl RawCa {
-    fn new(common_name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let params = ca_params(common_name);
-        let der = params.self_signed(&key).unwrap().der().clone();
-        Self {
-            issuer: Issuer::new(params, key),
-            der,
-        }
-    }
-
-    fn bundle(&self, trust_domain: &str) -> BundleSet {
-        BundleSet::new().with(X509Bundle::new(td(trust_domain), vec![self.der.clone()]).unwrap())
-    }
-
-    /// A leaf with `uri` as its only URI SAN and `extensions` added.
-    fn leaf(
-        &self,
-        uri: &str,
-        extensions: Vec<CustomExtension>,
-    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params
-            .subject_alt_names
-            .push(SanType::URI(uri.to_owned().try_into().unwrap()));
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = SystemTime::now();
-        params.not_before = (now - Duration::from_secs(60)).into();
-        params.not_after = (now + Duration::from_secs(600)).into();
-        params.custom_extensions = extensions;
-        let der = params.signed_by(&key, &self.issuer).unwrap().der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (der, key)
-    }
-}
-
-/// `count` self-signed CA certificates with distinct names sharing one key (key
-/// generation would dominate otherwise; each is still a valid, distinct authority).
+/// `count` self-signed CA certificates of example.org named by `name`.
 fn filler_authorities(
     count: usize,
     name: impl Fn(usize) -> String,
 ) -> Vec<CertificateDer<'static>> {
-    let key = KeyPair::generate().unwrap();
-    (0..count)
-        .map(|i| ca_params(&name(i)).self_signed(&key).unwrap().der().clone())
-        .collect()
+    authorities("example.org", (0..count).map(name))
 }
 
 // === SPIFFE IDs ===
@@ -238,20 +177,20 @@ fn trust_domain_of_256_bytes_is_refused_by_every_entry_point() {
 
 #[test]
 fn leaf_whose_uri_san_is_over_max_len_is_refused_with_the_id_error() {
-    let ca = RawCa::new("raw CA");
-    let (leaf, key) = ca.leaf(&id_of_len("example.org", MAX_ID_LEN + 1), Vec::new());
+    let ca = TestCa::new("example.org");
+    let (leaf, key) = leaf(&ca, &id_of_len("example.org", MAX_ID_LEN + 1), Vec::new());
     let err = X509Svid::from_der(vec![leaf.clone()], key).unwrap_err();
     assert_eq!(err, SvidError::InvalidSpiffeId(IdError::TooLong));
-    let err = verify(&[leaf], &ca.bundle("example.org")).unwrap_err();
+    let err = verify(&[leaf], &bundle_of(&ca)).unwrap_err();
     assert_eq!(err, SvidError::InvalidSpiffeId(IdError::TooLong));
 }
 
 #[test]
 fn leaf_whose_uri_san_is_exactly_max_len_verifies() {
-    let ca = RawCa::new("raw CA");
+    let ca = TestCa::new("example.org");
     let uri = id_of_len("example.org", MAX_ID_LEN);
-    let (leaf, _) = ca.leaf(&uri, Vec::new());
-    let verified = verify(&[leaf], &ca.bundle("example.org")).unwrap();
+    let (leaf, _) = leaf(&ca, &uri, Vec::new());
+    let verified = verify(&[leaf], &bundle_of(&ca)).unwrap();
     assert_eq!(verified.id().as_str(), uri);
 }
 
@@ -376,18 +315,18 @@ fn chain_deeper_than_max_chain_len_is_refused_before_path_building() {
 
 /// A leaf carrying `count` private, non-critical extensions of 4 KiB each.
 fn leaf_with_extensions(
-    ca: &RawCa,
+    ca: &TestCa,
     count: u64,
 ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     let extensions = (0..count)
         .map(|i| CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, i], vec![0x04; 4096]))
         .collect();
-    ca.leaf("spiffe://example.org/big", extensions)
+    leaf(ca, "spiffe://example.org/big", extensions)
 }
 
 #[test]
 fn leaf_of_60_kib_of_extensions_loads_and_verifies() {
-    let ca = RawCa::new("raw CA");
+    let ca = TestCa::new("example.org");
     let (leaf, key) = leaf_with_extensions(&ca, 15);
     assert!(
         leaf.len() > 60 * 1024 && leaf.len() < 64 * 1024,
@@ -398,22 +337,19 @@ fn leaf_of_60_kib_of_extensions_loads_and_verifies() {
     let key_pem = pem("PRIVATE KEY", key.secret_der());
     let svid = X509Svid::from_pem(chain_pem.as_bytes(), key_pem.as_bytes()).unwrap();
     assert_eq!(svid.id().path(), "/big");
-    assert_eq!(
-        verify(&[leaf], &ca.bundle("example.org")).unwrap().id(),
-        svid.id()
-    );
+    assert_eq!(verify(&[leaf], &bundle_of(&ca)).unwrap().id(), svid.id());
 }
 
 #[test]
 fn leaf_over_64_kib_loads_but_is_refused_as_malformed_by_verification() {
     // webpki reads certificates of at most 65535 bytes (a two-byte DER length), as a
     // TLS handshake message could not carry more anyway.
-    let ca = RawCa::new("raw CA");
+    let ca = TestCa::new("example.org");
     let (leaf, key) = leaf_with_extensions(&ca, 16);
     assert!(leaf.len() > 64 * 1024, "{}", leaf.len());
     let svid = X509Svid::from_der(vec![leaf.clone()], key).unwrap();
     assert_eq!(svid.id().path(), "/big");
-    let err = verify(&[leaf], &ca.bundle("example.org")).unwrap_err();
+    let err = verify(&[leaf], &bundle_of(&ca)).unwrap_err();
     assert!(
         matches!(err, SvidError::Malformed { index: 0, .. }),
         "{err:?}"
@@ -480,10 +416,10 @@ fn bundle_with_ten_thousand_authorities_loads_and_vouches_for_its_svids() {
 }
 
 /// A bundle whose signing CA comes after `ahead` other authorities with its very name.
-fn bundle_with_same_name_authorities_ahead(ahead: usize) -> (RawCa, BundleSet) {
-    let ca = RawCa::new("shared name");
+fn bundle_with_same_name_authorities_ahead(ahead: usize) -> (TestCa, BundleSet) {
+    let ca = TestCa::named("example.org", "shared name");
     let mut authorities = filler_authorities(ahead, |_| "shared name".to_owned());
-    authorities.push(ca.der.clone());
+    authorities.push(ca.cert().clone());
     let bundle = X509Bundle::new(td("example.org"), authorities).unwrap();
     (ca, BundleSet::new().with(bundle))
 }
@@ -491,7 +427,7 @@ fn bundle_with_same_name_authorities_ahead(ahead: usize) -> (RawCa, BundleSet) {
 #[test]
 fn svid_verifies_behind_99_authorities_of_its_issuers_name() {
     let (ca, bundles) = bundle_with_same_name_authorities_ahead(99);
-    let (leaf, _) = ca.leaf("spiffe://example.org/api", Vec::new());
+    let (leaf, _) = leaf(&ca, "spiffe://example.org/api", Vec::new());
     assert_eq!(verify(&[leaf], &bundles).unwrap().id().path(), "/api");
 }
 
@@ -500,7 +436,7 @@ fn svid_behind_100_authorities_of_its_issuers_name_exhausts_the_signature_budget
     // webpki matches issuers by name and tries at most 100 signatures per
     // verification; the 101st candidate is never tried. zt fails closed here.
     let (ca, bundles) = bundle_with_same_name_authorities_ahead(100);
-    let (leaf, _) = ca.leaf("spiffe://example.org/api", Vec::new());
+    let (leaf, _) = leaf(&ca, "spiffe://example.org/api", Vec::new());
     assert_eq!(
         verify(&[leaf], &bundles).unwrap_err(),
         SvidError::Path("MaximumSignatureChecksExceeded".into())
@@ -577,17 +513,19 @@ fn deeply_nested_unknown_member_is_skipped_without_recursion() {
 /// The mesh chain: a leaf and `count` self-signed CA certificates that all carry
 /// the trusted root's name, so that each could issue the leaf and each other.
 fn mesh_chain(root_name: &str, count: usize) -> Vec<CertificateDer<'static>> {
-    let cas: Vec<RawCa> = (0..count).map(|_| RawCa::new(root_name)).collect();
-    let (leaf, _) = cas[0].leaf("spiffe://example.org/attacker", Vec::new());
+    let cas: Vec<TestCa> = (0..count)
+        .map(|_| TestCa::named("example.org", root_name))
+        .collect();
+    let (leaf, _) = leaf(&cas[0], "spiffe://example.org/attacker", Vec::new());
     let mut chain = vec![leaf];
-    chain.extend(cas.iter().map(|ca| ca.der.clone()));
+    chain.extend(cas.iter().map(|ca| ca.cert().clone()));
     chain
 }
 
 #[test]
 fn mesh_of_same_named_authorities_is_refused_before_path_building() {
-    let root = RawCa::new("example root");
-    let bundles = root.bundle("example.org");
+    let root = TestCa::named("example.org", "example root");
+    let bundles = bundle_of(&root);
     let err = verify(&mesh_chain("example root", 7), &bundles).unwrap_err();
     assert!(
         matches!(err, SvidError::UnlinkedChain { index: 1, .. }),
@@ -618,19 +556,11 @@ fn trailing_copy_of_the_root_is_accepted_and_checked_for_validity() {
     // Some servers send their root last. It must still be valid now.
     let hour = Duration::from_secs(3600);
     let now = SystemTime::now();
-    let key = KeyPair::generate().unwrap();
-    let mut expired = ca_params("sent root");
-    expired.not_before = (now - 2 * hour).into();
-    expired.not_after = (now - hour).into();
-    let expired_copy = expired.self_signed(&key).unwrap().der().clone();
-    let params = ca_params("sent root");
-    let root_der = params.self_signed(&key).unwrap().der().clone();
-    let root = RawCa {
-        issuer: Issuer::new(params, key),
-        der: root_der.clone(),
-    };
-    let bundles = root.bundle("example.org");
-    let (leaf, _) = root.leaf("spiffe://example.org/w", Vec::new());
+    let root = TestCa::named("example.org", "sent root");
+    let expired_copy = root.reissued(now - 2 * hour, now - hour);
+    let root_der = root.cert().clone();
+    let bundles = bundle_of(&root);
+    let (leaf, _) = leaf(&root, "spiffe://example.org/w", Vec::new());
     verify(&[leaf.clone(), root_der], &bundles).unwrap();
     assert_eq!(
         verify(&[leaf, expired_copy], &bundles).unwrap_err(),
@@ -640,10 +570,10 @@ fn trailing_copy_of_the_root_is_accepted_and_checked_for_validity() {
 
 #[test]
 fn chain_whose_last_issuer_no_anchor_is_named_is_refused_without_path_building() {
-    let root = RawCa::new("example root");
-    let bundles = root.bundle("example.org");
-    let stranger = RawCa::new("stranger root");
-    let (leaf, _) = stranger.leaf("spiffe://example.org/w", Vec::new());
+    let root = TestCa::named("example.org", "example root");
+    let bundles = bundle_of(&root);
+    let stranger = TestCa::named("example.org", "stranger root");
+    let (leaf, _) = leaf(&stranger, "spiffe://example.org/w", Vec::new());
     assert_eq!(
         verify(&[leaf], &bundles).unwrap_err(),
         SvidError::UnknownIssuer(td("example.org"))

@@ -357,10 +357,8 @@ async fn serves_over_unix_socket() {
     let server = identity(&ca, SERVER_ID);
     let client = identity(&ca, CLIENT_ID);
     let app = authorized(whoami_router(), server.identity(), allow_client());
-    let dir = std::env::temp_dir().join(format!("zt-tower-unix-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = zt_testkit::TempDir::new("unix");
     let path = dir.join("api.sock");
-    let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let serving = tokio::spawn(
         Server::builder(server.identity())
@@ -396,5 +394,4 @@ async fn serves_over_unix_socket() {
         .to_bytes();
     assert_eq!(body, CLIENT_ID);
     serving.abort();
-    let _ = std::fs::remove_dir_all(&dir);
 }

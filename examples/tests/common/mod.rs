@@ -17,7 +17,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,44 +42,12 @@ pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output 
         .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?}: {what}"))
 }
 
-/// A scratch directory, removed on drop (also when a test panics).
-pub struct TempDir(PathBuf);
+pub use zt_testkit::TempDir;
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("zt-examples-{}-{n}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `contents` to `name` atomically (write, then rename over), as
-    /// configuration management does.
-    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.path(name);
-        let tmp = self.path(&format!(".{name}.tmp"));
-        std::fs::write(&tmp, contents).expect("write temp file");
-        std::fs::rename(&tmp, &path).expect("rename temp file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod curl;
+// Each test binary uses a part of these helpers.
+#[allow(unused_imports)]
+pub use curl::{Curl, curl};
 
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
@@ -93,6 +60,18 @@ pub struct SvidFiles {
     pub key: PathBuf,
 }
 
+/// The examples' options for credentials in files: `--cert`, `--key`, `--bundle`.
+pub fn file_args<'a>(svid: &'a SvidFiles, bundle: &'a Path) -> [&'a str; 6] {
+    [
+        "--cert",
+        s(&svid.cert),
+        "--key",
+        s(&svid.key),
+        "--bundle",
+        s(bundle),
+    ]
+}
+
 /// Writes an SVID for `svid_id` minted by `ca` as `<name>.pem` and `<name>_key.pem`.
 /// Server SVIDs also name `localhost` so hostname-checking peers (curl) accept them.
 pub fn write_svid(dir: &TempDir, name: &str, ca: &DevCa, svid_id: &str) -> SvidFiles {
@@ -100,8 +79,8 @@ pub fn write_svid(dir: &TempDir, name: &str, ca: &DevCa, svid_id: &str) -> SvidF
     params.dns_names = vec!["localhost".to_owned()];
     let (chain, key) = ca.mint_pem(params).expect("mint PEM");
     SvidFiles {
-        cert: dir.write(&format!("{name}.pem"), &chain),
-        key: dir.write(&format!("{name}_key.pem"), &key),
+        cert: dir.write_atomic(&format!("{name}.pem"), &chain),
+        key: dir.write_atomic(&format!("{name}_key.pem"), &key),
     }
 }
 
@@ -130,7 +109,7 @@ impl Pki {
         let dir = TempDir::new(tag);
         let ca = DevCa::new("example.org".parse().unwrap()).expect("dev CA");
         let rogue_ca = DevCa::new("example.org".parse().unwrap()).expect("rogue CA");
-        let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+        let bundle = dir.write_atomic("bundle.pem", ca.bundle_pem());
         let server = write_svid(&dir, "server", &ca, SERVER_ID);
         let client = write_svid(&dir, "client", &ca, CLIENT_ID);
         let other_client = write_svid(&dir, "other", &ca, OTHER_CLIENT_ID);
@@ -362,14 +341,7 @@ impl ExampleServer {
     /// Starts the echo-server example with the SVID `server` and the bundle file
     /// `bundle`; see [`ExampleServer::start`].
     pub async fn start_with_files(server: &SvidFiles, bundle: &Path, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "--cert",
-            s(&server.cert),
-            "--key",
-            s(&server.key),
-            "--bundle",
-            s(bundle),
-        ];
+        let mut args = file_args(server, bundle).to_vec();
         args.extend_from_slice(extra);
         Self::launch("echo-server", &args).await
     }
@@ -413,22 +385,10 @@ pub async fn echo_client_trusting(
     url: &str,
     server_id: &str,
 ) -> Output {
-    run(
-        &example("echo-client"),
-        &[
-            "--url",
-            url,
-            "--cert",
-            s(&client.cert),
-            "--key",
-            s(&client.key),
-            "--bundle",
-            s(bundle),
-            "--server-id",
-            server_id,
-        ],
-    )
-    .await
+    let mut args = vec!["--url", url];
+    args.extend(file_args(client, bundle));
+    args.extend(["--server-id", server_id]);
+    run(&example("echo-client"), &args).await
 }
 
 /// A free port on 127.0.0.1 for a program that cannot report the one it bound.
@@ -456,4 +416,22 @@ pub async fn wait_listening(port: u16, child: &mut Child) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// `python3`, failing the test with how to get grpcio and grpcio-tools when they
+/// are missing: the tests use them as an independent, non-Rust gRPC peer.
+pub fn python_with_grpcio() -> PathBuf {
+    let python = tool("python3");
+    let check = std::process::Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools"])
+        .output()
+        .expect("run python3");
+    assert!(
+        check.status.success(),
+        "Python's grpcio and grpcio-tools are not installed; these tests use them as an \
+         independent, non-Rust gRPC peer, and scripts/test installs them \
+         (pip install grpcio grpcio-tools): {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    python
 }

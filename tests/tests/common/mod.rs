@@ -1,8 +1,9 @@
 //! Shared support for the workspace integration tests.
 //!
-//! - A run-time PKI built with rcgen ([`TestCa`], [`LeafSpec`], [`Defect`]): one CA per
+//! - zt-testkit's run-time PKI ([`TestCa`], [`LeafSpec`], [`Defect`]): one CA per
 //!   trust domain, intermediates, and leaves with exactly one defect each, so every
-//!   rejection test says which rule it exercises.
+//!   rejection test says which rule it exercises; [`CredentialExt`] and [`TestCaExt`]
+//!   turn them into zt types.
 //! - Endpoints over real TCP sockets on 127.0.0.1: a [`TestServer`] that reports every
 //!   handshake outcome over a channel and then echoes, zt and plain rustls configs, and
 //!   a client connect helper.
@@ -25,16 +26,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, HandshakeKind, ProtocolVersion,
@@ -81,379 +77,58 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 // ---------------------------------------------------------------------------------
-// PKI
+// PKI: zt-testkit's test CA, seen as zt types
 // ---------------------------------------------------------------------------------
 
-/// A certificate chain (leaf first, without the root) and the leaf's private key, as
-/// a TLS endpoint presents them.
-#[derive(Debug)]
-pub struct Credential {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-}
+pub use zt_testkit::ca::{Credential, Defect, LeafSpec, TestCa, der_contains, self_signed_leaf};
 
-impl Clone for Credential {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
-    }
-}
-
-impl Credential {
-    /// The leaf certificate.
-    pub fn leaf(&self) -> &CertificateDer<'static> {
-        &self.chain[0]
-    }
-
+/// A test credential as zt sees it.
+pub trait CredentialExt {
     /// The credential as a zt SVID, or why zt refuses it as one.
-    pub fn try_svid(&self) -> Result<X509Svid, SvidError> {
-        X509Svid::from_der(self.chain.clone(), self.key.clone_key())
-    }
+    fn try_svid(&self) -> Result<X509Svid, SvidError>;
 
     /// The credential as a zt SVID; panics when it is not a valid one.
     #[track_caller]
-    pub fn svid(&self) -> X509Svid {
+    fn svid(&self) -> X509Svid {
         self.try_svid()
             .unwrap_or_else(|err| panic!("test credential should be a valid SVID: {err}"))
     }
 }
 
-/// One defect a leaf certificate can have. [`LeafSpec::with`] applies exactly one to an
-/// otherwise valid leaf, so each rejection test isolates one X509-SVID rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Defect {
-    /// Only a DNS SAN (`localhost`), no URI SAN.
-    NoUriSan,
-    /// Two URI SANs, both valid SPIFFE IDs of the leaf's trust domain.
-    TwoUriSans,
-    /// One URI SAN with the `https` scheme.
-    NonSpiffeScheme,
-    /// The trust domain's root ID (`spiffe://example.org`), no path.
-    RootPath,
-    /// Basic constraints `cA=true`.
-    CaLeaf,
-    /// Key usage `digitalSignature` + `keyCertSign`.
-    KeyCertSign,
-    /// Key usage `digitalSignature` + `cRLSign`.
-    CrlSign,
-    /// Key usage `keyEncipherment` only.
-    NoDigitalSignature,
-    /// No key usage extension at all.
-    NoKeyUsage,
-    /// Validity ended an hour ago.
-    Expired,
-    /// Validity starts in an hour.
-    NotYetValid,
-    /// Extended key usage `serverAuth` only.
-    ServerAuthOnly,
-    /// Extended key usage `clientAuth` only.
-    ClientAuthOnly,
-}
-
-/// What to put in a leaf certificate. [`LeafSpec::valid`] is a valid X.509-SVID.
-#[derive(Clone, Debug)]
-pub struct LeafSpec {
-    pub uris: Vec<String>,
-    pub dns_names: Vec<String>,
-    pub is_ca: bool,
-    pub key_usages: Vec<KeyUsagePurpose>,
-    pub extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
-    pub not_before: SystemTime,
-    pub not_after: SystemTime,
-}
-
-impl LeafSpec {
-    /// A valid SVID for `id`: one URI SAN, no DNS SAN, `cA=false`, key usage
-    /// `digitalSignature`, EKU `serverAuth` + `clientAuth`, valid from a minute ago for an
-    /// hour.
-    pub fn valid(id: &str) -> Self {
-        let now = SystemTime::now();
-        Self {
-            uris: vec![id.to_owned()],
-            dns_names: Vec::new(),
-            is_ca: false,
-            key_usages: vec![KeyUsagePurpose::DigitalSignature],
-            extended_key_usages: vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            not_before: now - Duration::from_secs(60),
-            not_after: now + Duration::from_secs(3600),
-        }
-    }
-
-    /// This spec with `defect` applied; everything else stays valid.
-    pub fn with(mut self, defect: Defect) -> Self {
-        let now = SystemTime::now();
-        let hour = Duration::from_secs(3600);
-        match defect {
-            Defect::NoUriSan => {
-                self.uris.clear();
-                self.dns_names = vec!["localhost".to_owned()];
-            }
-            Defect::TwoUriSans => {
-                let first = id(&self.uris[0]);
-                let second = format!("spiffe://{}/second", first.trust_domain());
-                self.uris.push(second);
-            }
-            Defect::NonSpiffeScheme => {
-                let first = id(&self.uris[0]);
-                self.uris = vec![format!("https://{}{}", first.trust_domain(), first.path())];
-            }
-            Defect::RootPath => {
-                let first = id(&self.uris[0]);
-                self.uris = vec![first.trust_domain().id().as_str().to_owned()];
-            }
-            Defect::CaLeaf => self.is_ca = true,
-            Defect::KeyCertSign => {
-                self.key_usages = vec![
-                    KeyUsagePurpose::DigitalSignature,
-                    KeyUsagePurpose::KeyCertSign,
-                ];
-            }
-            Defect::CrlSign => {
-                self.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
-            }
-            Defect::NoDigitalSignature => self.key_usages = vec![KeyUsagePurpose::KeyEncipherment],
-            Defect::NoKeyUsage => self.key_usages.clear(),
-            Defect::Expired => {
-                self.not_before = now - 2 * hour;
-                self.not_after = now - hour;
-            }
-            Defect::NotYetValid => {
-                self.not_before = now + hour;
-                self.not_after = now + 2 * hour;
-            }
-            Defect::ServerAuthOnly => {
-                self.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            }
-            Defect::ClientAuthOnly => {
-                self.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            }
-        }
-        self
-    }
-
-    fn params(&self) -> CertificateParams {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "zt integration tests");
-        dn.push(DnType::CommonName, format!("leaf #{}", next_serial()));
-        params.distinguished_name = dn;
-        for uri in &self.uris {
-            let uri = uri.clone().try_into().expect("URI SAN is IA5");
-            params.subject_alt_names.push(SanType::URI(uri));
-        }
-        for dns in &self.dns_names {
-            let dns = dns.clone().try_into().expect("DNS SAN is IA5");
-            params.subject_alt_names.push(SanType::DnsName(dns));
-        }
-        params.is_ca = if self.is_ca {
-            IsCa::Ca(BasicConstraints::Unconstrained)
-        } else {
-            IsCa::ExplicitNoCa
-        };
-        params.key_usages = self.key_usages.clone();
-        params.extended_key_usages = self.extended_key_usages.clone();
-        params.not_before = self.not_before.into();
-        params.not_after = self.not_after.into();
-        params.use_authority_key_identifier_extension = true;
-        params
+impl CredentialExt for Credential {
+    fn try_svid(&self) -> Result<X509Svid, SvidError> {
+        X509Svid::from_der(self.chain.clone(), self.key.clone_key())
     }
 }
 
-/// Distinct numbers for certificate names, so no two test CAs share a subject by
-/// accident (path building matches issuers by name).
-fn next_serial() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A CA of one trust domain: a self-signed root, or an intermediate below one.
-pub struct TestCa {
-    trust_domain: TrustDomain,
-    params: CertificateParams,
-    issuer: Issuer<'static, KeyPair>,
-    cert: CertificateDer<'static>,
-    /// The root this CA chains to (itself for a root).
-    root: CertificateDer<'static>,
-    /// Certificates that follow a leaf this CA issues: this CA and the intermediates
-    /// above it, nearest first, never the root.
-    chain_tail: Vec<CertificateDer<'static>>,
-}
-
-impl std::fmt::Debug for TestCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa")
-            .field("trust_domain", &self.trust_domain.as_str())
-            .finish_non_exhaustive()
-    }
-}
-
-fn ca_params(trust_domain: &TrustDomain, common_name: String) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "zt integration tests");
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
-    let uri = trust_domain
-        .id()
-        .as_str()
-        .to_owned()
-        .try_into()
-        .expect("trust domain ID is IA5");
-    params.subject_alt_names.push(SanType::URI(uri));
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let now = SystemTime::now();
-    params.not_before = (now - Duration::from_secs(3600)).into();
-    params.not_after = (now + Duration::from_secs(24 * 3600)).into();
-    params.use_authority_key_identifier_extension = true;
-    params
-}
-
-impl TestCa {
-    /// A new self-signed root CA (P-256) for `trust_domain`, with a name no other test
-    /// CA has.
-    pub fn new(trust_domain: &str) -> Self {
-        let trust_domain = td(trust_domain);
-        let name = format!("root CA {trust_domain} #{}", next_serial());
-        let params = ca_params(&trust_domain, name);
-        Self::root_with(trust_domain, params)
-    }
-
-    /// A different root CA (fresh key) with exactly the same subject name as `other`,
-    /// as two independently deployed CAs with a default subject would have.
-    pub fn same_name_as(other: &Self) -> Self {
-        let mut params = ca_params(&other.trust_domain, String::new());
-        params.distinguished_name = other.params.distinguished_name.clone();
-        Self::root_with(other.trust_domain.clone(), params)
-    }
-
-    fn root_with(trust_domain: TrustDomain, params: CertificateParams) -> Self {
-        let key = KeyPair::generate().expect("P-256 key generation");
-        let cert = params.self_signed(&key).expect("self-signing the root");
-        let der = cert.der().clone();
-        Self {
-            trust_domain,
-            issuer: Issuer::new(params.clone(), key),
-            params,
-            cert: der.clone(),
-            root: der,
-            chain_tail: Vec::new(),
-        }
-    }
-
-    /// A valid intermediate CA signed by this one (`cA=true`, key usage `keyCertSign` +
-    /// `cRLSign`).
-    pub fn intermediate(&self) -> Self {
-        self.intermediate_with(vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign])
-    }
-
-    /// An intermediate CA signed by this one whose key usage lacks `keyCertSign`
-    /// (`cRLSign` only); otherwise exactly like [`TestCa::intermediate`].
-    pub fn intermediate_without_key_cert_sign(&self) -> Self {
-        self.intermediate_with(vec![KeyUsagePurpose::CrlSign])
-    }
-
-    fn intermediate_with(&self, key_usages: Vec<KeyUsagePurpose>) -> Self {
-        let name = format!("intermediate CA {} #{}", self.trust_domain, next_serial());
-        let mut params = ca_params(&self.trust_domain, name);
-        params.key_usages = key_usages;
-        let key = KeyPair::generate().expect("P-256 key generation");
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("signing the intermediate");
-        let mut chain_tail = vec![cert.der().clone()];
-        chain_tail.extend(self.chain_tail.iter().cloned());
-        Self {
-            trust_domain: self.trust_domain.clone(),
-            issuer: Issuer::new(params.clone(), key),
-            params,
-            cert: cert.der().clone(),
-            root: self.root.clone(),
-            chain_tail,
-        }
-    }
-
-    /// The trust domain.
-    pub fn trust_domain(&self) -> &TrustDomain {
-        &self.trust_domain
-    }
-
-    /// This CA's own certificate.
-    pub fn cert(&self) -> &CertificateDer<'static> {
-        &self.cert
-    }
-
-    /// The root certificate this CA chains to.
-    pub fn root_cert(&self) -> &CertificateDer<'static> {
-        &self.root
-    }
-
+/// A test CA as zt sees it.
+pub trait TestCaExt {
+    /// The trust domain, parsed.
+    fn td(&self) -> TrustDomain;
     /// The bundle of this CA's trust domain holding its root.
-    pub fn bundle(&self) -> X509Bundle {
-        X509Bundle::new(self.trust_domain.clone(), vec![self.root.clone()])
+    fn bundle(&self) -> X509Bundle;
+    /// A bundle set holding only [`TestCaExt::bundle`].
+    fn bundle_set(&self) -> BundleSet {
+        BundleSet::new().with(self.bundle())
+    }
+    /// A valid SVID for `id`.
+    fn svid(&self, id: &str) -> X509Svid;
+}
+
+impl TestCaExt for TestCa {
+    fn td(&self) -> TrustDomain {
+        td(self.trust_domain())
+    }
+
+    fn bundle(&self) -> X509Bundle {
+        X509Bundle::new(self.td(), vec![self.root_cert().clone()])
             .expect("a test root is a valid authority")
     }
 
-    /// A bundle set holding only [`TestCa::bundle`].
-    pub fn bundle_set(&self) -> BundleSet {
-        BundleSet::new().with(self.bundle())
-    }
-
-    /// Issues a leaf as `spec` says, chained through this CA's intermediates.
-    pub fn issue(&self, spec: &LeafSpec) -> Credential {
-        let key = KeyPair::generate().expect("P-256 key generation");
-        let cert = spec
-            .params()
-            .signed_by(&key, &self.issuer)
-            .expect("signing the leaf");
-        let mut chain = vec![cert.der().clone()];
-        chain.extend(self.chain_tail.iter().cloned());
-        Credential {
-            chain,
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        }
-    }
-
-    /// A valid leaf credential for `id`.
-    pub fn valid(&self, id: &str) -> Credential {
-        self.issue(&LeafSpec::valid(id))
-    }
-
-    /// A valid leaf for `id` with `defect` applied.
-    pub fn defective(&self, id: &str, defect: Defect) -> Credential {
-        self.issue(&LeafSpec::valid(id).with(defect))
-    }
-
-    /// A valid SVID for `id`.
-    pub fn svid(&self, id: &str) -> X509Svid {
+    fn svid(&self, id: &str) -> X509Svid {
         self.valid(id).svid()
     }
 }
-
-/// A leaf as `spec` says, signed with its own key (not issued by any CA), with a
-/// subject name of its own.
-pub fn self_signed_leaf(spec: &LeafSpec) -> Credential {
-    let key = KeyPair::generate().expect("P-256 key generation");
-    let cert = spec
-        .params()
-        .self_signed(&key)
-        .expect("self-signing the leaf");
-    Credential {
-        chain: vec![cert.der().clone()],
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    }
-}
-
-/// `true` when `needle` occurs anywhere in the DER of `cert`.
-pub fn der_contains(cert: &CertificateDer<'_>, needle: &[u8]) -> bool {
-    cert.as_ref().windows(needle.len()).any(|w| w == needle)
-}
-
 // ---------------------------------------------------------------------------------
 // zt identities and configs
 // ---------------------------------------------------------------------------------

@@ -424,13 +424,9 @@ fn spiffe_bundle_document_with_invalid_utf8_in_an_unknown_member_is_rejected() {
 
 /// A CA certificate valid from `not_before` to `not_after`, never used by any path.
 fn unused_ca(not_before: std::time::SystemTime, not_after: std::time::SystemTime) -> Vec<u8> {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    params.not_before = not_before.into();
-    params.not_after = not_after.into();
-    params.self_signed(&key).unwrap().der().to_vec()
+    zt_testkit::ca::TestCa::new(checks::TRUST_DOMAIN)
+        .reissued(not_before, not_after)
+        .to_vec()
 }
 
 fn verify_with_extra(extra: Vec<u8>) -> Result<zt_core::VerifiedPeer, zt_core::SvidError> {
