@@ -217,8 +217,8 @@ async fn ready_is_503_until_the_workload_api_answers_200_while_serving_and_503_a
 async fn ready_is_503_while_the_credential_files_are_missing_and_200_once_written() {
     let pki = Pki::new("admin-files");
     let dir = TempDir::new("admin-files-late");
-    let cert = dir.path("svid.pem");
-    let key = dir.path("svid_key.pem");
+    let cert = dir.join("svid.pem");
+    let key = dir.join("svid_key.pem");
     let launching = Launching::with_admin(
         "echo-server",
         &[
