@@ -132,6 +132,13 @@ impl TrustDomain {
         })
     }
 
+    /// The name as the trust domain holds it: cloning the `Arc` copies no bytes,
+    /// for labels and records that outlive this value.
+    #[must_use]
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// Parses either a bare trust domain name (`example.org`) or a full SPIFFE
     /// ID (`spiffe://example.org/anything`), returning the trust domain.
     ///

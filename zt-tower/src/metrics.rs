@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[cfg(feature = "metrics")]
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+use metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram};
 
 /// Counter: policy decisions; labels `decision` (`allow`, `deny`, `audit`,
 /// `dry_run_deny`), `rule` (the deciding rule, `none` for the default deny),
@@ -222,16 +222,20 @@ impl fmt::Debug for AuthzMetrics {
 #[cfg(feature = "metrics")]
 pub(crate) fn decision(
     decision: &'static str,
-    rule: Option<&str>,
+    rule: Option<&Arc<str>>,
     protocol: &'static str,
     trust_domain: &zt_core::TrustDomain,
 ) {
+    // Labels share the policy's and the peer's strings: no copy per decision.
+    let rule = rule.map_or(SharedString::const_str("none"), |rule| {
+        SharedString::from(Arc::clone(rule))
+    });
     counter!(
         AUTHZ_DECISIONS_TOTAL,
         "decision" => decision,
-        "rule" => rule.unwrap_or("none").to_owned(),
+        "rule" => rule,
         "protocol" => protocol,
-        "trust_domain" => trust_domain.as_str().to_owned()
+        "trust_domain" => SharedString::from(Arc::clone(trust_domain.shared_name()))
     )
     .increment(1);
 }

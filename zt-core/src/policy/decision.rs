@@ -84,6 +84,13 @@ impl Decision {
         self.rule.as_deref()
     }
 
+    /// [`rule`](Self::rule) as the policy holds it: cloning the `Arc` copies no
+    /// bytes, for labels and records that outlive the decision.
+    #[must_use]
+    pub fn rule_shared(&self) -> Option<&Arc<str>> {
+        self.rule.as_ref()
+    }
+
     /// A one-line explanation for logs: `allowed by rule x`, `denied by rule
     /// y`, or `no allow rule matched (default deny)`, with `(dry run, not
     /// enforced)` appended when a dry-run policy let a denied request through.

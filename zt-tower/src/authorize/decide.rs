@@ -4,6 +4,8 @@
 //! and count the outcome. It returns a typed refusal, a [`Denial`]; answering it
 //! is the front end's part ([`Answer`](super::Answer)).
 
+#[cfg(feature = "metrics")]
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::Request;
@@ -198,8 +200,9 @@ fn count(result: Result<Passed, Denial>, decided: Option<&Decided>) {
     #[cfg(feature = "metrics")]
     if let Some(d) = decided {
         let trust_domain = d.peer.id().trust_domain();
+        // Audit matches are rare; their names are copied.
         for rule in d.decision.audit_rules() {
-            metrics::decision("audit", Some(rule), d.protocol, trust_domain);
+            metrics::decision("audit", Some(&Arc::from(rule)), d.protocol, trust_domain);
         }
         let decision = match result {
             Ok(Passed::Allowed) => Some("allow"),
@@ -209,7 +212,7 @@ fn count(result: Result<Passed, Denial>, decided: Option<&Decided>) {
             Err(_) => None,
         };
         if let Some(decision) = decision {
-            metrics::decision(decision, d.decision.rule(), d.protocol, trust_domain);
+            metrics::decision(decision, d.decision.rule_shared(), d.protocol, trust_domain);
             return;
         }
     }
