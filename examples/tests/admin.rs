@@ -171,7 +171,7 @@ fn server_svid_pem(ca: &DevCa, not_after: SystemTime) -> (String, String) {
 async fn ready_is_503_until_the_workload_api_answers_200_while_serving_and_503_after_withdrawal() {
     let dir = TempDir::new("admin-wapi");
     let ca = DevCa::new("example.org".parse().unwrap()).unwrap();
-    let bundle = dir.write("bundle.pem", &ca.bundle_pem());
+    let bundle = dir.write("bundle.pem", ca.bundle_pem());
     let client = write_svid(&dir, "client", &ca, CLIENT_ID);
     let mut fake = FakeWorkloadApi::silent();
     fake.serve();
