@@ -1,8 +1,12 @@
 //! Shared helpers for the zt benchmarks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod client;
+pub mod counters;
+pub mod goals;
 pub mod nginx;
 pub mod process;
+pub mod reverify;
 
 use std::sync::Arc;
 

@@ -150,3 +150,13 @@ pub fn rss_kib(pids: &[u32]) -> u64 {
         })
         .sum()
 }
+
+/// Nanoseconds on CPU of the calling thread (`/proc/thread-self/schedstat`). The
+/// kernel brings a running thread's total up to date at its scheduler ticks, so a
+/// reading can lag by a tick (1–4 ms): time spans of a second or so, or sum many.
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|schedstat| schedstat.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
