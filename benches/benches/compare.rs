@@ -39,8 +39,13 @@
 //!
 //! Server CPU is the sum over the server's threads of the first field of
 //! `/proc/PID/task/TID/schedstat` (nanoseconds on CPU, user and kernel), read
-//! just before and just after each measuring window. The output ends with
-//! `ratio NAME VALUE` lines; `benches/RESULTS.md` says what each means.
+//! just before and just after each measuring window. Client CPU is read the same
+//! way from client processes of their own ([`zt_benches::client`]): hyper-util
+//! over `zt_tower::Connector` and over plain tokio-rustls, both against the plain
+//! server. The re-verification burst after a rotation is timed in this process
+//! before the servers start ([`zt_benches::reverify`]). The output ends with
+//! `ratio NAME VALUE` lines and a table of the goals; `benches/RESULTS.md` says
+//! what each ratio means.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -63,6 +68,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tower::Layer;
+use zt_benches::client::{ClientKind, ClientProcess, ClientWindow};
+use zt_benches::counters::{Counter, count};
 use zt_benches::nginx::{self, NGINX};
 use zt_benches::plain_server_config;
 use zt_benches::process::{Managed, context_switches, cpu_ns, page_faults, pinned, rss_kib};
@@ -94,6 +101,9 @@ const H2_CONNECTIONS: usize = 4;
 const H2_STREAMS_PER_CONNECTION: usize = 4;
 const NEW_CONNECTION_WORKERS: usize = 8;
 const IDLE_CONNECTIONS: usize = 500;
+/// Distinct client chains behind the re-verified peers, and how many peers.
+const REVERIFY_CHAINS: usize = 100;
+const REVERIFY_PEERS: [usize; 3] = [100, 1_000, 10_000];
 
 /// How long each measurement runs.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +112,8 @@ struct Plan {
     warmup: Duration,
     window: Duration,
     decision_batches: usize,
+    /// CPU time to spend on each size of re-verification burst (at least one burst).
+    reverify_min_cpu: Duration,
 }
 
 const FULL: Plan = Plan {
@@ -109,6 +121,7 @@ const FULL: Plan = Plan {
     warmup: Duration::from_millis(300),
     window: Duration::from_millis(1500),
     decision_batches: 21,
+    reverify_min_cpu: Duration::from_millis(500),
 };
 
 const QUICK: Plan = Plan {
@@ -116,6 +129,7 @@ const QUICK: Plan = Plan {
     warmup: Duration::from_millis(100),
     window: Duration::from_millis(300),
     decision_batches: 3,
+    reverify_min_cpu: Duration::from_millis(50),
 };
 
 fn main() -> Result<()> {
@@ -124,6 +138,9 @@ fn main() -> Result<()> {
         let kind = args.get(2).ok_or("serve KIND DIR")?;
         let dir = args.get(3).ok_or("serve KIND DIR")?;
         return serve(kind, Path::new(dir));
+    }
+    if args.get(1).map(String::as_str) == Some("client") {
+        return zt_benches::client::run(args.get(2..).unwrap_or_default());
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and timings
     // are not tests.
@@ -163,6 +180,9 @@ impl Material {
         std::fs::write(dir.join("ca.pem"), ca.bundle_pem())?;
         std::fs::write(dir.join("server.pem"), chain)?;
         std::fs::write(dir.join("server-key.pem"), key)?;
+        let (chain, key) = ca.mint_pem(SvidParams::new(CLIENT_ID.parse()?))?;
+        std::fs::write(dir.join("client.pem"), chain)?;
+        std::fs::write(dir.join("client-key.pem"), key)?;
         Ok(())
     }
 
@@ -559,6 +579,8 @@ struct Sample {
     /// Context switches of the server processes per request.
     switches_per_request: f64,
     requests_per_s: f64,
+    /// The 99th percentile of the window's latencies, in ns.
+    p99_ns: f64,
     counts: Counts,
 }
 
@@ -628,6 +650,11 @@ async fn measure(
         faults_per_request: faults as f64 / requests,
         switches_per_request: switches as f64 / requests,
         requests_per_s: counts.ok as f64 / elapsed.as_secs_f64(),
+        p99_ns: {
+            let mut sorted = counts.latencies_ns.clone();
+            sorted.sort_unstable();
+            percentile_ms(&sorted, 99) * 1e6
+        },
         counts,
     })
 }
@@ -750,6 +777,17 @@ fn harness(plan: Plan) -> Result<()> {
         decisions.ns_10, decisions.ns_10k, decisions.floor_ns
     );
 
+    // Before any server runs: this process alone on its core.
+    let bursts =
+        zt_benches::reverify::bursts(REVERIFY_CHAINS, &REVERIFY_PEERS, plan.reverify_min_cpu)?;
+    for burst in &bursts {
+        println!(
+            "reverify burst after a rotation: {:>6} peers over {} chains {:10.0} µs CPU \
+             ({:.0} µs wall, mean of {})",
+            burst.peers, burst.chains, burst.cpu_us, burst.wall_us, burst.repeats
+        );
+    }
+
     let scratch = TempDir::try_new("compare")?;
     let ca = DevCa::new(TRUST_DOMAIN.parse()?)?;
     Material::write(scratch.path(), &ca)?;
@@ -786,6 +824,7 @@ fn harness(plan: Plan) -> Result<()> {
         }
         let modes = [Mode::Http1, Mode::Http2, Mode::NewConnection];
         let mut samples: Vec<(Target, Mode, Sample)> = Vec::new();
+        let mut clients: Vec<(ClientKind, usize, ClientWindow)> = Vec::new();
         for round in 0..plan.rounds {
             for &mode in &modes {
                 // Rotate the order every round so no target always runs first.
@@ -811,12 +850,37 @@ fn harness(plan: Plan) -> Result<()> {
                     samples.push((server.target, mode, Sample { round, ..sample }));
                 }
             }
+            // Client CPU: each client in a process of its own against the plain server.
+            let plain = servers.iter().find(|s| s.target == Target::Plain);
+            let plain = plain.ok_or("no plain server")?;
+            let kinds = [ClientKind::Plain, ClientKind::Zt];
+            for i in 0..kinds.len() {
+                let kind = kinds[(i + round) % kinds.len()];
+                let exe = std::env::current_exe()?;
+                let core = pin.then_some(CLIENT_CORE);
+                let mut process =
+                    ClientProcess::spawn(&exe, kind, scratch.path(), plain.addr, core)?;
+                let window = process.window(plan.warmup, plan.window)?;
+                eprintln!(
+                    "  round {} {:<36} {:7.2} µs client CPU/request {:8.0} requests/s{}",
+                    round + 1,
+                    kind.name(),
+                    window.cpu_ns_per_request() / 1e3,
+                    window.requests as f64 / window.elapsed.as_secs_f64(),
+                    if window.failed > 0 {
+                        format!(" ({} FAILED)", window.failed)
+                    } else {
+                        String::new()
+                    }
+                );
+                clients.push((kind, round, window));
+            }
         }
-        Ok::<_, BoxError>((memory, samples))
+        Ok::<_, BoxError>((memory, samples, clients))
     })?;
     drop(servers);
-    let (memory, samples) = results;
-    report(&targets, &decisions, &memory, samples);
+    let (memory, samples, clients) = results;
+    report(&targets, &decisions, &memory, samples, &clients, &bursts);
     Ok(())
 }
 
@@ -857,24 +921,42 @@ fn summarize(samples: &[(Target, Mode, Sample)], target: Target, mode: Mode) -> 
     })
 }
 
-/// The median over rounds of `a`'s server CPU per request over `b`'s in the same
-/// round: the windows of one round run one after the other, so slow drift in the
-/// machine's load cancels out of each ratio.
-fn paired_cpu_ratio(
+/// The median over rounds of `a`'s `metric` (server CPU per request, p99) over
+/// `b`'s in the same round: the windows of one round run one after the other, so
+/// slow drift in the machine's load cancels out of each ratio.
+fn paired_ratio(
     samples: &[(Target, Mode, Sample)],
     a: Target,
     b: Target,
     mode: Mode,
+    metric: fn(&Sample) -> f64,
 ) -> Option<f64> {
-    let cpu = |target: Target, round: usize| {
+    let value = |target: Target, round: usize| {
         samples
             .iter()
             .find(|(t, m, s)| *t == target && *m == mode && s.round == round)
-            .map(|(_, _, s)| s.cpu_ns_per_request)
+            .map(|(_, _, s)| metric(s))
     };
     let rounds = samples.iter().map(|(_, _, s)| s.round).max()?;
     let ratios: Vec<f64> = (0..=rounds)
-        .filter_map(|round| Some(cpu(a, round)? / cpu(b, round)?))
+        .filter_map(|round| Some(value(a, round)? / value(b, round)?))
+        .filter(|ratio| ratio.is_finite())
+        .collect();
+    (!ratios.is_empty()).then(|| median(&ratios))
+}
+
+/// The median over rounds of the zt client's CPU per request over the plain
+/// client's in the same round.
+fn client_ratio(clients: &[(ClientKind, usize, ClientWindow)]) -> Option<f64> {
+    let cpu = |kind: ClientKind, round: usize| {
+        clients
+            .iter()
+            .find(|(k, r, _)| *k == kind && *r == round)
+            .map(|(_, _, w)| w.cpu_ns_per_request())
+    };
+    let rounds = clients.iter().map(|(_, r, _)| *r).max()?;
+    let ratios: Vec<f64> = (0..=rounds)
+        .filter_map(|round| Some(cpu(ClientKind::Zt, round)? / cpu(ClientKind::Plain, round)?))
         .filter(|ratio| ratio.is_finite())
         .collect();
     (!ratios.is_empty()).then(|| median(&ratios))
@@ -885,6 +967,8 @@ fn report(
     decisions: &Decisions,
     memory: &[(Target, f64)],
     samples: Vec<(Target, Mode, Sample)>,
+    clients: &[(ClientKind, usize, ClientWindow)],
+    bursts: &[zt_benches::reverify::Burst],
 ) {
     println!();
     println!("| server | load | server CPU µs/request | requests/s | p50 ms | p99 ms | failed |");
@@ -914,22 +998,41 @@ fn report(
     }
     println!();
 
+    for kind in [ClientKind::Plain, ClientKind::Zt] {
+        let cpu: Vec<f64> = clients
+            .iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, _, w)| w.cpu_ns_per_request())
+            .filter(|cpu| cpu.is_finite())
+            .collect();
+        let failed: u64 = clients
+            .iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, _, w)| w.failed)
+            .sum();
+        println!(
+            "{}: {:.2} µs client CPU/request against the plain server (HTTP/1.1, {} in flight), {failed} failed",
+            kind.name(),
+            median(&cpu) / 1e3,
+            zt_benches::client::WORKERS,
+        );
+    }
+    let burst = |peers| bursts.iter().find(|b| b.peers == peers).map(|b| b.cpu_us);
+    println!(
+        "policy decision: {:.1} ns at 10 rules, {:.1} ns at {POLICY_RULES} rules",
+        decisions.ns_10, decisions.ns_10k
+    );
+
     let rps = |target, mode| summarize(&samples, target, mode).map(|s| s.rps);
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-    let cpu_ratio = |a, b, mode| paired_cpu_ratio(&samples, a, b, mode);
-    let keep_alive = [Mode::Http1, Mode::Http2];
+    let cpu = |s: &Sample| s.cpu_ns_per_request;
+    let cpu_ratio = |a, b, mode| paired_ratio(&samples, a, b, mode, cpu);
     let worst = |other: Target| {
-        keep_alive
-            .iter()
-            .filter_map(|&mode| cpu_ratio(Target::Zt, other, mode))
-            .fold(None, |acc: Option<f64>, r| {
-                Some(acc.map_or(r, |a| a.max(r)))
-            })
+        let h1 = cpu_ratio(Target::Zt, other, Mode::Http1);
+        let h2 = cpu_ratio(Target::Zt, other, Mode::Http2);
+        Some(h1?.max(h2?))
     };
-    for mode in keep_alive {
-        if let Some(r) = cpu_ratio(Target::Zt, Target::Plain, mode) {
-            println!("zt/plain server CPU per request, {}: {r:.3}", mode.name());
-        }
+    for mode in [Mode::Http1, Mode::Http2] {
         if let Some(r) = cpu_ratio(Target::Zt, Target::Sidecar, mode) {
             println!("zt/sidecar server CPU per request, {}: {r:.3}", mode.name());
         }
@@ -949,23 +1052,47 @@ fn report(
             .map(|&(_, kib)| kib)
     };
     println!();
-    // Server handshake capacity: handshakes per CPU-second, zt over plain.
-    if let Some(r) = cpu_ratio(Target::Plain, Target::Zt, Mode::NewConnection) {
-        println!("ratio handshake_zt_vs_rustls {r:.3}");
-    }
-    if let Some(r) = worst(Target::Plain) {
-        println!("ratio cpu_per_req_zt_vs_plain {r:.3}");
-    }
-    if let Some(r) = worst(Target::Sidecar) {
-        println!("ratio cpu_per_req_zt_vs_sidecar {r:.3}");
-    }
-    println!(
-        "ratio decision_10k_vs_10 {:.3}",
-        decisions.ns_10k / decisions.ns_10
-    );
-    if let Some(r) = ratio(mem(Target::Zt), mem(Target::Plain)) {
-        println!("ratio mem_per_conn_zt_vs_plain {r:.3}");
-    }
+    let measured = [
+        // Server handshake capacity: handshakes per CPU-second, zt over plain.
+        (
+            "handshake_zt_vs_rustls",
+            cpu_ratio(Target::Plain, Target::Zt, Mode::NewConnection),
+        ),
+        (
+            "cpu_per_req_zt_vs_plain_h1",
+            cpu_ratio(Target::Zt, Target::Plain, Mode::Http1),
+        ),
+        (
+            "cpu_per_req_zt_vs_plain_h2",
+            cpu_ratio(Target::Zt, Target::Plain, Mode::Http2),
+        ),
+        ("cpu_per_req_zt_vs_plain", worst(Target::Plain)),
+        ("cpu_per_req_zt_vs_sidecar", worst(Target::Sidecar)),
+        (
+            "p99_zt_vs_plain",
+            paired_ratio(&samples, Target::Zt, Target::Plain, Mode::Http1, |s| {
+                s.p99_ns
+            }),
+        ),
+        (
+            "mem_per_conn_zt_vs_plain",
+            ratio(mem(Target::Zt), mem(Target::Plain)),
+        ),
+        ("client_cpu_per_req_zt_vs_plain", client_ratio(clients)),
+        (
+            "decision_10k_vs_10",
+            Some(decisions.ns_10k / decisions.ns_10),
+        ),
+        (
+            "reverify_burst_10k_vs_100_conns",
+            ratio(burst(10_000), burst(100)),
+        ),
+    ];
+    let measured: Vec<(&str, f64)> = measured
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect();
+    zt_benches::goals::report(&measured);
 }
 
 // ---------------------------------------------------------------------------
@@ -982,15 +1109,6 @@ const COUNTED: [(Mode, usize, usize); 3] = [
     (Mode::Http2, 2_000, 6_000),
     (Mode::NewConnection, 40, 200),
 ];
-
-/// What `--instructions` and `--syscalls` count in the server process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Counter {
-    /// User-space instructions, with `valgrind --tool=callgrind`.
-    Instructions,
-    /// System calls, with `strace -c`.
-    Syscalls,
-}
 
 /// `--instructions`: user-space instructions each server executes per request,
 /// counted by `valgrind --tool=callgrind`, which a busy machine does not
@@ -1011,6 +1129,7 @@ fn counted(counter: Counter) -> Result<()> {
         Counter::Instructions => "instructions",
         Counter::Syscalls => "syscalls",
     };
+    let exe = std::env::current_exe()?;
     println!("{what} per request (server process; callgrind counts user space only):");
     for (mode, short, long) in COUNTED {
         let mut per_request = Vec::new();
@@ -1018,7 +1137,7 @@ fn counted(counter: Counter) -> Result<()> {
             let mut totals = Vec::new();
             for requests in [short, long] {
                 let file = out_dir.join(format!("{what}.{kind}.{mode:?}.{requests}"));
-                let total = count(counter, kind, scratch.path(), &file, |addr| {
+                let total = count(counter, &exe, kind, scratch.path(), &file, |addr| {
                     runtime.block_on(drive(&client, addr, mode, requests))
                 })?;
                 if keep.is_none() {
@@ -1037,69 +1156,6 @@ fn counted(counter: Counter) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Runs the server `kind` under callgrind or strace while `load` runs against
-/// it; returns the instructions it executed or the system calls it made, in all.
-fn count(
-    counter: Counter,
-    kind: &str,
-    dir: &Path,
-    out: &Path,
-    load: impl FnOnce(SocketAddr) -> Result<()>,
-) -> Result<u64> {
-    let exe = std::env::current_exe()?;
-    let mut command = match counter {
-        Counter::Instructions => {
-            let mut command = Command::new("valgrind");
-            command
-                .args(["--tool=callgrind", "-q"])
-                .arg(format!("--callgrind-out-file={}", out.display()));
-            command
-        }
-        Counter::Syscalls => {
-            let mut command = Command::new("strace");
-            command.args(["-f", "-c", "-o"]).arg(out);
-            command
-        }
-    };
-    let mut child = command
-        .arg(exe)
-        .args(["serve", kind])
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|err| format!("cannot run {counter:?} counter (valgrind, strace): {err}"))?;
-    let stdin = child.stdin.take();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening ")
-        .ok_or_else(|| format!("server {kind} did not start: {line:?}"))?
-        .parse()?;
-    let result = load(addr);
-    drop(stdin);
-    child.wait()?;
-    result?;
-    let profile = std::fs::read_to_string(out)?;
-    let total = match counter {
-        Counter::Instructions => profile
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("totals:")
-                    .or_else(|| line.strip_prefix("summary:"))
-            })
-            .and_then(|total| total.split_whitespace().next()?.parse().ok()),
-        // `% time  seconds  usecs/call  calls  [errors]  total`
-        Counter::Syscalls => profile
-            .lines()
-            .find(|line| line.trim_end().ends_with(" total"))
-            .and_then(|total| total.split_whitespace().nth(3)?.parse().ok()),
-    };
-    total.ok_or_else(|| format!("no total in {}", out.display()).into())
 }
 
 /// Sends exactly `requests` requests in `mode`, spread evenly over the workers.
