@@ -83,8 +83,8 @@ pub fn report(measured: &[(&str, f64)]) {
     println!("|---|---|---:|---|");
     for goal in &GOALS {
         let bound = match goal.bound {
-            Bound::AtLeast(b) => format!("≥ {b}"),
-            Bound::AtMost(b) => format!("≤ {b}"),
+            Bound::AtLeast(b) => format!("≥ {b:.2}"),
+            Bound::AtMost(b) => format!("≤ {b:.2}"),
         };
         match value(goal.name) {
             Some(v) => {
