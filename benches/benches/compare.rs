@@ -9,7 +9,7 @@
 //! sidecar, over real sockets on 127.0.0.1, with the load generator built in.
 //!
 //! ```text
-//! cargo bench --bench compare                  # 1.5 to 3 minutes on 2 cores
+//! cargo bench --bench compare                  # about 2 minutes on 2 cores
 //! cargo bench --bench compare -- --quick       # one round of short windows, a smoke run
 //! cargo bench --bench compare -- --instructions  # callgrind: instructions per request
 //! cargo bench --bench compare -- --syscalls    # strace: system calls per request
