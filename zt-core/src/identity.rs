@@ -40,6 +40,7 @@ use crate::id::SpiffeId;
 use crate::metrics::{self, UpdateSource};
 use crate::peer::Verifications;
 use crate::svid::X509Svid;
+use crate::verified::VerifiedChains;
 
 /// The next snapshot stamp. Stamps name exactly one snapshot in the process,
 /// whatever identity published it, so a peer verified under one identity's
@@ -56,6 +57,9 @@ pub struct Snapshot {
     stamp: u64,
     certified_key: Arc<CertifiedKey>,
     published_at: SystemTime,
+    /// The peer chains verified against `bundles`; born empty with the snapshot
+    /// and gone with it, so no entry answers for other bundles.
+    verified: VerifiedChains,
 }
 
 // === impl Snapshot ===
@@ -85,6 +89,11 @@ impl Snapshot {
     /// The process-wide unique name of this snapshot, for re-verification.
     pub(crate) fn stamp(&self) -> u64 {
         self.stamp
+    }
+
+    /// The peer chains verified against this snapshot's bundles.
+    pub(crate) fn verified_chains(&self) -> &VerifiedChains {
+        &self.verified
     }
 
     /// When this snapshot was published.
@@ -468,6 +477,7 @@ impl IdentityPublisher {
             stamp: NEXT_STAMP.fetch_add(1, Ordering::Relaxed),
             certified_key: Arc::new(certified_key),
             published_at: now,
+            verified: VerifiedChains::new(Arc::clone(provider)),
         });
         self.shared.current.store(Some(Arc::clone(&snapshot)));
         metrics::identity_update(self.source, true);
