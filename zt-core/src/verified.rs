@@ -167,3 +167,361 @@ impl fmt::Debug for VerifiedChains {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use std::time::Duration;
+
+    use zt_testkit::ca::{ExtendedKeyUsagePurpose, LeafSpec, TestCa};
+
+    use super::*;
+    use crate::bundle::X509Bundle;
+    use crate::identity::{Identity, IdentityPublisher, Snapshot};
+    use crate::peer::PeerIdentity;
+    use crate::svid::X509Svid;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn bundle(ca: &TestCa) -> X509Bundle {
+        X509Bundle::new(
+            ca.trust_domain().parse().unwrap(),
+            vec![ca.root_cert().clone()],
+        )
+        .unwrap()
+    }
+
+    /// Publishes a new snapshot serving a fresh SVID of `own` with `trusted`'s
+    /// bundles, so every publication is a new snapshot.
+    fn publish(publisher: &IdentityPublisher, own: &TestCa, trusted: &[&TestCa]) -> Arc<Snapshot> {
+        let cred = own.valid(&format!("spiffe://{}/server", own.trust_domain()));
+        let svid = X509Svid::from_der(cred.chain, cred.key).unwrap();
+        let bundles = trusted
+            .iter()
+            .fold(BundleSet::new(), |set, ca| set.with(bundle(ca)));
+        publisher.publish(svid, bundles).unwrap()
+    }
+
+    fn chains(ca: &TestCa, count: usize) -> Vec<Vec<CertificateDer<'static>>> {
+        (0..count)
+            .map(|i| {
+                ca.valid(&format!("spiffe://{}/client/{i}", ca.trust_domain()))
+                    .chain
+            })
+            .collect()
+    }
+
+    /// `peers` peers over `chains`, round robin.
+    fn peers(chains: &[Vec<CertificateDer<'static>>], count: usize) -> Vec<PeerIdentity> {
+        (0..count)
+            .map(|i| {
+                PeerIdentity::from_chain(chains[i % chains.len()].clone(), PeerRole::Client)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn current(identity: &Identity) -> Arc<Snapshot> {
+        identity.snapshot().unwrap()
+    }
+
+    fn provider(identity: &Identity) -> Arc<CryptoProvider> {
+        Arc::clone(identity.crypto_provider())
+    }
+
+    #[test]
+    fn a_rotation_verifies_each_distinct_chain_once_not_each_connection() {
+        let ca = TestCa::new("example.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        publish(&publisher, &ca, &[&ca]);
+        let chains = chains(&ca, 4);
+        let peers = peers(&chains, 40);
+        let now = SystemTime::now();
+
+        for peer in &peers {
+            peer.reverify(&identity, now).unwrap();
+        }
+        assert_eq!(current(&identity).verified_chains().verifications(), 4);
+
+        let rotated = publish(&publisher, &ca, &[&ca]);
+        assert_eq!(rotated.verified_chains().len(), 0);
+        for peer in &peers {
+            assert!(!peer.is_verified_under(&rotated));
+            peer.reverify(&identity, now).unwrap();
+            assert!(peer.is_verified_under(&rotated));
+        }
+        assert_eq!(rotated.verified_chains().verifications(), 4);
+        assert_eq!(rotated.verified_chains().len(), 4);
+    }
+
+    #[test]
+    fn a_cached_chain_stops_verifying_when_its_intermediate_expires_before_its_leaf() {
+        let now = SystemTime::now();
+        let root = TestCa::new("example.org");
+        let intermediate = root.intermediate_valid_between(now - MINUTE, now + 10 * MINUTE);
+        // The leaf outlives its issuer by most of an hour.
+        let chain = intermediate
+            .issue(&LeafSpec::valid("spiffe://example.org/client"))
+            .chain;
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        let snapshot = publish(&publisher, &root, &[&root]);
+        let verified = snapshot.verified_chains();
+        let provider = provider(&identity);
+        let digest = ChainDigest::of(&provider, &chain);
+        let verify = |at| {
+            verified.verify(
+                &chain,
+                digest.as_ref(),
+                snapshot.bundles(),
+                PeerRole::Client,
+                &provider,
+                at,
+            )
+        };
+
+        verify(now).unwrap();
+        verify(now + 9 * MINUTE).unwrap();
+        assert_eq!(verified.verifications(), 1, "answered from the record");
+        let after = now + 11 * MINUTE;
+        assert!(matches!(verify(after), Err(SvidError::Expired)));
+        assert_eq!(verified.verifications(), 2, "verified again, and refused");
+
+        let peer = PeerIdentity::from_chain(chain.clone(), PeerRole::Client).unwrap();
+        peer.reverify(&identity, now).unwrap();
+        assert!(matches!(
+            peer.reverify(&identity, after),
+            Err(SvidError::Expired)
+        ));
+    }
+
+    #[test]
+    fn a_withdrawn_trust_domain_fails_the_next_check_of_every_cached_chain() {
+        let ours = TestCa::new("example.org");
+        let theirs = TestCa::new("other.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        publish(&publisher, &ours, &[&ours, &theirs]);
+        let peers = peers(&chains(&theirs, 3), 12);
+        let now = SystemTime::now();
+        for peer in &peers {
+            peer.reverify(&identity, now).unwrap();
+        }
+        assert_eq!(current(&identity).verified_chains().len(), 3);
+
+        publish(&publisher, &ours, &[&ours]);
+        for peer in &peers {
+            assert!(matches!(
+                peer.reverify(&identity, now),
+                Err(SvidError::NoBundle(_))
+            ));
+        }
+        assert_eq!(current(&identity).verified_chains().len(), 0);
+    }
+
+    #[test]
+    fn an_entry_of_one_snapshot_never_answers_for_the_next() {
+        let old_ca = TestCa::new("example.org");
+        let new_ca = TestCa::new("example.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        let first = publish(&publisher, &old_ca, &[&old_ca]);
+        let chain = old_ca.valid("spiffe://example.org/client").chain;
+        let provider = provider(&identity);
+        let digest = ChainDigest::of(&provider, &chain);
+        let now = SystemTime::now();
+        let verify = |snapshot: &Snapshot| {
+            snapshot.verified_chains().verify(
+                &chain,
+                digest.as_ref(),
+                snapshot.bundles(),
+                PeerRole::Client,
+                &provider,
+                now,
+            )
+        };
+        verify(&first).unwrap();
+        assert_eq!(first.verified_chains().len(), 1);
+
+        // Same trust domain, another CA: the old chain is no longer trusted.
+        let second = publish(&publisher, &new_ca, &[&new_ca]);
+        assert!(matches!(verify(&second), Err(SvidError::UnknownIssuer(_))));
+        assert_eq!(second.verified_chains().verifications(), 1);
+        assert_eq!(second.verified_chains().len(), 0);
+    }
+
+    #[test]
+    fn the_role_is_part_of_the_key() {
+        let ca = TestCa::new("example.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        let snapshot = publish(&publisher, &ca, &[&ca]);
+        let mut spec = LeafSpec::valid("spiffe://example.org/server-only");
+        spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let chain = ca.issue(&spec).chain;
+        let provider = provider(&identity);
+        let digest = ChainDigest::of(&provider, &chain);
+        let now = SystemTime::now();
+        let verify = |role| {
+            snapshot.verified_chains().verify(
+                &chain,
+                digest.as_ref(),
+                snapshot.bundles(),
+                role,
+                &provider,
+                now,
+            )
+        };
+
+        verify(PeerRole::Server).unwrap();
+        assert!(matches!(
+            verify(PeerRole::Client),
+            Err(SvidError::WrongUsage(PeerRole::Client))
+        ));
+        assert_eq!(snapshot.verified_chains().verifications(), 2);
+        assert_eq!(snapshot.verified_chains().len(), 1);
+    }
+
+    #[test]
+    fn refusals_are_not_kept() {
+        let ca = TestCa::new("example.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        let snapshot = publish(&publisher, &ca, &[&ca]);
+        let now = SystemTime::now();
+        let chain = ca
+            .issue(
+                &LeafSpec::valid("spiffe://example.org/later")
+                    .valid_between(now + 10 * MINUTE, now + 60 * MINUTE),
+            )
+            .chain;
+        let provider = provider(&identity);
+        let digest = ChainDigest::of(&provider, &chain);
+        let verify = |at| {
+            snapshot.verified_chains().verify(
+                &chain,
+                digest.as_ref(),
+                snapshot.bundles(),
+                PeerRole::Client,
+                &provider,
+                at,
+            )
+        };
+
+        assert!(matches!(verify(now), Err(SvidError::NotYetValid)));
+        assert_eq!(snapshot.verified_chains().len(), 0);
+        verify(now + 11 * MINUTE).unwrap();
+        // Before the window again (a clock stepped back): verified, and refused.
+        assert!(matches!(verify(now), Err(SvidError::NotYetValid)));
+        assert_eq!(snapshot.verified_chains().verifications(), 3);
+    }
+
+    #[test]
+    fn results_of_another_crypto_provider_are_neither_used_nor_kept() {
+        let ca = TestCa::new("example.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let snapshot = publish(&publisher, &ca, &[&ca]);
+        let chain = ca.valid("spiffe://example.org/client").chain;
+        let other = Arc::new((*crate::default_provider().unwrap()).clone());
+        let digest = ChainDigest::of(&other, &chain);
+        let now = SystemTime::now();
+        for _ in 0..2 {
+            snapshot
+                .verified_chains()
+                .verify(
+                    &chain,
+                    digest.as_ref(),
+                    snapshot.bundles(),
+                    PeerRole::Client,
+                    &other,
+                    now,
+                )
+                .unwrap();
+        }
+        assert_eq!(snapshot.verified_chains().verifications(), 2);
+        assert_eq!(snapshot.verified_chains().len(), 0);
+    }
+
+    #[test]
+    fn the_record_holds_at_most_its_bound_and_verifies_the_rest_without_keeping_them() {
+        let ca = TestCa::new("example.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        let snapshot = publish(&publisher, &ca, &[&ca]);
+        let verified = snapshot.verified_chains();
+        let chain = ca.valid("spiffe://example.org/client").chain;
+        let provider = provider(&identity);
+        let now = SystemTime::now();
+        let result = verified
+            .verify(
+                &chain,
+                None,
+                snapshot.bundles(),
+                PeerRole::Client,
+                &provider,
+                now,
+            )
+            .unwrap();
+        for i in 0..MAX_VERIFIED_CHAINS + 10 {
+            let mut digest = [0; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            verified.keep((PeerRole::Client, ChainDigest(digest)), &result);
+        }
+        assert_eq!(verified.len(), MAX_VERIFIED_CHAINS);
+
+        let digest = ChainDigest::of(&provider, &chain);
+        for _ in 0..3 {
+            verified
+                .verify(
+                    &chain,
+                    digest.as_ref(),
+                    snapshot.bundles(),
+                    PeerRole::Client,
+                    &provider,
+                    now,
+                )
+                .unwrap();
+        }
+        assert_eq!(verified.verifications(), 4, "one before, three once full");
+        assert_eq!(verified.len(), MAX_VERIFIED_CHAINS);
+    }
+
+    #[test]
+    fn chains_that_differ_in_how_their_bytes_split_have_different_digests() {
+        let provider = crate::default_provider().unwrap();
+        let ab = [
+            CertificateDer::from(vec![1, 2]),
+            CertificateDer::from(vec![3]),
+        ];
+        let a_b = [
+            CertificateDer::from(vec![1]),
+            CertificateDer::from(vec![2, 3]),
+        ];
+        let whole = [CertificateDer::from(vec![1, 2, 3])];
+        let digests =
+            [&ab[..], &a_b[..], &whole[..]].map(|c| ChainDigest::of(&provider, c).unwrap());
+        assert_ne!(digests[0], digests[1]);
+        assert_ne!(digests[0], digests[2]);
+        assert_ne!(digests[1], digests[2]);
+    }
+
+    #[test]
+    fn racing_checks_of_one_chain_all_succeed_and_keep_one_entry() {
+        let ca = TestCa::new("example.org");
+        let publisher = IdentityPublisher::new().unwrap();
+        let identity = publisher.identity();
+        publish(&publisher, &ca, &[&ca]);
+        let peers = peers(&chains(&ca, 1), 8);
+        let now = SystemTime::now();
+        std::thread::scope(|scope| {
+            for peer in &peers {
+                let identity = &identity;
+                scope.spawn(move || peer.reverify(identity, now).unwrap());
+            }
+        });
+        let snapshot = current(&identity);
+        assert_eq!(snapshot.verified_chains().len(), 1);
+        assert!((1..=8).contains(&snapshot.verified_chains().verifications()));
+    }
+}
