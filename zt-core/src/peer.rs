@@ -4,7 +4,9 @@
 //! with every request on it. [`PeerIdentity::reverify`] re-checks it against the
 //! serving snapshot: when the snapshot has not changed since the last check, that is
 //! one atomic load and a time comparison; when it has, the chain is verified again
-//! against today's bundle.
+//! against today's bundle, once per distinct chain: every connection that presented
+//! the same chain finds the result in the new snapshot's record of verified chains,
+//! with the time checked against the whole chain's validity again.
 //!
 //! ```
 //! # #[cfg(feature = "dev")] {
