@@ -233,10 +233,9 @@ impl PeerIdentity {
             .inner
             .digest
             .get_or_init(|| ChainDigest::of(provider, &self.inner.chain));
-        snapshot.verified_chains().verify(
+        snapshot.verify_peer(
             &self.inner.chain,
             digest.as_ref(),
-            snapshot.bundles(),
             self.inner.role,
             provider,
             now,

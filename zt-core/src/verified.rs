@@ -98,7 +98,8 @@ impl VerifiedChains {
     /// `bundles` at `now`, answering from the record when the same chain verified
     /// for the same role before and `now` is within its validity window.
     ///
-    /// `bundles` must be the bundles of the snapshot that owns this record.
+    /// `bundles` must be the bundles of the snapshot that owns this record, which
+    /// is why callers go through `Snapshot::verify_peer`.
     pub(crate) fn verify(
         &self,
         chain: &[CertificateDer<'_>],

@@ -56,15 +56,7 @@ impl SpiffeVerifier {
         // answered from its record, with the time checked again; see `verified`.
         let digest = ChainDigest::of(&self.provider, &chain);
         let verified = snapshot
-            .verified_chains()
-            .verify(
-                &chain,
-                digest.as_ref(),
-                snapshot.bundles(),
-                self.role,
-                &self.provider,
-                now,
-            )
+            .verify_peer(&chain, digest.as_ref(), self.role, &self.provider, now)
             .map_err(|err| {
                 // The exact reason, which the alert kind may not carry.
                 tracing::info!(role = %self.role, error = %err, "peer SVID rejected");
