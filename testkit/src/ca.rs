@@ -368,6 +368,20 @@ impl TestCa {
         self.intermediate_with(params)
     }
 
+    /// A valid intermediate CA signed by this one, valid from `not_before` to
+    /// `not_after` (leaves it issues keep their own validity, which may outlast it).
+    pub fn intermediate_valid_between(
+        &self,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Self {
+        let name = format!("intermediate CA {} #{}", self.trust_domain, next_serial());
+        let mut params = ca_params(&self.trust_domain, &name);
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        self.intermediate_with(params)
+    }
+
     /// An intermediate CA signed by this one whose key usage lacks `keyCertSign`
     /// (`cRLSign` only); otherwise exactly like [`TestCa::intermediate`].
     pub fn intermediate_without_key_cert_sign(&self) -> Self {

@@ -32,14 +32,17 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
 use crate::bundle::BundleSet;
 use crate::error::Error;
+use crate::error::{PeerRole, SvidError};
 use crate::id::SpiffeId;
 use crate::metrics::{self, UpdateSource};
 use crate::peer::Verifications;
-use crate::svid::X509Svid;
+use crate::svid::{VerifiedPeer, X509Svid};
+use crate::verified::{ChainDigest, VerifiedChains};
 
 /// The next snapshot stamp. Stamps name exactly one snapshot in the process,
 /// whatever identity published it, so a peer verified under one identity's
@@ -56,6 +59,9 @@ pub struct Snapshot {
     stamp: u64,
     certified_key: Arc<CertifiedKey>,
     published_at: SystemTime,
+    /// The peer chains verified against `bundles`; born empty with the snapshot
+    /// and gone with it, so no entry answers for other bundles.
+    verified: VerifiedChains,
 }
 
 // === impl Snapshot ===
@@ -85,6 +91,26 @@ impl Snapshot {
     /// The process-wide unique name of this snapshot, for re-verification.
     pub(crate) fn stamp(&self) -> u64 {
         self.stamp
+    }
+
+    /// The peer chains verified against this snapshot's bundles.
+    #[cfg(test)]
+    pub(crate) fn verified_chains(&self) -> &VerifiedChains {
+        &self.verified
+    }
+
+    /// Verifies a peer's `chain` (with its `digest`, when known) for `role` against
+    /// this snapshot's bundles, once per distinct chain: see [`VerifiedChains`].
+    pub(crate) fn verify_peer(
+        &self,
+        chain: &[CertificateDer<'_>],
+        digest: Option<&ChainDigest>,
+        role: PeerRole,
+        provider: &Arc<CryptoProvider>,
+        now: SystemTime,
+    ) -> Result<VerifiedPeer, SvidError> {
+        self.verified
+            .verify(chain, digest, &self.bundles, role, provider, now)
     }
 
     /// When this snapshot was published.
@@ -468,6 +494,7 @@ impl IdentityPublisher {
             stamp: NEXT_STAMP.fetch_add(1, Ordering::Relaxed),
             certified_key: Arc::new(certified_key),
             published_at: now,
+            verified: VerifiedChains::new(Arc::clone(provider)),
         });
         self.shared.current.store(Some(Arc::clone(&snapshot)));
         metrics::identity_update(self.source, true);

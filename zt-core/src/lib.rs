@@ -83,6 +83,7 @@ mod segments;
 mod source;
 mod svid;
 pub mod tls;
+mod verified;
 #[cfg(feature = "files")]
 mod watch;
 mod x509;

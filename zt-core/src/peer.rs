@@ -4,7 +4,9 @@
 //! with every request on it. [`PeerIdentity::reverify`] re-checks it against the
 //! serving snapshot: when the snapshot has not changed since the last check, that is
 //! one atomic load and a time comparison; when it has, the chain is verified again
-//! against today's bundle.
+//! against today's bundle, once per distinct chain: every connection that presented
+//! the same chain finds the result in the new snapshot's record of verified chains,
+//! with the time checked against the whole chain's validity again.
 //!
 //! ```
 //! # #[cfg(feature = "dev")] {
@@ -32,7 +34,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::CommonState;
@@ -42,8 +44,9 @@ use crate::error::{PeerRole, SvidError};
 use crate::id::SpiffeId;
 use crate::identity::Identity;
 use crate::identity::Snapshot;
+use crate::svid::VerifiedPeer;
 use crate::svid::inspect_chain_facts;
-use crate::svid::{VerifiedPeer, verify_peer_chain};
+use crate::verified::ChainDigest;
 
 /// The verified SPIFFE identity of a connection's peer. Cheap to clone.
 #[derive(Clone)]
@@ -59,6 +62,8 @@ struct PeerInner {
     /// The stamp of the newest snapshot the chain is known to verify under (0:
     /// none). Stamps are unique in the process, across identities.
     verified_stamp: AtomicU64,
+    /// The chain's key in each snapshot's verified chains, computed at most once.
+    digest: OnceLock<Option<ChainDigest>>,
 }
 
 // === impl PeerIdentity ===
@@ -88,13 +93,11 @@ impl PeerIdentity {
         let presented = conn.peer_certificates().ok_or(SvidError::NoCertificate)?;
         let chain: Vec<_> = presented.iter().map(|c| c.clone().into_owned()).collect();
         if let Some(record) = identity.verifications().take(role, &chain) {
-            return Ok(Self::assemble(
-                record.id,
-                chain,
-                role,
-                record.not_after,
-                record.stamp,
-            ));
+            let peer = Self::assemble(record.id, chain, role, record.not_after, record.stamp);
+            if let Some(digest) = record.digest {
+                let _ = peer.inner.digest.set(Some(digest));
+            }
+            return Ok(peer);
         }
         Self::from_chain(chain, role)
     }
@@ -128,6 +131,7 @@ impl PeerIdentity {
                 role,
                 not_after,
                 verified_stamp: AtomicU64::new(verified_stamp),
+                digest: OnceLock::new(),
             }),
         }
     }
@@ -222,11 +226,18 @@ impl PeerIdentity {
         if stamp == self.inner.verified_stamp.load(Ordering::Acquire) {
             return Ok(());
         }
-        verify_peer_chain(
+        // A new snapshot: one verification per distinct chain, shared by every
+        // connection that presented it.
+        let provider = identity.crypto_provider();
+        let digest = self
+            .inner
+            .digest
+            .get_or_init(|| ChainDigest::of(provider, &self.inner.chain));
+        snapshot.verify_peer(
             &self.inner.chain,
-            snapshot.bundles(),
+            digest.as_ref(),
             self.inner.role,
-            identity.crypto_provider(),
+            provider,
             now,
         )?;
         // Stamps grow with every publication, so the newest verification wins a race.
@@ -250,6 +261,7 @@ struct Record {
     id: SpiffeId,
     not_after: SystemTime,
     stamp: u64,
+    digest: Option<ChainDigest>,
 }
 
 /// The verifier-to-`PeerIdentity` handoff of one identity: its verifiers record
@@ -269,6 +281,7 @@ impl Verifications {
         chain: &[CertificateDer<'_>],
         verified: &VerifiedPeer,
         stamp: u64,
+        digest: Option<ChainDigest>,
     ) {
         let record = Record {
             role,
@@ -276,6 +289,7 @@ impl Verifications {
             id: verified.id().clone(),
             not_after: verified.not_after(),
             stamp,
+            digest,
         };
         // A poisoned lock only means another thread panicked while holding it;
         // the queue itself is always consistent.

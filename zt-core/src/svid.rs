@@ -222,6 +222,7 @@ impl fmt::Debug for X509Svid {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedPeer {
     id: SpiffeId,
+    not_before: SystemTime,
     not_after: SystemTime,
 }
 
@@ -234,6 +235,12 @@ impl VerifiedPeer {
     /// When the first certificate of the verified chain expires.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
+    }
+
+    /// When the last certificate of the verified chain became valid (the latest
+    /// `notBefore` of the chain).
+    pub(crate) fn not_before(&self) -> SystemTime {
+        self.not_before
     }
 
     /// Consumes the result, returning the SPIFFE ID.
@@ -311,6 +318,7 @@ fn verify_chain(
         return Err(SvidError::NotYetValid);
     }
     Ok(VerifiedPeer {
+        not_before: unix_to_system(facts.not_before),
         not_after: unix_to_system(facts.not_after),
         id: facts.id,
     })

@@ -23,6 +23,7 @@ mod controls;
 mod fail_closed;
 mod federation;
 mod peer_identity;
+mod reconnection;
 mod resumption;
 mod rotation;
 mod server_verifies_client;

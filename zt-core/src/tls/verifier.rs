@@ -16,7 +16,7 @@ use crate::error::PeerRole;
 use crate::id::SpiffeId;
 use crate::identity::Identity;
 use crate::matcher::IdMatcher;
-use crate::svid::verify_peer_chain;
+use crate::verified::ChainDigest;
 
 /// Why a verified peer was still refused: its ID is not one we talk to.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -52,14 +52,16 @@ impl SpiffeVerifier {
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
         let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        let verified =
-            verify_peer_chain(&chain, snapshot.bundles(), self.role, &self.provider, now).map_err(
-                |err| {
-                    // The exact reason, which the alert kind may not carry.
-                    tracing::info!(role = %self.role, error = %err, "peer SVID rejected");
-                    super::svid_rejection(err)
-                },
-            )?;
+        // A chain this snapshot verified before for this role (a reconnect) is
+        // answered from its record, with the time checked again; see `verified`.
+        let digest = ChainDigest::of(&self.provider, &chain);
+        let verified = snapshot
+            .verify_peer(&chain, digest.as_ref(), self.role, &self.provider, now)
+            .map_err(|err| {
+                // The exact reason, which the alert kind may not carry.
+                tracing::info!(role = %self.role, error = %err, "peer SVID rejected");
+                super::svid_rejection(err)
+            })?;
         if !self.authorizer.matches(verified.id()) {
             let err = UnauthorizedPeer {
                 id: verified.into_id(),
@@ -70,9 +72,13 @@ impl SpiffeVerifier {
                 OtherError(Arc::new(err)),
             )));
         }
-        self.identity
-            .verifications()
-            .record(self.role, &chain, &verified, snapshot.stamp());
+        self.identity.verifications().record(
+            self.role,
+            &chain,
+            &verified,
+            snapshot.stamp(),
+            digest,
+        );
         Ok(())
     }
 }
