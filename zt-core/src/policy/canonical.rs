@@ -376,9 +376,11 @@ impl<'a> Authority<'a> {
         let port_canonical = match (raw.starts_with('['), raw.rfind(':'), port) {
             (false, None, None) => true,
             (true, _, None) => !raw.ends_with(':'),
-            (_, Some(at), Some(port)) => {
-                raw.get(at.saturating_add(1)..) == Some(port.to_string().as_str())
-            }
+            // The text is all digits and parsed: it is the number's own spelling
+            // unless it has a leading zero.
+            (_, Some(at), Some(_)) => raw
+                .get(at.saturating_add(1)..)
+                .is_some_and(|text| text.len() == 1 || !text.starts_with('0')),
             _ => false,
         };
         let stripped = host.strip_suffix('.');
@@ -579,10 +581,13 @@ mod tests {
             ("a.org:443", true),
             ("[::1]:443", true),
             ("[::1]", true),
+            ("a.org:0", true),
             ("A.org", false),
             ("a.org.", false),
             ("a.org:", false),
             ("a.org:0443", false),
+            ("a.org:00", false),
+            ("[::1]:08", false),
             ("[::1]:", false),
             ("[FE80::1]", false),
         ] {
