@@ -332,7 +332,7 @@ impl<'a> Authority<'a> {
         if raw.contains('@') {
             return Err(MalformedAuthority::UserInfo);
         }
-        let (host, port) = if raw.starts_with('[') {
+        let (host, port_text) = if raw.starts_with('[') {
             let close = raw.find(']').ok_or(MalformedAuthority::InvalidHost)?;
             let (host, rest) = raw.split_at(close.saturating_add(1));
             let inner = host.get(1..host.len().saturating_sub(1)).unwrap_or("");
@@ -359,7 +359,7 @@ impl<'a> Authority<'a> {
                 None => (raw, None),
             }
         };
-        let port = match port {
+        let port = match port_text {
             None | Some("") => None,
             Some(port) => {
                 if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
@@ -373,14 +373,11 @@ impl<'a> Authority<'a> {
         };
         // Canonical as written: no port text other than the number itself (no
         // empty port, no leading zeros), no trailing dot, no upper case (below).
-        let port_canonical = match (raw.starts_with('['), raw.rfind(':'), port) {
-            (false, None, None) => true,
-            (true, _, None) => !raw.ends_with(':'),
-            // The text is all digits and parsed: it is the number's own spelling
-            // unless it has a leading zero.
-            (_, Some(at), Some(_)) => raw
-                .get(at.saturating_add(1)..)
-                .is_some_and(|text| text.len() == 1 || !text.starts_with('0')),
+        // A port's text is all digits and parsed: it is the number's own
+        // spelling unless it has a leading zero.
+        let port_canonical = match (port_text, port) {
+            (None, None) => true,
+            (Some(text), Some(_)) => text.len() == 1 || !text.starts_with('0'),
             _ => false,
         };
         let stripped = host.strip_suffix('.');
@@ -388,18 +385,30 @@ impl<'a> Authority<'a> {
         if host.is_empty() {
             return Err(MalformedAuthority::Empty);
         }
-        if !host.starts_with('[') {
-            if !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-            {
-                return Err(MalformedAuthority::InvalidHost);
+        let mut lower = false;
+        if host.starts_with('[') {
+            lower = host.bytes().any(|b| b.is_ascii_uppercase());
+        } else {
+            // One pass: allowed bytes only, and no empty label (a leading, a
+            // doubled or, after the one stripped above, a trailing dot).
+            let mut label_start = true;
+            for b in host.bytes() {
+                if b == b'.' {
+                    if label_start {
+                        return Err(MalformedAuthority::InvalidHost);
+                    }
+                    label_start = true;
+                } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+                    lower |= b.is_ascii_uppercase();
+                    label_start = false;
+                } else {
+                    return Err(MalformedAuthority::InvalidHost);
+                }
             }
-            if host.split('.').any(str::is_empty) {
+            if label_start {
                 return Err(MalformedAuthority::InvalidHost);
             }
         }
-        let lower = host.bytes().any(|b| b.is_ascii_uppercase());
         let host = if lower {
             Cow::Owned(host.to_ascii_lowercase())
         } else {
