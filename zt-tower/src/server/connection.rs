@@ -30,6 +30,7 @@ use zt_core::PeerIdentity;
 use super::accept::{Inner, Phase};
 use super::detect::{HttpVersion, detect_version};
 use super::service::ConnService;
+use super::timer::HeadTimer;
 use crate::BoxError;
 use crate::metrics::{self, CloseReason, GaugeGuard};
 
@@ -185,8 +186,16 @@ where
             peer: peer.clone(),
         };
         let ended_by = Arc::clone(&signal);
+        let http1;
         let http = match version {
-            HttpVersion::Http1 => &inner.http1,
+            HttpVersion::Http1 => {
+                // One header-read timer for the connection's life rather than a
+                // new one armed and dropped per request.
+                let mut builder = inner.http1.clone();
+                builder.http1().timer(HeadTimer::default());
+                http1 = builder;
+                &http1
+            }
             HttpVersion::Http2 => &inner.http2,
         };
         let conn = http.serve_connection(TokioIo::new(io), service);

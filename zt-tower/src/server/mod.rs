@@ -73,6 +73,7 @@ mod detect;
 mod incoming;
 mod listener;
 mod service;
+mod timer;
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
