@@ -55,11 +55,7 @@ where
         request.extensions_mut().insert(self.peer.clone());
         ConnFuture::Served {
             span,
-            future: Oneshot {
-                service: self.inner.clone(),
-                request: Some(request),
-                future: None,
-            },
+            future: Oneshot::new(self.inner.clone(), request),
         }
     }
 }
@@ -102,15 +98,27 @@ where
 }
 
 pin_project! {
-    /// Drives a tower service to readiness, then calls it once.
-    pub(super) struct Oneshot<S, R>
+    /// Drives a tower service to readiness, then calls it once. The service and
+    /// the request give way to the response future, so the future a connection
+    /// holds per request is no larger than the larger of the two.
+    #[project = OneshotProj]
+    #[project_replace = OneshotReplace]
+    pub(super) enum Oneshot<S, R>
     where
         S: Service<R>,
     {
-        service: S,
-        request: Option<R>,
-        #[pin]
-        future: Option<S::Future>,
+        NotReady { service: S, request: R },
+        Called { #[pin] future: S::Future },
+        Done,
+    }
+}
+
+impl<S, R> Oneshot<S, R>
+where
+    S: Service<R>,
+{
+    fn new(service: S, request: R) -> Self {
+        Self::NotReady { service, request }
     }
 }
 
@@ -120,22 +128,31 @@ where
 {
     type Output = Result<S::Response, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(future) = this.future.as_mut().as_pin_mut() {
-            return future.poll(cx);
-        }
-        if let Err(err) = std::task::ready!(this.service.poll_ready(cx)) {
-            return Poll::Ready(Err(err));
-        }
-        let Some(request) = this.request.take() else {
-            // Only reachable if polled again after an error; nothing left to do.
-            return Poll::Pending;
-        };
-        this.future.set(Some(this.service.call(request)));
-        match this.future.as_pin_mut() {
-            Some(future) => future.poll(cx),
-            None => Poll::Pending,
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                OneshotProj::NotReady { service, .. } => {
+                    if let Err(err) = std::task::ready!(service.poll_ready(cx)) {
+                        self.set(Self::Done);
+                        return Poll::Ready(Err(err));
+                    }
+                    if let OneshotReplace::NotReady {
+                        mut service,
+                        request,
+                    } = self.as_mut().project_replace(Self::Done)
+                    {
+                        let future = service.call(request);
+                        self.set(Self::Called { future });
+                    }
+                }
+                OneshotProj::Called { future } => {
+                    let output = std::task::ready!(future.poll(cx));
+                    self.set(Self::Done);
+                    return Poll::Ready(output);
+                }
+                // Polled after completion: there is nothing more to give.
+                OneshotProj::Done => return Poll::Pending,
+            }
         }
     }
 }
