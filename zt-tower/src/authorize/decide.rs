@@ -114,7 +114,7 @@ impl Shared {
             return Err(Denial::UntrustedPeer);
         }
 
-        let (verdict, rewrite) = {
+        let (verdict, rewrite, peer) = {
             let method = request.method().as_str();
             let path = request.uri().path();
             let shape = match Shape::of(request) {
@@ -143,26 +143,28 @@ impl Shared {
                 tracing::Span::current().record("security_rule.name", rule);
             }
             let (allowed, verdict) = (decision.is_allowed(), decision.verdict());
-            *decided = Some(Decided {
+            // The peer moves into `decided`, which the counters read afterwards.
+            let decided = decided.insert(Decided {
                 decision,
-                peer: peer.clone(),
+                peer,
                 protocol: protocol(request),
             });
             if !allowed {
                 return Err(Denial::Policy);
             }
-            (verdict, Rewrite::of(request, &view, canonical_authority))
+            let rewrite = Rewrite::of(request, &view, canonical_authority);
+            (verdict, rewrite, &decided.peer)
         };
         // The application routes and serves what the policy decided on.
         if let Some(rewrite) = rewrite
             && let Err(why) = rewrite.apply(request)
         {
-            log::not_canonical(&peer, request, why);
+            log::not_canonical(peer, request, why);
             return Err(Denial::Malformed);
         }
 
-        if let Err(refusal) = hook.check(&peer, request) {
-            log::hook_refused(&peer, request, &refusal);
+        if let Err(refusal) = hook.check(peer, request) {
+            log::hook_refused(peer, request, &refusal);
             return Err(Denial::Hook);
         }
         Ok(if verdict == Verdict::Allow {
