@@ -329,8 +329,14 @@ impl<'a> Authority<'a> {
     ///
     /// Why the authority is malformed.
     pub fn parse(raw: &'a str) -> Result<Self, MalformedAuthority> {
-        if raw.contains('@') {
-            return Err(MalformedAuthority::UserInfo);
+        // One pass for the user info refused and the last colon.
+        let mut last_colon = None;
+        for (at, b) in raw.bytes().enumerate() {
+            match b {
+                b'@' => return Err(MalformedAuthority::UserInfo),
+                b':' => last_colon = Some(at),
+                _ => {}
+            }
         }
         let (host, port_text) = if raw.starts_with('[') {
             let close = raw.find(']').ok_or(MalformedAuthority::InvalidHost)?;
@@ -354,7 +360,8 @@ impl<'a> Authority<'a> {
                 ),
             }
         } else {
-            match raw.rsplit_once(':') {
+            match last_colon.and_then(|at| Some((raw.get(..at)?, raw.get(at.saturating_add(1)..)?)))
+            {
                 Some((host, port)) => (host, Some(port)),
                 None => (raw, None),
             }
@@ -617,7 +624,11 @@ mod tests {
             (".", Empty),
             ("user@admin.internal", UserInfo),
             ("admin%2Einternal", InvalidHost),
+            ("admin.internal:80@evil", UserInfo),
+            ("[::1]@evil", UserInfo),
             ("admin..internal", InvalidHost),
+            (".admin.internal", InvalidHost),
+            ("admin.internal..", InvalidHost),
             ("admin internal", InvalidHost),
             ("admin.internal:https", InvalidPort),
             ("admin.internal:99999", InvalidPort),
