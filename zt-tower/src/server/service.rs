@@ -102,12 +102,11 @@ pin_project! {
     /// the request give way to the response future, so the future a connection
     /// holds per request is no larger than the larger of the two.
     #[project = OneshotProj]
-    #[project_replace = OneshotReplace]
     pub(super) enum Oneshot<S, R>
     where
         S: Service<R>,
     {
-        NotReady { service: S, request: R },
+        NotReady { service: S, request: Option<R> },
         Called { #[pin] future: S::Future },
         Done,
     }
@@ -118,7 +117,10 @@ where
     S: Service<R>,
 {
     fn new(service: S, request: R) -> Self {
-        Self::NotReady { service, request }
+        Self::NotReady {
+            service,
+            request: Some(request),
+        }
     }
 }
 
@@ -131,19 +133,18 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                OneshotProj::NotReady { service, .. } => {
+                OneshotProj::NotReady { service, request } => {
                     if let Err(err) = std::task::ready!(service.poll_ready(cx)) {
                         self.set(Self::Done);
                         return Poll::Ready(Err(err));
                     }
-                    if let OneshotReplace::NotReady {
-                        mut service,
-                        request,
-                    } = self.as_mut().project_replace(Self::Done)
-                    {
-                        let future = service.call(request);
-                        self.set(Self::Called { future });
-                    }
+                    // Taken in place: moving the whole state out would copy it.
+                    let Some(request) = request.take() else {
+                        self.set(Self::Done);
+                        return Poll::Pending;
+                    };
+                    let future = service.call(request);
+                    self.set(Self::Called { future });
                 }
                 OneshotProj::Called { future } => {
                     let output = std::task::ready!(future.poll(cx));
