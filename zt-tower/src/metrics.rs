@@ -8,7 +8,9 @@
 //!   [`metrics`](https://docs.rs/metrics) crate under the names below; the
 //!   application installs the recorder (a Prometheus exporter, an OpenTelemetry
 //!   bridge…) and calls [`describe`] once. With no recorder installed, nothing is
-//!   recorded. A decision costs one facade call, plus one per audit rule it
+//!   recorded. A decision costs one increment of a counter handle the layer
+//!   keeps (a map lookup; the key is built and registered once per rule, trust
+//!   domain, decision, protocol and recorder), plus one per audit rule it
 //!   matched; the labels hold bounded values only: a rule name (bounded by the
 //!   policy), the peer's trust domain (bounded by the trusted bundles), never a
 //!   SPIFFE ID, a path or a header.
