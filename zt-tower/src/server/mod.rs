@@ -73,7 +73,6 @@ mod detect;
 mod incoming;
 mod listener;
 mod service;
-mod timer;
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
