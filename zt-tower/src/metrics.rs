@@ -8,7 +8,9 @@
 //!   [`metrics`](https://docs.rs/metrics) crate under the names below; the
 //!   application installs the recorder (a Prometheus exporter, an OpenTelemetry
 //!   bridge…) and calls [`describe`] once. With no recorder installed, nothing is
-//!   recorded. A decision costs one facade call, plus one per audit rule it
+//!   recorded. A decision costs one increment of a counter handle the layer
+//!   keeps (a map lookup; the key is built and registered once per rule, trust
+//!   domain, decision, protocol and recorder), plus one per audit rule it
 //!   matched; the labels hold bounded values only: a rule name (bounded by the
 //!   policy), the peer's trust domain (bounded by the trusted bundles), never a
 //!   SPIFFE ID, a path or a header.
@@ -218,15 +220,143 @@ impl fmt::Debug for AuthzMetrics {
 
 // === the facade ===
 
-/// One policy decision, or one audit rule matched (`decision` is then `audit`).
+/// The `zt_authz_decisions_total` handles one [`Authorize`](crate::Authorize)
+/// layer has registered, so that a decision costs one map lookup and one
+/// increment instead of building, hashing and registering a four-label key.
+///
+/// A handle belongs to the recorder that made it, so the recorder is part of the
+/// key: installing a global recorder after requests were counted with none
+/// starts new handles. The recorder is told apart by its address; a
+/// thread-local recorder dropped and replaced by another at the same address
+/// while the same layer serves would keep receiving the old one's handles, a
+/// trade-off that only tests, which build a layer per recorder, could meet.
+/// The rule and the trust domain are told apart by the address of their shared
+/// strings, which every entry keeps alive, so an address is never reused for
+/// another name while it is a key. At [`DECISION_HANDLES`] entries (policies
+/// replaced many times, many rules and trust domains) the map starts over.
+#[derive(Default)]
+pub(crate) struct DecisionCounters {
+    #[cfg(feature = "metrics")]
+    handles: std::sync::RwLock<
+        std::collections::HashMap<DecisionKey, DecisionHandle, BuildAddressHasher>,
+    >,
+}
+
+/// How many handles [`DecisionCounters`] keeps at most.
 #[cfg(feature = "metrics")]
-pub(crate) fn decision(
+const DECISION_HANDLES: usize = 4096;
+
+#[cfg(feature = "metrics")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    recorder: usize,
+    /// Address and length of the static label values.
+    decision: (usize, usize),
+    protocol: (usize, usize),
+    /// Address of the shared rule name, 0 for the default deny.
+    rule: usize,
+    trust_domain: usize,
+}
+
+#[cfg(feature = "metrics")]
+struct DecisionHandle {
+    counter: metrics::Counter,
+    // Keep the key's addresses taken.
+    _rule: Option<Arc<str>>,
+    _trust_domain: Arc<str>,
+}
+
+/// Hashes the addresses of [`DecisionKey`]: chosen by zt and the allocator,
+/// never by a peer, so a multiply-and-rotate mix is enough.
+#[cfg(feature = "metrics")]
+#[derive(Default)]
+struct AddressHasher(u64);
+
+#[cfg(feature = "metrics")]
+type BuildAddressHasher = std::hash::BuildHasherDefault<AddressHasher>;
+
+#[cfg(feature = "metrics")]
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn address(text: &str) -> (usize, usize) {
+    (text.as_ptr() as usize, text.len())
+}
+
+// === impl DecisionCounters ===
+
+#[cfg(feature = "metrics")]
+impl DecisionCounters {
+    /// One policy decision, or one audit rule matched (`decision` is then `audit`).
+    pub(crate) fn decision(
+        &self,
+        decision: &'static str,
+        rule: Option<&Arc<str>>,
+        protocol: &'static str,
+        trust_domain: &zt_core::TrustDomain,
+    ) {
+        let trust_domain = trust_domain.shared_name();
+        metrics::with_recorder(|recorder| {
+            let key = DecisionKey {
+                recorder: std::ptr::from_ref(recorder).cast::<()>() as usize,
+                decision: address(decision),
+                protocol: address(protocol),
+                rule: rule.map_or(0, |rule| Arc::as_ptr(rule).cast::<u8>() as usize),
+                trust_domain: Arc::as_ptr(trust_domain).cast::<u8>() as usize,
+            };
+            if let Ok(handles) = self.handles.read()
+                && let Some(handle) = handles.get(&key)
+            {
+                handle.counter.increment(1);
+                return;
+            }
+            let counter = decision_counter(decision, rule, protocol, trust_domain);
+            counter.increment(1);
+            // A poisoned map only costs the lookups it would have saved.
+            if let Ok(mut handles) = self.handles.write() {
+                if handles.len() >= DECISION_HANDLES {
+                    handles.clear();
+                }
+                handles.insert(
+                    key,
+                    DecisionHandle {
+                        counter,
+                        _rule: rule.cloned(),
+                        _trust_domain: Arc::clone(trust_domain),
+                    },
+                );
+            }
+        });
+    }
+}
+
+/// The handle of one `zt_authz_decisions_total` series in the current recorder.
+#[cfg(feature = "metrics")]
+fn decision_counter(
     decision: &'static str,
     rule: Option<&Arc<str>>,
     protocol: &'static str,
-    trust_domain: &zt_core::TrustDomain,
-) {
-    // Labels share the policy's and the peer's strings: no copy per decision.
+    trust_domain: &Arc<str>,
+) -> metrics::Counter {
+    // Labels share the policy's and the peer's strings: no copy.
     let rule = rule.map_or(SharedString::const_str("none"), |rule| {
         SharedString::from(Arc::clone(rule))
     });
@@ -235,9 +365,14 @@ pub(crate) fn decision(
         "decision" => decision,
         "rule" => rule,
         "protocol" => protocol,
-        "trust_domain" => SharedString::from(Arc::clone(trust_domain.shared_name()))
+        "trust_domain" => SharedString::from(Arc::clone(trust_domain))
     )
-    .increment(1);
+}
+
+impl fmt::Debug for DecisionCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionCounters").finish_non_exhaustive()
+    }
 }
 
 /// A request refused without a policy decision.

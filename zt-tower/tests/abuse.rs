@@ -605,6 +605,71 @@ async fn http1_client_trickling_its_headers_is_cut_off_at_the_header_read_timeou
     target.served(Version::Http1).await;
 }
 
+/// The next head on a keep-alive connection has the whole timeout from the end
+/// of the previous response, however long the previous head took, and no more.
+#[tokio::test]
+async fn http1_connection_idle_after_a_slow_request_is_cut_off_at_the_header_read_timeout() {
+    let target = Target::start(|b| b.header_read_timeout(HEADER_READ_TIMEOUT)).await;
+    let mut tls = tls_connect(
+        target.addr(),
+        client_config(&target.client, SERVER_ID, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET /whoami HTTP/1.1\r\n").await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(HEADER_READ_TIMEOUT * 6 / 10).await;
+    tls.write_all(b"\r\n").await.unwrap();
+    tls.flush().await.unwrap();
+    let mut response = [0_u8; 4096];
+    let read = within("the first response", tls.read(&mut response))
+        .await
+        .unwrap();
+    assert!(
+        response[..read].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&response[..read])
+    );
+    let answered = Instant::now();
+    closed_by_server(&mut tls).await;
+    assert_cut_off_in_time(answered);
+}
+
+/// The header-read timeout bounds waiting for a head, never serving: a handler
+/// slower than it still answers on the same connection.
+#[tokio::test]
+async fn http1_request_served_longer_than_the_header_read_timeout_is_answered() {
+    let target = Target::start(|b| b.header_read_timeout(HEADER_READ_TIMEOUT)).await;
+    let mut tls = tls_connect(
+        target.addr(),
+        client_config(&target.client, SERVER_ID, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET /slow HTTP/1.1\r\n\r\n").await.unwrap();
+    tls.flush().await.unwrap();
+    within("the handler starts", async {
+        while target.slow_running.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(HEADER_READ_TIMEOUT * 2).await;
+    target.slow_release.add_permits(1);
+    let mut response = [0_u8; 4096];
+    let read = within("the slow response", tls.read(&mut response))
+        .await
+        .unwrap();
+    assert!(
+        response[..read].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&response[..read])
+    );
+    let answered = Instant::now();
+    closed_by_server(&mut tls).await;
+    assert_cut_off_in_time(answered);
+}
+
 #[tokio::test]
 async fn client_silent_after_the_handshake_is_cut_off_at_the_header_read_timeout() {
     let target = Target::start(|b| b.header_read_timeout(HEADER_READ_TIMEOUT)).await;

@@ -214,6 +214,36 @@ async fn grpc_requests_are_counted_as_grpc() {
     assert_eq!(recorded.counter(AUTHZ_DECISIONS_TOTAL, &labels), 1);
 }
 
+/// The layer keeps the handles it registered; requests decided alike, audit
+/// matches included, are still each counted, and a layer that counted into one
+/// recorder counts into the next one set.
+#[tokio::test]
+async fn repeated_decisions_are_each_counted_and_follow_the_recorder() {
+    let first = DebuggingRecorder::new();
+    let second = DebuggingRecorder::new();
+    let (in_first, in_second) = (Recorded::new(&first), Recorded::new(&second));
+    let (ca, peer, server) = peer_of(CLIENT_ID);
+    let service = AuthorizeLayer::new(server.identity(), named_policy()).layer(ok_service());
+    {
+        let _local = metrics::set_default_local_recorder(&first);
+        for _ in 0..3 {
+            service.clone().oneshot(request(&peer)).await.unwrap();
+        }
+    }
+    {
+        let _local = metrics::set_default_local_recorder(&second);
+        for _ in 0..2 {
+            service.clone().oneshot(request(&peer)).await.unwrap();
+        }
+    }
+    drop(ca);
+
+    assert_eq!(decisions(&in_first, "allow", "web-reads"), 3);
+    assert_eq!(decisions(&in_first, "audit", "watch-web"), 3);
+    assert_eq!(decisions(&in_second, "allow", "web-reads"), 2);
+    assert_eq!(decisions(&in_second, "audit", "watch-web"), 2);
+}
+
 #[tokio::test]
 async fn a_request_without_a_peer_is_counted_as_a_refusal() {
     let recorder = DebuggingRecorder::new();

@@ -329,10 +329,16 @@ impl<'a> Authority<'a> {
     ///
     /// Why the authority is malformed.
     pub fn parse(raw: &'a str) -> Result<Self, MalformedAuthority> {
-        if raw.contains('@') {
-            return Err(MalformedAuthority::UserInfo);
+        // One pass for the user info refused and the last colon.
+        let mut last_colon = None;
+        for (at, b) in raw.bytes().enumerate() {
+            match b {
+                b'@' => return Err(MalformedAuthority::UserInfo),
+                b':' => last_colon = Some(at),
+                _ => {}
+            }
         }
-        let (host, port) = if raw.starts_with('[') {
+        let (host, port_text) = if raw.starts_with('[') {
             let close = raw.find(']').ok_or(MalformedAuthority::InvalidHost)?;
             let (host, rest) = raw.split_at(close.saturating_add(1));
             let inner = host.get(1..host.len().saturating_sub(1)).unwrap_or("");
@@ -354,12 +360,13 @@ impl<'a> Authority<'a> {
                 ),
             }
         } else {
-            match raw.rsplit_once(':') {
+            match last_colon.and_then(|at| Some((raw.get(..at)?, raw.get(at.saturating_add(1)..)?)))
+            {
                 Some((host, port)) => (host, Some(port)),
                 None => (raw, None),
             }
         };
-        let port = match port {
+        let port = match port_text {
             None | Some("") => None,
             Some(port) => {
                 if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
@@ -373,12 +380,11 @@ impl<'a> Authority<'a> {
         };
         // Canonical as written: no port text other than the number itself (no
         // empty port, no leading zeros), no trailing dot, no upper case (below).
-        let port_canonical = match (raw.starts_with('['), raw.rfind(':'), port) {
-            (false, None, None) => true,
-            (true, _, None) => !raw.ends_with(':'),
-            (_, Some(at), Some(port)) => {
-                raw.get(at.saturating_add(1)..) == Some(port.to_string().as_str())
-            }
+        // A port's text is all digits and parsed: it is the number's own
+        // spelling unless it has a leading zero.
+        let port_canonical = match (port_text, port) {
+            (None, None) => true,
+            (Some(text), Some(_)) => text.len() == 1 || !text.starts_with('0'),
             _ => false,
         };
         let stripped = host.strip_suffix('.');
@@ -386,18 +392,30 @@ impl<'a> Authority<'a> {
         if host.is_empty() {
             return Err(MalformedAuthority::Empty);
         }
-        if !host.starts_with('[') {
-            if !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-            {
-                return Err(MalformedAuthority::InvalidHost);
+        let mut lower = false;
+        if host.starts_with('[') {
+            lower = host.bytes().any(|b| b.is_ascii_uppercase());
+        } else {
+            // One pass: allowed bytes only, and no empty label (a leading, a
+            // doubled or, after the one stripped above, a trailing dot).
+            let mut label_start = true;
+            for b in host.bytes() {
+                if b == b'.' {
+                    if label_start {
+                        return Err(MalformedAuthority::InvalidHost);
+                    }
+                    label_start = true;
+                } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+                    lower |= b.is_ascii_uppercase();
+                    label_start = false;
+                } else {
+                    return Err(MalformedAuthority::InvalidHost);
+                }
             }
-            if host.split('.').any(str::is_empty) {
+            if label_start {
                 return Err(MalformedAuthority::InvalidHost);
             }
         }
-        let lower = host.bytes().any(|b| b.is_ascii_uppercase());
         let host = if lower {
             Cow::Owned(host.to_ascii_lowercase())
         } else {
@@ -579,10 +597,13 @@ mod tests {
             ("a.org:443", true),
             ("[::1]:443", true),
             ("[::1]", true),
+            ("a.org:0", true),
             ("A.org", false),
             ("a.org.", false),
             ("a.org:", false),
             ("a.org:0443", false),
+            ("a.org:00", false),
+            ("[::1]:08", false),
             ("[::1]:", false),
             ("[FE80::1]", false),
         ] {
@@ -603,7 +624,11 @@ mod tests {
             (".", Empty),
             ("user@admin.internal", UserInfo),
             ("admin%2Einternal", InvalidHost),
+            ("admin.internal:80@evil", UserInfo),
+            ("[::1]@evil", UserInfo),
             ("admin..internal", InvalidHost),
+            (".admin.internal", InvalidHost),
+            ("admin.internal..", InvalidHost),
             ("admin internal", InvalidHost),
             ("admin.internal:https", InvalidPort),
             ("admin.internal:99999", InvalidPort),

@@ -105,6 +105,12 @@ impl Decision {
         self.audit.iter().map(|name| &**name)
     }
 
+    /// [`audit_rules`](Self::audit_rules) as the policy holds them, as
+    /// [`rule_shared`](Self::rule_shared).
+    pub fn audit_rules_shared(&self) -> impl ExactSizeIterator<Item = &Arc<str>> + '_ {
+        self.audit.iter()
+    }
+
     /// Whether the policy was in dry-run mode.
     #[must_use]
     pub fn dry_run(&self) -> bool {

@@ -4,8 +4,6 @@
 //! and count the outcome. It returns a typed refusal, a [`Denial`]; answering it
 //! is the front end's part ([`Answer`](super::Answer)).
 
-#[cfg(feature = "metrics")]
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::Request;
@@ -13,7 +11,7 @@ use zt_core::{Decision, Identity, PeerIdentity, PolicyStore, Verdict};
 
 use super::shape::{HeaderView, Rewrite, Shape};
 use super::{DecisionHook, log};
-use crate::metrics::{self, AuthzMetrics, Outcome};
+use crate::metrics::{self, AuthzMetrics, DecisionCounters, Outcome};
 
 /// Why [`Authorize`](super::Authorize) refused a request, for integrations that
 /// answer refusals in their own protocol (zt-tonic answers with a gRPC status).
@@ -62,11 +60,22 @@ pub(super) struct Shared {
     pub(super) identity: Identity,
     pub(super) policy: PolicyStore,
     pub(super) metrics: AuthzMetrics,
+    /// The facade's decision handles this layer registered.
+    counters: DecisionCounters,
 }
 
 // === impl Shared ===
 
 impl Shared {
+    pub(super) fn new(identity: Identity, policy: PolicyStore, metrics: AuthzMetrics) -> Self {
+        Self {
+            identity,
+            policy,
+            metrics,
+            counters: DecisionCounters::default(),
+        }
+    }
+
     /// Decides `request`; `Ok` lets it through, in canonical form. Logs the
     /// outcome, and counts it here, the one place decisions are counted: in
     /// [`AuthzMetrics`] and through the `metrics` facade.
@@ -84,7 +93,7 @@ impl Shared {
             self.metrics.record_audit();
         }
         self.metrics.record(outcome(result));
-        count(result, decided.as_ref());
+        count(&self.counters, result, decided.as_ref());
         result.map(drop)
     }
 
@@ -105,7 +114,7 @@ impl Shared {
             return Err(Denial::UntrustedPeer);
         }
 
-        let (verdict, rewrite) = {
+        let (verdict, rewrite, peer) = {
             let method = request.method().as_str();
             let path = request.uri().path();
             let shape = match Shape::of(request) {
@@ -134,26 +143,28 @@ impl Shared {
                 tracing::Span::current().record("security_rule.name", rule);
             }
             let (allowed, verdict) = (decision.is_allowed(), decision.verdict());
-            *decided = Some(Decided {
+            // The peer moves into `decided`, which the counters read afterwards.
+            let decided = decided.insert(Decided {
                 decision,
-                peer: peer.clone(),
+                peer,
                 protocol: protocol(request),
             });
             if !allowed {
                 return Err(Denial::Policy);
             }
-            (verdict, Rewrite::of(request, &view, canonical_authority))
+            let rewrite = Rewrite::of(request, &view, canonical_authority);
+            (verdict, rewrite, &decided.peer)
         };
         // The application routes and serves what the policy decided on.
         if let Some(rewrite) = rewrite
             && let Err(why) = rewrite.apply(request)
         {
-            log::not_canonical(&peer, request, why);
+            log::not_canonical(peer, request, why);
             return Err(Denial::Malformed);
         }
 
-        if let Err(refusal) = hook.check(&peer, request) {
-            log::hook_refused(&peer, request, &refusal);
+        if let Err(refusal) = hook.check(peer, request) {
+            log::hook_refused(peer, request, &refusal);
             return Err(Denial::Hook);
         }
         Ok(if verdict == Verdict::Allow {
@@ -196,13 +207,13 @@ fn protocol<B>(request: &Request<B>) -> &'static str {
 
 /// Counts a decision through the `metrics` facade: one call per outcome, plus
 /// one per audit rule matched. Exhaustive on purpose, as [`outcome`].
-fn count(result: Result<Passed, Denial>, decided: Option<&Decided>) {
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+fn count(counters: &DecisionCounters, result: Result<Passed, Denial>, decided: Option<&Decided>) {
     #[cfg(feature = "metrics")]
     if let Some(d) = decided {
         let trust_domain = d.peer.id().trust_domain();
-        // Audit matches are rare; their names are copied.
-        for rule in d.decision.audit_rules() {
-            metrics::decision("audit", Some(&Arc::from(rule)), d.protocol, trust_domain);
+        for rule in d.decision.audit_rules_shared() {
+            counters.decision("audit", Some(rule), d.protocol, trust_domain);
         }
         let decision = match result {
             Ok(Passed::Allowed) => Some("allow"),
@@ -212,7 +223,7 @@ fn count(result: Result<Passed, Denial>, decided: Option<&Decided>) {
             Err(_) => None,
         };
         if let Some(decision) = decision {
-            metrics::decision(decision, d.decision.rule_shared(), d.protocol, trust_domain);
+            counters.decision(decision, d.decision.rule_shared(), d.protocol, trust_domain);
             return;
         }
     }

@@ -107,11 +107,7 @@ impl AuthorizeLayer {
     /// in force in `policy`.
     pub fn new(identity: Identity, policy: PolicyStore) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                identity,
-                policy,
-                metrics: AuthzMetrics::default(),
-            }),
+            shared: Arc::new(Shared::new(identity, policy, AuthzMetrics::default())),
             hook: NoHook,
             answer: PhantomData,
         }
@@ -146,11 +142,7 @@ impl<H, A> AuthorizeLayer<H, A> {
             identity, policy, ..
         } = &*self.shared;
         Self {
-            shared: Arc::new(Shared {
-                identity: identity.clone(),
-                policy: policy.clone(),
-                metrics,
-            }),
+            shared: Arc::new(Shared::new(identity.clone(), policy.clone(), metrics)),
             hook: self.hook,
             answer: PhantomData,
         }

@@ -181,7 +181,9 @@ impl ServerBuilder {
             .max(MIN_HTTP1_BUFFER);
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
+            // zt keeps the header-read deadline per connection (connection.rs):
+            // hyper's would arm a timer and read once more for every request.
+            .header_read_timeout(None)
             .max_buf_size(h1_buffer);
         let mut h2 = http.http2();
         h2.timer(TokioTimer::new())

@@ -1,5 +1,6 @@
 //! One connection's life after it is accepted: the handshake, the HTTP version,
-//! serving, and the end — at the peer's SVID expiry, at the maximum age, or at
+//! serving, and the end — at the peer's SVID expiry, at the maximum age, when an
+//! HTTP/1 request head does not arrive within the header-read timeout, or at
 //! shutdown, first gracefully, then for good after the drain timeout.
 //!
 //! The deadlines and the shutdown are watched by a task of their own (the
@@ -29,7 +30,7 @@ use zt_core::PeerIdentity;
 
 use super::accept::{Inner, Phase};
 use super::detect::{HttpVersion, detect_version};
-use super::service::ConnService;
+use super::service::{ConnService, Exchanges};
 use crate::BoxError;
 use crate::metrics::{self, CloseReason, GaugeGuard};
 
@@ -171,18 +172,31 @@ where
             return CloseReason::Shutdown;
         }
         let signal = Arc::new(Signal::default());
+        // HTTP/1: the watchdog keeps the header-read deadline, from what the
+        // service records of each exchange (hyper's own would arm a timer and
+        // read once more for every request).
+        let exchanges = match version {
+            HttpVersion::Http1 => Some(Arc::new(Exchanges::new())),
+            HttpVersion::Http2 => None,
+        };
         let watchdog = tokio::spawn(watchdog(
             Arc::clone(&signal),
             self.phase,
-            close_at,
-            close_reason,
-            inner.drain_timeout,
+            Deadlines {
+                close_at,
+                close_reason,
+                drain_timeout: inner.drain_timeout,
+                idle: exchanges
+                    .clone()
+                    .map(|exchanges| (exchanges, inner.header_read_timeout)),
+            },
             peer.clone(),
         ));
         let _watchdog = AbortOnDrop(watchdog);
         let service = ConnService {
             inner: self.service,
             peer: peer.clone(),
+            exchanges,
         };
         let ended_by = Arc::clone(&signal);
         let http = match version {
@@ -270,18 +284,42 @@ impl Signal {
     }
 }
 
-/// Waits for what ends a connection — its deadline (peer SVID expiry or maximum
-/// age) or the server's shutdown — and tells the connection task to drain, then,
-/// after the drain timeout, to close.
-async fn watchdog(
-    signal: Arc<Signal>,
-    mut phase: watch::Receiver<Phase>,
+/// What the watchdog waits for besides the shutdown.
+struct Deadlines {
+    /// Peer SVID expiry or maximum age, whichever comes first, and which.
     close_at: Instant,
     close_reason: CloseReason,
     drain_timeout: Duration,
+    /// HTTP/1: the connection's exchanges and the header-read timeout.
+    idle: Option<(Arc<Exchanges>, Duration)>,
+}
+
+/// Waits for what ends a connection — its deadline (peer SVID expiry or maximum
+/// age), an HTTP/1 request head that did not arrive within the header-read
+/// timeout, or the server's shutdown — and tells the connection task to drain,
+/// then, after the drain timeout, to close.
+async fn watchdog(
+    signal: Arc<Signal>,
+    mut phase: watch::Receiver<Phase>,
+    deadlines: Deadlines,
     peer: PeerIdentity,
 ) {
+    let Deadlines {
+        close_at,
+        close_reason,
+        drain_timeout,
+        idle,
+    } = deadlines;
     tokio::select! {
+        () = head_overdue(idle.as_ref()) => {
+            tracing::debug!(
+                peer = %peer.id(),
+                timeout = ?idle.as_ref().map(|(_, timeout)| *timeout),
+                "client sent no complete request head within the header read timeout; closing"
+            );
+            signal.raise(CLOSE);
+            return;
+        }
         () = tokio::time::sleep_until(close_at) => {
             let reason = match close_reason {
                 CloseReason::MaxAge => "maximum connection age reached",
@@ -306,6 +344,34 @@ async fn watchdog(
         _ = phase.wait_for(|phase| *phase == Phase::Closing) => {}
     }
     signal.raise(CLOSE);
+}
+
+/// Returns once an HTTP/1 connection has waited longer than the timeout for a
+/// request head: since it was served, or since its last exchange ended, with no
+/// request in flight. Never returns for HTTP/2 (`None`). Wakes at most once per
+/// timeout while requests come in time.
+async fn head_overdue(idle: Option<&(Arc<Exchanges>, Duration)>) {
+    let Some((exchanges, timeout)) = idle else {
+        return std::future::pending().await;
+    };
+    // A timeout too large for an `Instant` is no limit, rather than a panic.
+    let Some(mut check_at) = exchanges.origin().checked_add(*timeout) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep_until(check_at).await;
+        let now = Instant::now();
+        let next = match exchanges.idle_since() {
+            Some(since) => since.checked_add(*timeout),
+            // A request is being served: its head arrived.
+            None => now.checked_add(*timeout),
+        };
+        match next {
+            Some(due) if due <= now => return,
+            Some(due) => check_at = due,
+            None => return std::future::pending().await,
+        }
+    }
 }
 
 /// Aborts a task when dropped.

@@ -4,12 +4,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower_service::Service;
 use zt_core::PeerIdentity;
 
@@ -18,6 +23,8 @@ use zt_core::PeerIdentity;
 pub(super) struct ConnService<S> {
     pub(super) inner: S,
     pub(super) peer: PeerIdentity,
+    /// HTTP/1: the exchanges, for the header-read deadline.
+    pub(super) exchanges: Option<Arc<Exchanges>>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -25,11 +32,12 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone,
     B: http_body::Body,
 {
-    type Response = Response<Either<B, Empty<B::Data>>>;
+    type Response = Response<Tracked<Either<B, Empty<B::Data>>>>;
     type Error = S::Error;
     type Future = ConnFuture<S, B>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let exchange = self.exchanges.as_ref().map(Exchange::start);
         // A tunnel or a switched protocol would carry traffic no request-level
         // check sees: refused here, whatever the application does with it.
         if request.method() == http::Method::CONNECT
@@ -37,7 +45,10 @@ where
         {
             tracing::debug!(peer = %self.peer.id(), method = request.method().as_str(), "tunnel or upgrade refused");
             crate::metrics::refusal("unsupported");
-            let mut response = Response::new(Either::Right(Empty::new()));
+            let mut response = Response::new(Tracked {
+                body: Either::Right(Empty::new()),
+                exchange,
+            });
             *response.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
             return ConnFuture::Refused {
                 response: Some(response),
@@ -55,11 +66,8 @@ where
         request.extensions_mut().insert(self.peer.clone());
         ConnFuture::Served {
             span,
-            future: Oneshot {
-                service: self.inner.clone(),
-                request: Some(request),
-                future: None,
-            },
+            exchange,
+            future: Oneshot::new(self.inner.clone(), request),
         }
     }
 }
@@ -72,8 +80,13 @@ pin_project! {
         S: Service<Request<Incoming>, Response = Response<B>>,
         B: http_body::Body,
     {
-        Served { span: tracing::Span, #[pin] future: Oneshot<S, Request<Incoming>> },
-        Refused { response: Option<Response<Either<B, Empty<B::Data>>>> },
+        Served {
+            span: tracing::Span,
+            exchange: Option<Exchange>,
+            #[pin]
+            future: Oneshot<S, Request<Incoming>>,
+        },
+        Refused { response: Option<Response<Tracked<Either<B, Empty<B::Data>>>>> },
     }
 }
 
@@ -82,15 +95,24 @@ where
     S: Service<Request<Incoming>, Response = Response<B>>,
     B: http_body::Body,
 {
-    type Output = Result<Response<Either<B, Empty<B::Data>>>, S::Error>;
+    type Output = Result<Response<Tracked<Either<B, Empty<B::Data>>>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ConnFutureProj::Served { span, future } => {
+            ConnFutureProj::Served {
+                span,
+                exchange,
+                future,
+            } => {
                 let _entered = span.enter();
-                future
-                    .poll(cx)
-                    .map(|result| result.map(|response| response.map(Either::Left)))
+                future.poll(cx).map(|result| {
+                    result.map(|response| {
+                        response.map(|body| Tracked {
+                            body: Either::Left(body),
+                            exchange: exchange.take(),
+                        })
+                    })
+                })
             }
             ConnFutureProj::Refused { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
@@ -102,15 +124,29 @@ where
 }
 
 pin_project! {
-    /// Drives a tower service to readiness, then calls it once.
-    pub(super) struct Oneshot<S, R>
+    /// Drives a tower service to readiness, then calls it once. The service and
+    /// the request give way to the response future, so the future a connection
+    /// holds per request is no larger than the larger of the two.
+    #[project = OneshotProj]
+    pub(super) enum Oneshot<S, R>
     where
         S: Service<R>,
     {
-        service: S,
-        request: Option<R>,
-        #[pin]
-        future: Option<S::Future>,
+        NotReady { service: S, request: Option<R> },
+        Called { #[pin] future: S::Future },
+        Done,
+    }
+}
+
+impl<S, R> Oneshot<S, R>
+where
+    S: Service<R>,
+{
+    fn new(service: S, request: R) -> Self {
+        Self::NotReady {
+            service,
+            request: Some(request),
+        }
     }
 }
 
@@ -120,22 +156,119 @@ where
 {
     type Output = Result<S::Response, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(future) = this.future.as_mut().as_pin_mut() {
-            return future.poll(cx);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                OneshotProj::NotReady { service, request } => {
+                    if let Err(err) = std::task::ready!(service.poll_ready(cx)) {
+                        self.set(Self::Done);
+                        return Poll::Ready(Err(err));
+                    }
+                    // Taken in place: moving the whole state out would copy it.
+                    let Some(request) = request.take() else {
+                        self.set(Self::Done);
+                        return Poll::Pending;
+                    };
+                    let future = service.call(request);
+                    self.set(Self::Called { future });
+                }
+                OneshotProj::Called { future } => {
+                    let output = std::task::ready!(future.poll(cx));
+                    self.set(Self::Done);
+                    return Poll::Ready(output);
+                }
+                // Polled after completion: there is nothing more to give.
+                OneshotProj::Done => return Poll::Pending,
+            }
         }
-        if let Err(err) = std::task::ready!(this.service.poll_ready(cx)) {
-            return Poll::Ready(Err(err));
+    }
+}
+
+/// An HTTP/1 connection's exchanges: how many requests are being served and when
+/// the last one ended, which the connection's watchdog reads to keep the
+/// header-read deadline. An exchange starts when hyper hands over a request (its
+/// head has arrived) and ends when its response body is dropped (sent, or the
+/// connection failed).
+pub(super) struct Exchanges {
+    origin: Instant,
+    in_flight: AtomicUsize,
+    /// Nanoseconds from `origin` to the end of the last exchange.
+    last_done: AtomicU64,
+}
+
+// === impl Exchanges ===
+
+impl Exchanges {
+    pub(super) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done: AtomicU64::new(0),
         }
-        let Some(request) = this.request.take() else {
-            // Only reachable if polled again after an error; nothing left to do.
-            return Poll::Pending;
-        };
-        this.future.set(Some(this.service.call(request)));
-        match this.future.as_pin_mut() {
-            Some(future) => future.poll(cx),
-            None => Poll::Pending,
+    }
+
+    /// When the connection was served from.
+    pub(super) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// Since when the connection has waited for a request head, or `None` while
+    /// a request is being served.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        // Acquire pairs with the release in `Exchange::drop`: an exchange seen
+        // ended has its end time stored.
+        if self.in_flight.load(Ordering::Acquire) != 0 {
+            return None;
         }
+        let since = Duration::from_nanos(self.last_done.load(Ordering::Acquire));
+        Some(self.origin.checked_add(since).unwrap_or(self.origin))
+    }
+}
+
+/// One request being served; its exchange ends when this is dropped.
+pub(super) struct Exchange(Arc<Exchanges>);
+
+impl Exchange {
+    fn start(exchanges: &Arc<Exchanges>) -> Self {
+        exchanges.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(exchanges))
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let exchanges = &*self.0;
+        let ended = u64::try_from(exchanges.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        exchanges.last_done.fetch_max(ended, Ordering::Release);
+        exchanges.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+pin_project! {
+    /// A response body that ends its request's exchange when dropped.
+    pub(super) struct Tracked<B> {
+        #[pin]
+        body: B,
+        exchange: Option<Exchange>,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
