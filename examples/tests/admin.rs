@@ -31,30 +31,9 @@ use common::*;
 /// curl against the mTLS port of `server`, presenting `client`; the HTTP status
 /// (`000` when the handshake failed).
 async fn curl_whoami(pki_bundle: &Path, client: &SvidFiles, server: &ExampleServer) -> String {
-    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
-    let output = run(
-        &tool("curl"),
-        &[
-            "--silent",
-            "--max-time",
-            "20",
-            "--cert",
-            s(&client.cert),
-            "--key",
-            s(&client.key),
-            "--cacert",
-            s(pki_bundle),
-            "--resolve",
-            &resolve,
-            "--output",
-            "/dev/null",
-            "--write-out",
-            "%{http_code}",
-            &server.url("/whoami"),
-        ],
-    )
-    .await;
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    curl(server, client, pki_bundle, "/whoami", &[])
+        .await
+        .status
 }
 
 /// Polls `GET /ready` until it answers `status` or the timeout passes.
