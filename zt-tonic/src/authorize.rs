@@ -15,7 +15,14 @@
 //!    decides nothing — tonic serves a method's path whatever the content type
 //!    says. The call is passed on with its canonical path
 //!    (`/pkg.Svc/%47et` is routed as `/pkg.Svc/Get`, the method it was decided as);
-//! 4. runs the application's [`DecisionHook`], if any, on calls the policy allowed.
+//! 4. puts the [`Decision`](zt_core::Decision) that let the call through into its
+//!    extensions, where a handler reads it ([`decision`](crate::decision())) for
+//!    resource-level checks;
+//! 5. runs the application's [`DecisionHook`], if any, on calls the policy
+//!    allowed — or, for checks that wait for I/O, its
+//!    [`AsyncDecisionHook`](zt_tower::AsyncDecisionHook) with a deadline
+//!    ([`AuthorizeLayer::async_hook`]); no answer in time, or a panic, refuses the
+//!    call.
 //!
 //! It is `zt_tower::Authorize` underneath, with the same decision, the same
 //! `tracing` events (target `zt::authz`) and the same [`AuthzMetrics`] counters;
@@ -73,19 +80,25 @@
 
 use std::fmt;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
-use zt_core::{Identity, PeerIdentity, PolicyStore};
-use zt_tower::{Answer, AuthzMetrics, DecisionHook, Denial, NoHook};
+use zt_core::{Decision, Identity, PeerIdentity, PolicyStore};
+use zt_tower::{Answer, AsyncDecisionHook, AuthzMetrics, DecisionHook, Denial, NoHook};
 
 use crate::server::ConnectInfo;
 
 /// The response future of [`Authorize`]: zt-tower's, answering with
 /// [`GrpcAnswer`].
 pub type ResponseFuture<F> = zt_tower::authorize::ResponseFuture<F, GrpcAnswer>;
+
+/// The response future of [`AsyncAuthorize`]: zt-tower's, answering with
+/// [`GrpcAnswer`].
+pub type AsyncResponseFuture<S, F, C> =
+    zt_tower::authorize::AsyncResponseFuture<S, F, C, GrpcAnswer>;
 
 /// Answers refusals with gRPC statuses, as the table in the [module docs](self)
 /// says.
@@ -125,6 +138,18 @@ impl AuthorizeLayer {
     pub fn new(identity: Identity, policy: PolicyStore) -> Self {
         Self {
             inner: zt_tower::AuthorizeLayer::new(identity, policy).answer(),
+        }
+    }
+}
+
+impl AuthorizeLayer<NoHook> {
+    /// Runs `hook` on every call the policy allowed, and refuses the call with
+    /// `PERMISSION_DENIED` when the hook refuses it, does not answer within
+    /// `deadline`, or panics; see
+    /// [`AsyncDecisionHook`](zt_tower::AsyncDecisionHook).
+    pub fn async_hook<H>(self, hook: H, deadline: Duration) -> AsyncAuthorizeLayer<H> {
+        AsyncAuthorizeLayer {
+            inner: self.inner.async_hook(hook, deadline),
         }
     }
 }
@@ -238,15 +263,120 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // On connections from `Incoming` the peer arrives in tonic's connect info;
-        // the decision, the hook and the handlers read it as a `PeerIdentity`.
-        if let Some(peer) = request
-            .extensions()
-            .get::<ConnectInfo>()
-            .map(|info| info.peer().clone())
-        {
-            request.extensions_mut().insert::<PeerIdentity>(peer);
+        peer_from_connect_info(&mut request);
+        self.inner.call(request)
+    }
+}
+
+/// The [`Decision`] that let `request` through, put into its extensions by
+/// [`AuthorizeLayer`](crate::AuthorizeLayer): which rule allowed the call, which
+/// audit rules matched, whether a dry-run policy let a denial through. `None`
+/// when no authorization layer is in front of the service.
+pub fn decision<T>(request: &tonic::Request<T>) -> Option<&Decision> {
+    request.extensions().get::<Decision>()
+}
+
+/// On connections from `Incoming` the peer arrives in tonic's connect info; the
+/// decision, the hook and the handlers read it as a `PeerIdentity`.
+fn peer_from_connect_info<B>(request: &mut Request<B>) {
+    if let Some(peer) = request
+        .extensions()
+        .get::<ConnectInfo>()
+        .map(|info| info.peer().clone())
+    {
+        request.extensions_mut().insert::<PeerIdentity>(peer);
+    }
+}
+
+/// Applies [`AsyncAuthorize`] to a tonic server's services: made with
+/// [`AuthorizeLayer::async_hook`].
+#[derive(Clone)]
+pub struct AsyncAuthorizeLayer<H> {
+    inner: zt_tower::AsyncAuthorizeLayer<H, GrpcAnswer>,
+}
+
+// === impl AsyncAuthorizeLayer ===
+
+impl<H> AsyncAuthorizeLayer<H> {
+    /// The decision counters of every service this layer makes.
+    pub fn metrics(&self) -> &AuthzMetrics {
+        self.inner.metrics()
+    }
+}
+
+impl<S, H: Clone> Layer<S> for AsyncAuthorizeLayer<H> {
+    type Service = AsyncAuthorize<S, H>;
+
+    fn layer(&self, inner: S) -> AsyncAuthorize<S, H> {
+        AsyncAuthorize {
+            inner: self.inner.layer(inner),
         }
+    }
+}
+
+impl<H: fmt::Debug> fmt::Debug for AsyncAuthorizeLayer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncAuthorizeLayer")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Authorize`] with an [`AsyncDecisionHook`](zt_tower::AsyncDecisionHook) run
+/// after the policy allowed a call; see [`AuthorizeLayer::async_hook`].
+#[derive(Clone)]
+pub struct AsyncAuthorize<S, H> {
+    inner: zt_tower::AsyncAuthorize<S, H, GrpcAnswer>,
+}
+
+// === impl AsyncAuthorize ===
+
+impl<S, H> AsyncAuthorize<S, H> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+
+    /// The decision counters.
+    pub fn metrics(&self) -> &AuthzMetrics {
+        self.inner.metrics()
+    }
+}
+
+impl<S, H: fmt::Debug> fmt::Debug for AsyncAuthorize<S, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncAuthorize")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, H, ReqBody, ResBody> Service<Request<ReqBody>> for AsyncAuthorize<S, H>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    H: AsyncDecisionHook<ReqBody>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = AsyncResponseFuture<S, S::Future, H::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        peer_from_connect_info(&mut request);
         self.inner.call(request)
     }
 }

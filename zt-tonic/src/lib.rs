@@ -108,7 +108,9 @@ pub mod client;
 pub mod interceptor;
 pub mod server;
 
-pub use authorize::{Authorize, AuthorizeLayer, GrpcAnswer};
+pub use authorize::{
+    AsyncAuthorize, AsyncAuthorizeLayer, Authorize, AuthorizeLayer, GrpcAnswer, decision,
+};
 pub use client::{ChannelError, Connector, ConnectorBuilder, endpoint};
 pub use interceptor::{PeerCheck, PeerInterceptor, interceptor};
 pub use server::{
@@ -116,11 +118,11 @@ pub use server::{
 };
 
 pub use zt_core::{
-    IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
+    Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
 };
 pub use zt_tower::{
-    AuthzCounts, AuthzMetrics, ClientError, ClientErrorKind, ConnectError, DecisionHook, NoHook,
-    Refusal, ServerNoLongerTrusted,
+    AsyncDecisionHook, AuthzCounts, AuthzMetrics, ClientError, ClientErrorKind, ConnectError,
+    DecisionHook, NoHook, Refusal, ServerNoLongerTrusted,
 };
 
 /// Re-exported so applications name the same versions as zt-tonic.

@@ -1,4 +1,11 @@
-//! The axum extractor for the verified peer (feature `axum`).
+//! The axum extractors for the verified peer and the decision that let the
+//! request through (feature `axum`).
+//!
+//! [`Authorized`] takes the [`Decision`] that [`AuthorizeLayer`](crate::AuthorizeLayer)
+//! put into the extensions of every request it let through: which rule allowed
+//! it, which audit rules matched, whether a dry-run policy let a denial through.
+//! It is there for handlers that check further at the level of the resource.
+//! Without the layer in front of the route it is refused like [`Peer`].
 //!
 //! [`Peer`] takes the [`PeerIdentity`] that [`Server`](crate::Server) put into the
 //! request's extensions. `Option<Peer>` never rejects. A plain `Peer` on a request
@@ -29,7 +36,7 @@ use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
-use zt_core::PeerIdentity;
+use zt_core::{Decision, PeerIdentity};
 
 /// The verified identity of the client that sent the request.
 #[derive(Clone, Debug)]
@@ -80,6 +87,71 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Peer {
 pub struct MissingPeer(());
 
 impl IntoResponse for MissingPeer {
+    fn into_response(self) -> Response {
+        tracing::error!(target: "zt::authz", "{self}");
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+/// The [`Decision`] that let the request through, put into its extensions by
+/// [`Authorize`](crate::Authorize); see the [module docs](self).
+///
+/// ```
+/// use zt_tower::extract::Authorized;
+///
+/// async fn orders(Authorized(decision): Authorized) -> String {
+///     // Only the `orders-admin` rule grants the full view.
+///     if decision.rule() == Some("orders-admin") { "all orders".into() } else { "your orders".into() }
+/// }
+/// # let _ = axum::Router::<()>::new().route("/orders", axum::routing::get(orders));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Authorized(pub Decision);
+
+// === impl Authorized ===
+
+impl Deref for Authorized {
+    type Target = Decision;
+
+    fn deref(&self) -> &Decision {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorized {
+    type Rejection = MissingDecision;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingDecision> {
+        parts
+            .extensions
+            .get::<Decision>()
+            .cloned()
+            .map(Authorized)
+            .ok_or(MissingDecision(()))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Authorized {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Decision>().cloned().map(Authorized))
+    }
+}
+
+/// Rejection of [`Authorized`]: the request did not pass through
+/// [`Authorize`](crate::Authorize).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no authorization decision on this request: layer zt_tower::AuthorizeLayer over the \
+     routes that read it, so that every request is decided before it reaches them"
+)]
+pub struct MissingDecision(());
+
+impl IntoResponse for MissingDecision {
     fn into_response(self) -> Response {
         tracing::error!(target: "zt::authz", "{self}");
         (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()

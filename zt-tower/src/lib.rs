@@ -90,14 +90,15 @@ pub mod metrics;
 pub mod server;
 
 pub use authorize::{
-    Answer, Authorize, AuthorizeLayer, DecisionHook, Denial, HttpAnswer, NoHook, Refusal,
+    Answer, AsyncAuthorize, AsyncAuthorizeLayer, AsyncDecisionHook, Authorize, AuthorizeLayer,
+    DecisionHook, Denial, HttpAnswer, NoHook, Refusal,
 };
 pub use client::{
     ClientError, ClientErrorKind, ConnectError, Connector, ConnectorBuilder, ServerNoLongerTrusted,
     ZtStream,
 };
 #[cfg(feature = "axum")]
-pub use extract::{MissingPeer, Peer};
+pub use extract::{Authorized, MissingDecision, MissingPeer, Peer};
 pub use metrics::{AuthzCounts, AuthzMetrics};
 pub use server::{
     Accepted, Listener, Serve, Server, ServerBuilder, TlsIncoming, WithGracefulShutdown,

@@ -38,7 +38,7 @@ pub enum Denial {
 
 /// How a request that is let through was let through.
 #[derive(Clone, Copy)]
-enum Passed {
+pub(super) enum Passed {
     /// The policy and the hook allowed it.
     Allowed,
     /// The policy would deny it and is in dry-run mode; the hook allowed it.
@@ -48,9 +48,9 @@ enum Passed {
 /// What the policy decided, for the counters.
 // Without the `metrics` feature only `AuthzMetrics` reads it, and only the decision.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-struct Decided {
+pub(super) struct Decided {
     decision: Decision,
-    peer: PeerIdentity,
+    pub(super) peer: PeerIdentity,
     /// The `protocol` label.
     protocol: &'static str,
 }
@@ -77,30 +77,44 @@ impl Shared {
     }
 
     /// Decides `request`; `Ok` lets it through, in canonical form. Logs the
-    /// outcome, and counts it here, the one place decisions are counted: in
-    /// [`AuthzMetrics`] and through the `metrics` facade.
+    /// outcome, and counts it ([`record`](Self::record)).
     pub(super) fn authorize<B, H: DecisionHook<B>>(
         &self,
         hook: &mut H,
         request: &mut Request<B>,
     ) -> Result<(), Denial> {
         let mut decided = None;
-        let result = self.decide(hook, request, &mut decided);
-        if decided
-            .as_ref()
-            .is_some_and(|d| d.decision.audit_rules().len() > 0)
-        {
-            self.metrics.record_audit();
-        }
-        self.metrics.record(outcome(result));
-        count(&self.counters, result, decided.as_ref());
+        let result = self.decide(request, &mut decided).and_then(|passed| {
+            let Some(Decided { peer, .. }) = &decided else {
+                return Err(Denial::NoIdentity);
+            };
+            match hook.check(peer, request) {
+                Ok(()) => Ok(passed),
+                Err(refusal) => {
+                    log::hook_refused(peer, request.method(), request.uri(), &refusal);
+                    Err(Denial::Hook)
+                }
+            }
+        });
+        self.record(result, decided.as_ref());
         result.map(drop)
     }
 
-    /// The decision path; `decided` is set once the policy decided.
-    fn decide<B, H: DecisionHook<B>>(
+    /// Counts a finished decision, here, the one place decisions are counted: in
+    /// [`AuthzMetrics`] and through the `metrics` facade.
+    pub(super) fn record(&self, result: Result<Passed, Denial>, decided: Option<&Decided>) {
+        if decided.is_some_and(|d| d.decision.audit_rules().len() > 0) {
+            self.metrics.record_audit();
+        }
+        self.metrics.record(outcome(result));
+        count(&self.counters, result, decided);
+    }
+
+    /// The decision path up to the application's hook; `decided` is set once the
+    /// policy decided. A request that passes carries the [`Decision`] in its
+    /// extensions.
+    pub(super) fn decide<B>(
         &self,
-        hook: &mut H,
         request: &mut Request<B>,
         decided: &mut Option<Decided>,
     ) -> Result<Passed, Denial> {
@@ -162,10 +176,9 @@ impl Shared {
             log::not_canonical(peer, request, why);
             return Err(Denial::Malformed);
         }
-
-        if let Err(refusal) = hook.check(peer, request) {
-            log::hook_refused(peer, request, &refusal);
-            return Err(Denial::Hook);
+        // For the hook and the handler: which rule let the request through.
+        if let Some(decided) = decided.as_ref() {
+            request.extensions_mut().insert(decided.decision.clone());
         }
         Ok(if verdict == Verdict::Allow {
             Passed::Allowed

@@ -12,10 +12,11 @@ use zt_core::PeerIdentity;
 /// policy cannot express.
 ///
 /// Implemented for closures `FnMut(&PeerIdentity, &mut Request<B>) -> Result<(),
-/// Refusal>`. It may add extensions to the request for the handler. For checks
-/// that must `.await`, add tower-http's `AsyncRequireAuthorization` behind
-/// [`Authorize`](super::Authorize) and read the [`PeerIdentity`] from the
-/// extensions there.
+/// Refusal>`. It may add extensions to the request for the handler; it must not
+/// change the method, path or authority, which the policy decided on and the
+/// router is about to route. The [`Decision`](zt_core::Decision) that let the
+/// request through is in its extensions. For checks that must `.await`, use an
+/// [`AsyncDecisionHook`](super::AsyncDecisionHook), which runs with a deadline.
 ///
 /// ```
 /// use http::Request;

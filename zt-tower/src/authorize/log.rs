@@ -4,7 +4,7 @@
 //! no longer verify: `WARN`; setup errors: `ERROR`. The reason goes here, never to
 //! the peer.
 
-use http::Request;
+use http::{Method, Request, Uri};
 use zt_core::{Decision, PeerIdentity, SvidError, Verdict};
 
 use super::Refusal;
@@ -110,12 +110,12 @@ pub(super) fn not_canonical<B>(peer: &PeerIdentity, request: &Request<B>, why: &
     );
 }
 
-pub(super) fn hook_refused<B>(peer: &PeerIdentity, request: &Request<B>, refusal: &Refusal) {
+pub(super) fn hook_refused(peer: &PeerIdentity, method: &Method, uri: &Uri, refusal: &Refusal) {
     tracing::info!(
         target: "zt::authz",
         peer = %peer.id(),
-        method = request.method().as_str(),
-        path = request.uri().path(),
+        method = method.as_str(),
+        path = uri.path(),
         decision = "deny",
         rule = "decision hook",
         reason = %refusal,

@@ -17,8 +17,13 @@
 //!    was canonicalised (`/users/%61dmin` → `/users/admin`, `Host: ADMIN.internal.`
 //!    → `admin.internal`) is rewritten before the inner service routes it, so the
 //!    policy and the router read the same bytes by construction;
-//! 5. runs the application's [`DecisionHook`], if any, on requests the policy
-//!    allowed.
+//! 5. puts the [`Decision`](zt_core::Decision) that let the request through into
+//!    its extensions — handlers read it with the `Authorized` extractor (axum)
+//!    or from the request's extensions (tonic), for resource-level checks that
+//!    need to know which rule allowed them;
+//! 6. runs the application's [`DecisionHook`], if any, on requests the policy
+//!    allowed, or its [`AsyncDecisionHook`] for checks that wait for I/O, with a
+//!    deadline ([`AuthorizeLayer::async_hook`]).
 //!
 //! Requests whose shape zt cannot decide on are refused before the policy:
 //! `400 Bad Request` for a method with lower-case letters, a repeated `Host`, a
@@ -74,6 +79,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -83,12 +89,14 @@ use zt_core::{Identity, PolicyStore};
 use crate::metrics::AuthzMetrics;
 use decide::Shared;
 
+mod async_hook;
 mod decide;
 mod future;
 mod hook;
 mod log;
 mod shape;
 
+pub use async_hook::{AsyncAuthorize, AsyncAuthorizeLayer, AsyncDecisionHook, AsyncResponseFuture};
 pub use decide::Denial;
 pub use future::{Answer, HttpAnswer, ResponseFuture};
 pub use hook::{DecisionHook, NoHook, Refusal};
@@ -111,6 +119,15 @@ impl AuthorizeLayer {
             hook: NoHook,
             answer: PhantomData,
         }
+    }
+}
+
+impl<A> AuthorizeLayer<NoHook, A> {
+    /// Runs `hook` on every request the policy allowed, and refuses the request
+    /// when the hook refuses it, does not answer within `deadline`, or panics;
+    /// see [`AsyncDecisionHook`]. Needs a tokio runtime with its timer enabled.
+    pub fn async_hook<H2>(self, hook: H2, deadline: Duration) -> AsyncAuthorizeLayer<H2, A> {
+        AsyncAuthorizeLayer::new(self.shared, hook, deadline)
     }
 }
 
