@@ -5,6 +5,7 @@
 //!   `zt_core::dev`, so zt is tested against certificates it did not make;
 //! - [`TempDir`]: a scratch directory removed on drop;
 //! - [`policy`]: generated policy documents of any size;
+//! - [`jwt`]: JWT-SVIDs and JWT bundles minted by PyJWT, independent of zt;
 //! - the gRPC services the tests run, generated from their `.proto` files with
 //!   tonic's codegen (see `build.rs`), and a SPIFFE Workload API endpoint built on
 //!   the generated server ([`workload`]).
@@ -41,6 +42,7 @@ pub mod workload_proto {
 }
 
 pub mod ca;
+pub mod jwt;
 pub mod policy;
 mod tempdir;
 pub mod workload;

@@ -119,12 +119,7 @@ impl X509Bundle {
     /// required `keys` is an array of JWK objects), an `x5c` value is not base64, or a
     /// certificate is rejected as in [`X509Bundle::new`].
     pub fn from_spiffe_json(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
-        check_size(json.len())?;
-        // JSON text is UTF-8 (RFC 8259 §8.1), but serde_json skips validating the
-        // strings of members it ignores; check the whole document first.
-        let json = std::str::from_utf8(json).map_err(|e| BundleError::Json(e.to_string()))?;
-        let JsonObject(doc): JsonObject<JwkSet> =
-            serde_json::from_str(json).map_err(|e| BundleError::Json(json_error(&e)))?;
+        let doc = read_jwk_set(json)?;
         let mut authorities = Vec::new();
         for (index, JsonObject(key)) in doc.keys.iter().enumerate() {
             let x509_use = key.use_.as_deref() == Some("x509-svid");
@@ -267,28 +262,55 @@ fn check_size(size: usize) -> Result<(), BundleError> {
     Ok(())
 }
 
-#[derive(serde::Deserialize)]
-struct JwkSet {
-    keys: Vec<JsonObject<Jwk>>,
-    #[serde(default)]
-    spiffe_sequence: Option<u64>,
-    #[serde(default)]
-    spiffe_refresh_hint: Option<i64>,
+/// A SPIFFE bundle document of at most [`MAX_BUNDLE_BYTES`], read as a JWK Set:
+/// the one reader of both the X.509 and the JWT authorities of a bundle.
+pub(crate) fn read_jwk_set(json: &[u8]) -> Result<JwkSet, BundleError> {
+    check_size(json.len())?;
+    // JSON text is UTF-8 (RFC 8259 §8.1), but serde_json skips validating the
+    // strings of members it ignores; check the whole document first.
+    let json = std::str::from_utf8(json).map_err(|e| BundleError::Json(e.to_string()))?;
+    let JsonObject(doc): JsonObject<JwkSet> =
+        serde_json::from_str(json).map_err(|e| BundleError::Json(json_error(&e)))?;
+    Ok(doc)
 }
 
 #[derive(serde::Deserialize)]
-struct Jwk {
+pub(crate) struct JwkSet {
+    pub(crate) keys: Vec<JsonObject<Jwk>>,
     #[serde(default)]
-    kty: Option<String>,
+    pub(crate) spiffe_sequence: Option<u64>,
+    #[serde(default)]
+    pub(crate) spiffe_refresh_hint: Option<i64>,
+}
+
+/// The members of a JWK that zt reads; others are ignored.
+#[derive(serde::Deserialize)]
+pub(crate) struct Jwk {
+    #[serde(default)]
+    pub(crate) kty: Option<String>,
     #[serde(default, rename = "use")]
-    use_: Option<String>,
+    pub(crate) use_: Option<String>,
     #[serde(default)]
-    x5c: Option<Vec<String>>,
+    pub(crate) x5c: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) kid: Option<String>,
+    #[serde(default)]
+    pub(crate) alg: Option<String>,
+    #[serde(default)]
+    pub(crate) crv: Option<String>,
+    #[serde(default)]
+    pub(crate) x: Option<String>,
+    #[serde(default)]
+    pub(crate) y: Option<String>,
+    #[serde(default)]
+    pub(crate) n: Option<String>,
+    #[serde(default)]
+    pub(crate) e: Option<String>,
 }
 
 /// `T` read from a JSON object only: derived `Deserialize` also reads a struct from an
 /// array of its field values, and `[[]]` is neither a JWK Set nor a JWK.
-struct JsonObject<T>(T);
+pub(crate) struct JsonObject<T>(pub(crate) T);
 
 impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

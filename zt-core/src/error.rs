@@ -196,6 +196,16 @@ pub enum BundleError {
     /// The SPIFFE bundle document is not valid JSON of the expected shape.
     #[error("invalid SPIFFE bundle document: {0}")]
     Json(String),
+    /// A `jwt-svid` entry is not a key zt can verify JWT-SVIDs with: no `kid`, a
+    /// repeated `kid`, a curve or key size outside the JWT-SVID algorithms, or
+    /// key material that does not decode.
+    #[error("key {index}: {reason}")]
+    JwtKey {
+        /// Position in the bundle.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An `x509-svid` entry's `x5c` value is not valid base64.
     #[error("key {index}: x5c is not valid base64")]
     Base64 {

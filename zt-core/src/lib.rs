@@ -71,6 +71,8 @@ pub mod dev;
 mod error;
 pub mod id;
 mod identity;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 pub mod matcher;
 pub mod metrics;
 mod peer;

@@ -47,11 +47,7 @@ impl ChainDigest {
     /// offers none (then nothing is cached). Each certificate is prefixed with its
     /// length and the whole with the count, so no two chains encode alike.
     pub(crate) fn of(provider: &CryptoProvider, chain: &[CertificateDer<'_>]) -> Option<Self> {
-        let sha256 = provider.cipher_suites.iter().find_map(|suite| {
-            let hash = suite.tls13()?.common.hash_provider;
-            (hash.algorithm() == HashAlgorithm::SHA256).then_some(hash)
-        })?;
-        let mut context = sha256.start();
+        let mut context = sha256(provider)?.start();
         context.update(&(chain.len() as u64).to_be_bytes());
         for cert in chain {
             context.update(&(cert.len() as u64).to_be_bytes());
@@ -60,6 +56,14 @@ impl ChainDigest {
         let output = context.finish();
         output.as_ref().try_into().ok().map(Self)
     }
+}
+
+/// `provider`'s SHA-256, from its TLS 1.3 suites; `None` when it offers none.
+pub(crate) fn sha256(provider: &CryptoProvider) -> Option<&'static dyn rustls::crypto::hash::Hash> {
+    provider.cipher_suites.iter().find_map(|suite| {
+        let hash = suite.tls13()?.common.hash_provider;
+        (hash.algorithm() == HashAlgorithm::SHA256).then_some(hash)
+    })
 }
 
 impl fmt::Debug for ChainDigest {
