@@ -3,9 +3,14 @@
 //! answering `FetchX509SVID` with what the test sets, when the test says so.
 //!
 //! As the Workload Endpoint spec (§3, §6) asks, a call without the metadata
-//! `workload.spiffe.io: true` is refused with `InvalidArgument`. The other
-//! methods answer `Unimplemented`.
+//! `workload.spiffe.io: true` is refused with `InvalidArgument`. `FetchJWTSVID`
+//! answers the tokens the test set for the audience asked for
+//! ([`FakeWorkloadApi::set_jwt_svids`]; `PermissionDenied` for another), and
+//! `FetchJWTBundles` streams the JWT bundles the test sets, again on every change
+//! ([`FakeWorkloadApi::set_jwt_bundles`]). The other methods answer
+//! `Unimplemented`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +29,9 @@ use crate::workload_proto::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
 };
 use crate::workload_proto::{
-    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
-    X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svid, X509svidRequest, X509svidResponse,
 };
 
 /// The gRPC path of `FetchX509SVID`: the spec's proto declares no package.
@@ -113,6 +118,11 @@ struct State {
     /// When each call arrived, refused or not.
     arrivals: Mutex<Vec<Instant>>,
     closing: std::sync::atomic::AtomicBool,
+    /// JWT bundles by trust domain (as a SPIFFE ID); `None` until set.
+    jwt_bundles: watch::Sender<Option<HashMap<String, Vec<u8>>>>,
+    /// JWT-SVIDs by audience: (SPIFFE ID, token).
+    jwt_svids: Mutex<HashMap<String, Vec<(String, String)>>>,
+    jwt_svid_calls: AtomicUsize,
 }
 
 /// The fake endpoint. The socket path is reserved at construction;
@@ -149,6 +159,9 @@ impl FakeWorkloadApi {
                 refused: AtomicUsize::new(0),
                 arrivals: Mutex::new(Vec::new()),
                 closing: std::sync::atomic::AtomicBool::new(false),
+                jwt_bundles: watch::channel(None).0,
+                jwt_svids: Mutex::new(HashMap::new()),
+                jwt_svid_calls: AtomicUsize::new(0),
             }),
             server: None,
         }
@@ -233,6 +246,34 @@ impl FakeWorkloadApi {
         self.state.epoch.send_modify(|epoch| *epoch += 1);
     }
 
+    /// Streams `bundles` (trust domain as a SPIFFE ID, bundle document) to every
+    /// `FetchJWTBundles` caller, now and on every later call.
+    pub fn set_jwt_bundles(&self, bundles: &[(&str, Vec<u8>)]) {
+        let bundles = bundles
+            .iter()
+            .map(|(td, doc)| ((*td).to_owned(), doc.clone()))
+            .collect();
+        self.state.jwt_bundles.send_replace(Some(bundles));
+    }
+
+    /// Answers `FetchJWTSVID` for `audience` with `svids` (SPIFFE ID, token).
+    pub fn set_jwt_svids(&self, audience: &str, svids: &[(&str, &str)]) {
+        let svids = svids
+            .iter()
+            .map(|(id, token)| ((*id).to_owned(), (*token).to_owned()))
+            .collect();
+        self.state
+            .jwt_svids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(audience.to_owned(), svids);
+    }
+
+    /// How many `FetchJWTSVID` calls were answered with tokens.
+    pub fn jwt_svid_calls(&self) -> usize {
+        self.state.jwt_svid_calls.load(Ordering::SeqCst)
+    }
+
     /// Calls that carried the security header and were served.
     pub fn accepted_calls(&self) -> usize {
         *self.state.accepted.borrow()
@@ -279,6 +320,16 @@ struct Endpoint {
 }
 
 type Updates<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Refuses a call without the security metadata (Workload Endpoint §6).
+fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
+    match request.metadata().get(SECURITY_HEADER) {
+        Some(value) if value == "true" => Ok(()),
+        _ => Err(Status::invalid_argument(
+            "security header missing from request",
+        )),
+    }
+}
 
 fn not_served<T>() -> Result<T, Status> {
     Err(Status::unimplemented("not served by the fake Workload API"))
@@ -362,16 +413,60 @@ impl SpiffeWorkloadApi for Endpoint {
 
     async fn fetch_jwtsvid(
         &self,
-        _request: Request<JwtsvidRequest>,
+        request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        not_served()
+        check_header(&request)?;
+        let audience = request.into_inner().audience.join(" ");
+        let svids = self
+            .state
+            .jwt_svids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&audience)
+            .cloned()
+            .ok_or_else(|| Status::permission_denied("no JWT-SVID for this audience"))?;
+        self.state.jwt_svid_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(JwtsvidResponse {
+            svids: svids
+                .into_iter()
+                .map(|(spiffe_id, svid)| Jwtsvid {
+                    spiffe_id,
+                    svid,
+                    hint: String::new(),
+                })
+                .collect(),
+        }))
     }
 
     async fn fetch_jwt_bundles(
         &self,
-        _request: Request<JwtBundlesRequest>,
+        request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        not_served()
+        check_header(&request)?;
+        let mut bundles = self.state.jwt_bundles.subscribe();
+        let mut epoch = self.state.epoch.subscribe();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            bundles.mark_changed();
+            loop {
+                tokio::select! {
+                    changed = bundles.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let current = bundles.borrow_and_update().clone();
+                        if let Some(bundles) = current
+                            && tx.send(Ok(JwtBundlesResponse { bundles })).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    _ = epoch.changed() => return,
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn validate_jwtsvid(

@@ -112,6 +112,9 @@ pub use source::{
 };
 #[cfg(feature = "files")]
 pub use source::{FileLayout, FileSource, FileSourceBuilder};
+#[cfg(all(feature = "workload-api", feature = "jwt"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "workload-api", feature = "jwt"))))]
+pub use source::{WorkloadJwtBundles, WorkloadJwtSvid};
 pub use svid::{MAX_CHAIN_LEN, MAX_SVID_PEM_BYTES, VerifiedPeer, X509Svid, verify_peer_chain};
 
 /// Re-exported so applications name the same rustls as zt.

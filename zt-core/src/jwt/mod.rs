@@ -10,6 +10,10 @@
 //!   not load.
 //! - [`JwtValidator`]: validates a token for one audience exactly as the
 //!   JWT-SVID specification says, and yields the verified [`JwtPeer`].
+//! - [`JwtSvid`]: a token of our own to present; [`JwtSvidSource`] gives the
+//!   current one: in memory, from a watched file ([`JwtSvidFile`]), or from the
+//!   Workload API (`WorkloadJwtSvid`, which also streams JWT bundles into
+//!   [`JwtBundles`] with `WorkloadJwtBundles`).
 //!
 //! zt-tower's `AuthorizeLayer::jwt` validates the `Authorization: Bearer` token of
 //! every request and decides the policy on the mTLS peer **and** the token's
@@ -33,14 +37,16 @@
 //! ```
 
 mod bundle;
+mod svid;
 mod validate;
 #[cfg(feature = "files")]
 mod watch;
 
 pub use bundle::{JwtBundle, JwtBundleSet, JwtBundles, MAX_JWT_AUTHORITIES, MIN_RSA_BITS};
+pub use svid::{JwtSvid, JwtSvidSource};
 pub use validate::{DEFAULT_LEEWAY, JwtError, JwtPeer, JwtValidator, MAX_JWT_BYTES, MAX_LEEWAY};
 #[cfg(feature = "files")]
-pub use watch::{JwtBundleFileError, JwtBundleWatch};
+pub use watch::{JwtBundleFileError, JwtBundleWatch, JwtSvidFile};
 
 /// Makes sure `jsonwebtoken` has a crypto backend: exactly one of its backends
 /// is chosen by zt-core's provider features; with both, aws-lc-rs is installed

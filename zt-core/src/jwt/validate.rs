@@ -433,13 +433,13 @@ struct Claims {
 
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
-enum Audience {
+pub(super) enum Audience {
     One(String),
     Many(HashSet<String>),
 }
 
 /// One base64url part of the token, read as the JSON object `T`.
-fn json_part<T: serde::de::DeserializeOwned>(
+pub(super) fn json_part<T: serde::de::DeserializeOwned>(
     part: &str,
     what: &'static str,
 ) -> Result<T, JwtError> {

@@ -1,14 +1,20 @@
-//! Keeping [`JwtBundles`] in step with JWT bundle files (feature `files`), with the
+//! Keeping [`JwtBundles`] in step with JWT bundle files, and a [`JwtSvidFile`] with
+//! its token file (feature `files`), with the
 //! watcher [`FileSource`](crate::FileSource) and [`PolicyStore`](crate::PolicyStore)
 //! use: directory watches that see Kubernetes `..data` swaps and rename-over writes,
 //! debounced, with a safety-net re-read.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
+use arc_swap::ArcSwapOption;
 use tokio::task::JoinHandle;
 
 use super::bundle::{JwtBundle, JwtBundleSet, JwtBundles};
+use super::svid::{JwtSvid, JwtSvidSource};
+use super::validate::{JwtError, MAX_JWT_BYTES};
 use crate::bundle::MAX_BUNDLE_BYTES;
 use crate::error::{BundleError, Error, FileError};
 use crate::id::TrustDomain;
@@ -173,4 +179,109 @@ fn reread(
         }
     }
     (contents, changed.then_some(set))
+}
+
+/// A JWT-SVID read from a file and re-read when it changes, as the SPIFFE helper
+/// writes it (`jwt_svid_file_name`). A file that does not hold a token — empty,
+/// half-written, expired — is logged and the last good token stays; dropping
+/// the value stops the watch.
+pub struct JwtSvidFile {
+    path: PathBuf,
+    current: Arc<ArcSwapOption<JwtSvid>>,
+    task: JoinHandle<()>,
+}
+
+// === impl JwtSvidFile ===
+
+impl JwtSvidFile {
+    /// Reads the token in `path` and watches the file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRuntime`] outside a tokio runtime (with time enabled);
+    /// [`Error::Io`] when the file watcher cannot be started. A file that does not
+    /// hold a token yet is not an error: [`current`](JwtSvidSource::current) is
+    /// `None` until it does.
+    pub fn watch(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let path = watch::absolute(path.as_ref())?;
+        let watcher = FileWatcher::new(std::slice::from_ref(&path), WatchOptions::default())?;
+        let current = Arc::new(ArcSwapOption::empty());
+        // The first read happens here, so a token that is there is served at once.
+        reread_token(&path, &current);
+        let task = runtime.spawn(run_token(path.clone(), Arc::clone(&current), watcher));
+        Ok(Self {
+            path,
+            current,
+            task,
+        })
+    }
+
+    /// The watched file, made absolute.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl JwtSvidSource for JwtSvidFile {
+    fn current(&self) -> Option<JwtSvid> {
+        self.current
+            .load_full()
+            .filter(|svid| !svid.is_expired(SystemTime::now()))
+            .map(|svid| (*svid).clone())
+    }
+}
+
+impl Drop for JwtSvidFile {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for JwtSvidFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSvidFile")
+            .field("path", &self.path)
+            .field("current", &self.current.load_full())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn run_token(path: PathBuf, current: Arc<ArcSwapOption<JwtSvid>>, mut watcher: FileWatcher) {
+    loop {
+        watcher.changed().await;
+        let (path_, current_) = (path.clone(), Arc::clone(&current));
+        // File reads block; they run on the blocking pool.
+        if let Err(err) = tokio::task::spawn_blocking(move || reread_token(&path_, &current_)).await
+        {
+            tracing::warn!(error = %err, "JWT-SVID reload failed");
+        }
+    }
+}
+
+fn reread_token(path: &Path, current: &ArcSwapOption<JwtSvid>) {
+    let token = match watch::read_bounded(path, MAX_JWT_BYTES) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            tracing::warn!(error = %err, "JWT-SVID file unreadable; the token in force stays");
+            return;
+        }
+    };
+    let parsed = std::str::from_utf8(&token)
+        .map_err(|_| JwtError::Malformed("token is not UTF-8"))
+        .and_then(JwtSvid::parse);
+    match parsed {
+        Ok(svid) if svid.is_expired(SystemTime::now()) => {
+            tracing::warn!(file = %path.display(), "JWT-SVID file holds an expired token; the token in force stays");
+        }
+        Ok(svid) => {
+            if current.load().as_deref() != Some(&svid) {
+                tracing::info!(file = %path.display(), id = %svid.id(), "JWT-SVID loaded");
+                current.store(Some(Arc::new(svid)));
+            }
+        }
+        Err(err) => {
+            tracing::warn!(file = %path.display(), error = %err, "JWT-SVID file rejected; the token in force stays");
+        }
+    }
 }

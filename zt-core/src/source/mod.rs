@@ -30,6 +30,8 @@ pub use workload::{
     SPIFFE_ENDPOINT_SOCKET, SvidPicker, WorkloadApiError, WorkloadApiSource,
     WorkloadApiSourceBuilder,
 };
+#[cfg(all(feature = "workload-api", feature = "jwt"))]
+pub use workload::{WorkloadJwtBundles, WorkloadJwtSvid};
 #[cfg(feature = "files")]
 mod files;
 

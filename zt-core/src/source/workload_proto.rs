@@ -5,7 +5,8 @@
 //! own trust domain replace the workload's own bundle. zt must tell the two apart
 //! to refuse such an entry (as the file source does), so it reads the update as
 //! sent. The crate still provides the connection (`spiffe::transport::connect`);
-//! only the messages of `workload.proto` it needs are declared here.
+//! only the messages of `workload.proto` zt needs are declared here, the JWT calls'
+//! among them (feature `jwt`).
 
 use std::collections::HashMap;
 
@@ -66,14 +67,117 @@ pub(super) async fn fetch_x509_svid(
     grpc.ready()
         .await
         .map_err(|err| Status::unavailable(format!("Workload API not ready: {err}")))?;
-    let mut request = Request::new(X509SvidRequest {});
+    let request = workload_request(X509SvidRequest {});
+    let codec = tonic_prost::ProstCodec::<X509SvidRequest, X509SvidResponse>::default();
+    let response = grpc
+        .server_streaming(request, PathAndQuery::from_static(FETCH_X509_SVID), codec)
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// `message JWTSVIDRequest`
+#[cfg(feature = "jwt")]
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct JwtSvidRequest {
+    /// `repeated string audience = 1;`
+    #[prost(string, repeated, tag = "1")]
+    pub(super) audience: Vec<String>,
+    /// `string spiffe_id = 2;`: only this ID's token; empty for all.
+    #[prost(string, tag = "2")]
+    pub(super) spiffe_id: String,
+}
+
+/// `message JWTSVIDResponse`
+#[cfg(feature = "jwt")]
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct JwtSvidResponse {
+    /// `repeated JWTSVID svids = 1;`
+    #[prost(message, repeated, tag = "1")]
+    pub(super) svids: Vec<JwtSvidEntry>,
+}
+
+/// `message JWTSVID`
+#[cfg(feature = "jwt")]
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct JwtSvidEntry {
+    /// `string spiffe_id = 1;`
+    #[prost(string, tag = "1")]
+    pub(super) spiffe_id: String,
+    /// `string svid = 2;`: the token.
+    #[prost(string, tag = "2")]
+    pub(super) svid: String,
+    /// `string hint = 3;`
+    #[prost(string, tag = "3")]
+    pub(super) hint: String,
+}
+
+/// `message JWTBundlesRequest {}`
+#[cfg(feature = "jwt")]
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct JwtBundlesRequest {}
+
+/// `message JWTBundlesResponse`
+#[cfg(feature = "jwt")]
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct JwtBundlesResponse {
+    /// `map<string, bytes> bundles = 1;`: trust domain (as a SPIFFE ID) to its
+    /// bundle document (a JWK Set).
+    #[prost(map = "string, bytes", tag = "1")]
+    pub(super) bundles: HashMap<String, Vec<u8>>,
+}
+
+/// A Workload API request with the security metadata every call carries.
+fn workload_request<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
     request.metadata_mut().insert(
         "workload.spiffe.io",
         tonic::metadata::MetadataValue::from_static("true"),
     );
-    let codec = tonic_prost::ProstCodec::<X509SvidRequest, X509SvidResponse>::default();
+    request
+}
+
+/// Calls `FetchJWTSVID` for `audience` on `channel`.
+#[cfg(feature = "jwt")]
+pub(super) async fn fetch_jwt_svid(
+    channel: Channel,
+    audience: &str,
+) -> Result<JwtSvidResponse, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|err| Status::unavailable(format!("Workload API not ready: {err}")))?;
+    let request = workload_request(JwtSvidRequest {
+        audience: vec![audience.to_owned()],
+        spiffe_id: String::new(),
+    });
+    let codec = tonic_prost::ProstCodec::<JwtSvidRequest, JwtSvidResponse>::default();
     let response = grpc
-        .server_streaming(request, PathAndQuery::from_static(FETCH_X509_SVID), codec)
+        .unary(
+            request,
+            PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchJWTSVID"),
+            codec,
+        )
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// Opens the `FetchJWTBundles` stream on `channel`.
+#[cfg(feature = "jwt")]
+pub(super) async fn fetch_jwt_bundles(
+    channel: Channel,
+) -> Result<Streaming<JwtBundlesResponse>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|err| Status::unavailable(format!("Workload API not ready: {err}")))?;
+    let request = workload_request(JwtBundlesRequest {});
+    let codec = tonic_prost::ProstCodec::<JwtBundlesRequest, JwtBundlesResponse>::default();
+    let response = grpc
+        .server_streaming(
+            request,
+            PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchJWTBundles"),
+            codec,
+        )
         .await?;
     Ok(response.into_inner())
 }

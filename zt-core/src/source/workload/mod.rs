@@ -63,7 +63,12 @@ use crate::identity::{Identity, IdentityPublisher, IdentitySource};
 use crate::matcher::IdMatcher;
 
 mod candidate;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod worker;
+
+#[cfg(feature = "jwt")]
+pub use self::jwt::{WorkloadJwtBundles, WorkloadJwtSvid};
 
 use self::worker::{Backoff, Worker};
 
