@@ -91,6 +91,8 @@
 //!   dependency line does.
 //! - `metrics` (default): metrics through the `metrics` facade (see
 //!   `zt_tower::metrics`); a no-op until the application installs a recorder.
+//! - `jwt`: JWT-SVIDs — validated per call with the mTLS peer, and presented by
+//!   clients ([`bearer_interceptor`]).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
@@ -104,6 +106,8 @@
 )]
 
 pub mod authorize;
+#[cfg(feature = "jwt")]
+pub mod bearer;
 pub mod client;
 pub mod interceptor;
 pub mod server;
@@ -111,6 +115,8 @@ pub mod server;
 pub use authorize::{
     AsyncAuthorize, AsyncAuthorizeLayer, Authorize, AuthorizeLayer, GrpcAnswer, decision,
 };
+#[cfg(feature = "jwt")]
+pub use bearer::{BearerInterceptor, bearer_interceptor};
 pub use client::{ChannelError, Connector, ConnectorBuilder, endpoint};
 pub use interceptor::{PeerCheck, PeerInterceptor, interceptor};
 pub use server::{

@@ -67,6 +67,8 @@
 //!   zt-tower's (see [`metrics`]); a no-op until the application installs a recorder.
 //! - `axum` (default): the `Peer` extractor. It needs only `axum-core`, whose few
 //!   dependencies hyper mostly brings already, so it is on by default.
+//! - `jwt`: JWT-SVIDs — validated per request with the mTLS peer, and presented by
+//!   clients ([`bearer`]).
 //! - `admin`: the status and admin endpoint (`admin::Admin`); adds serde_json.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -83,6 +85,8 @@
 #[cfg(feature = "admin")]
 pub mod admin;
 pub mod authorize;
+#[cfg(feature = "jwt")]
+pub mod bearer;
 pub mod client;
 #[cfg(feature = "axum")]
 pub mod extract;
