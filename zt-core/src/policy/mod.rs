@@ -431,6 +431,41 @@ impl Policy {
         )
     }
 
+    /// Decides whether an anonymous peer, one that presented no client
+    /// certificate, may make `request`.
+    ///
+    /// Only `allow` rules with `from: {unauthenticated: true}` admit it; `deny`
+    /// and `audit` rules without a positive `from` field (no `from`, or only
+    /// `not_` fields) match it as well. A dry-run policy does not relax this
+    /// decision: an anonymous request the policy denies is refused in either
+    /// mode, so trying a policy never opens the service to unauthenticated
+    /// clients.
+    ///
+    /// ```
+    /// use zt_core::{Format, Policy, Request};
+    ///
+    /// let policy = Policy::parse(r#"{ "mode": "dry-run", "rules": [
+    ///     { "name": "probes", "action": "allow",
+    ///       "from": { "unauthenticated": true },
+    ///       "to": { "methods": ["GET"], "paths": ["/healthz"] } },
+    ///     { "name": "everyone", "action": "allow", "to": { "paths": ["/**"] } }
+    /// ] }"#, Format::Json)?;
+    ///
+    /// let probe = policy.decide_anonymous(&Request::new("GET", "/healthz"));
+    /// assert_eq!(probe.rule(), Some("probes"));
+    ///
+    /// // Rules without `unauthenticated: true` admit authenticated peers only,
+    /// // and dry-run does not let an anonymous request through.
+    /// let other = policy.decide_anonymous(&Request::new("GET", "/whoami"));
+    /// assert!(!other.is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn decide_anonymous(&self, request: &Request<'_>) -> Decision {
+        let outcome = self.engine.decide_anonymous(request);
+        Decision::new(outcome.verdict, false, outcome.rule, outcome.audit)
+    }
+
     /// Whether the policy is enforced or in dry-run mode.
     #[must_use]
     pub fn mode(&self) -> Mode {

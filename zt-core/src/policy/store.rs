@@ -72,6 +72,13 @@ impl PolicyStore {
         self.shared.current.load().decide(peer, request)
     }
 
+    /// Decides `request` from an anonymous peer under the policy in force; see
+    /// [`Policy::decide_anonymous`].
+    #[must_use]
+    pub fn decide_anonymous(&self, request: &Request<'_>) -> Decision {
+        self.shared.current.load().decide_anonymous(request)
+    }
+
     /// Makes `policy` the policy in force and notifies subscribers.
     pub fn store(&self, policy: Policy) {
         let policy = Arc::new(policy);
