@@ -78,7 +78,7 @@ use http::{Request, Response};
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
-use zt_core::{Identity, PeerIdentity, PolicyStore};
+use zt_core::{Identity, PeerIdentity, PolicyStore, Principal};
 use zt_tower::{Answer, AuthzMetrics, DecisionHook, Denial, NoHook};
 
 use crate::server::ConnectInfo;
@@ -239,13 +239,20 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // On connections from `Incoming` the peer arrives in tonic's connect info;
-        // the decision, the hook and the handlers read it as a `PeerIdentity`.
-        if let Some(peer) = request
+        // the decision, the hook and the handlers read it as a `PeerIdentity`, or
+        // as the mark of an anonymous peer.
+        let principal = request
             .extensions()
             .get::<ConnectInfo>()
-            .map(|info| info.peer().clone())
-        {
-            request.extensions_mut().insert::<PeerIdentity>(peer);
+            .map(|info| info.principal().clone());
+        match principal {
+            Some(Principal::Verified(peer)) => {
+                request.extensions_mut().insert::<PeerIdentity>(peer);
+            }
+            Some(Principal::Anonymous(anonymous)) => {
+                request.extensions_mut().insert(anonymous);
+            }
+            _ => {}
         }
         self.inner.call(request)
     }

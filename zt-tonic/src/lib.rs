@@ -112,11 +112,12 @@ pub use authorize::{Authorize, AuthorizeLayer, GrpcAnswer};
 pub use client::{ChannelError, Connector, ConnectorBuilder, endpoint};
 pub use interceptor::{PeerCheck, PeerInterceptor, interceptor};
 pub use server::{
-    ConnectInfo, Incoming, IncomingBuilder, TlsConnection, connect_info, peer, server,
+    ConnectInfo, Incoming, IncomingBuilder, TlsConnection, connect_info, is_anonymous, peer, server,
 };
 
 pub use zt_core::{
-    IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
+    AnonymousPeer, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore,
+    Principal, SpiffeId,
 };
 pub use zt_tower::{
     AuthzCounts, AuthzMetrics, ClientError, ClientErrorKind, ConnectError, DecisionHook, NoHook,

@@ -97,14 +97,15 @@ pub use client::{
     ZtStream,
 };
 #[cfg(feature = "axum")]
-pub use extract::{MissingPeer, Peer};
+pub use extract::{MissingPeer, Peer, PeerOrAnonymous, PeerRejection};
 pub use metrics::{AuthzCounts, AuthzMetrics};
 pub use server::{
     Accepted, Listener, Serve, Server, ServerBuilder, TlsIncoming, WithGracefulShutdown,
 };
 
 pub use zt_core::{
-    Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
+    AnonymousPeer, Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy,
+    PolicyStore, Principal, SpiffeId,
 };
 
 /// Re-exported so applications name the same versions as zt-tower.
