@@ -227,6 +227,11 @@ impl Engine {
     pub(crate) fn rules(&self) -> &[Rule] {
         &self.rules
     }
+
+    /// The rules in policy order, to compile again with others.
+    pub(crate) fn into_rules(self) -> Vec<Rule> {
+        self.rules.into_vec()
+    }
 }
 
 /// Rule indices are pushed in increasing order, so a repeat is always last.
