@@ -14,7 +14,9 @@
 //!   [`Authorize::check`] decides for integrations that answer refusals in their
 //!   own protocol, and an [`Answer`] other than [`HttpAnswer`] answers them
 //!   through the same service (zt-tonic's gRPC statuses).
-//! - `Peer` (feature `axum`): the axum extractor for the verified peer.
+//! - `Peer` (feature `axum`): the axum extractor for the verified peer;
+//!   `PeerOrAnonymous` also shows an anonymous peer, on a server that
+//!   [allows them](ServerBuilder::allow_anonymous).
 //! - `admin::Admin` (feature `admin`): liveness, readiness, status and metrics on
 //!   a plain-HTTP listener of their own, never the mTLS port.
 //! - [`Connector`]: an mTLS connector for hyper clients that authorizes the server by
