@@ -6,7 +6,7 @@
 //!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] \
 //!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...) \
-//!     [--admin 127.0.0.1:9090]
+//!     [--anonymous [--allow-anonymous /healthz ...]] [--admin 127.0.0.1:9090]
 //! ```
 //!
 //! With `--workload-api` instead of the files, the SVID and every bundle,
@@ -21,7 +21,16 @@
 //! it prints `admin on ADDR` before it waits for the identity.
 //!
 //! `GET /whoami` answers `{"spiffe_id": "<peer id>"}` to peers the policy allows;
-//! everyone else gets `403`. The SVID, key and bundles are re-read when their files
+//! everyone else gets `403`. `GET /healthz` answers `ok`, under the policy like
+//! every other route.
+//!
+//! With `--anonymous`, a client certificate is requested but not required: a
+//! client without one is an anonymous peer, which reaches only the paths of
+//! `--allow-anonymous PATH` (each adds a rule allowing anonymous peers `GET
+//! PATH` to the `--allow` or `--policy` rules) and the policy file's own
+//! `from: {unauthenticated: true}` rules; without them, nothing. A client with a
+//! bad certificate is refused at the handshake as without `--anonymous`. This is
+//! how a kubelet HTTP probe reaches `/healthz` (see docs/kubernetes.md). The SVID, key and bundles are re-read when their files
 //! change (`--bundle` is our own trust domain's bundle, `--federated` adds another
 //! trust domain's, PEM or SPIFFE bundle JSON), and so is the `--policy` file; a bad
 //! file is logged and the last good state keeps serving. Prints `listening on ADDR`
@@ -34,11 +43,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
-use zt_examples::cli::{self, AdminArgs, Credentials, PolicyArgs};
+use zt_examples::cli::{self, AdminArgs, AnonymousArgs, Credentials, PolicyArgs};
 use zt_tower::{AuthorizeLayer, Peer, Server};
 
 /// An axum app behind zt: `GET /whoami` answers the peer's SPIFFE ID to peers the
-/// policy allows. Every file is re-read when it changes.
+/// policy allows, `GET /healthz` answers `ok` under the policy too. Every file is
+/// re-read when it changes.
 #[derive(Parser)]
 #[command(name = "echo-server", version)]
 struct Cli {
@@ -49,6 +59,8 @@ struct Cli {
     credentials: Credentials,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    anonymous: AnonymousArgs,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -62,7 +74,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let listen = cli.listen.as_str();
-    let (policy, _policy_watch) = cli::policy(&cli.policy)?;
+    let (policy, _policy_watch) = cli::policy_admitting(&cli.policy, &cli.anonymous)?;
     let admin = cli.admin.bind().await?;
     let source = cli::watched_source(&cli.credentials)?;
     // The admin listener answers while the identity is not ready yet: /ready
@@ -74,13 +86,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
 
     let app = Router::new()
         .route("/whoami", get(whoami))
+        .route("/healthz", get(|| async { "ok" }))
         .layer(AuthorizeLayer::new(identity.clone(), policy));
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("listening on {}", listener.local_addr()?);
 
-    Server::builder(identity)
+    cli.anonymous
+        .server(Server::builder(identity))
         .build()?
         .serve(listener, app)
         .with_graceful_shutdown(cli::shutdown_signal())

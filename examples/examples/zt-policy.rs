@@ -1,7 +1,7 @@
 //! Asks a zt policy file what it decides, and lints it — for people and for CI.
 //!
 //! ```text
-//! cargo run --example zt-policy -- check POLICY --peer SPIFFE_ID \
+//! cargo run --example zt-policy -- check POLICY (--peer SPIFFE_ID | --anonymous) \
 //!     (--method METHOD --path PATH | --grpc pkg.Service/Method) [--host HOST] \
 //!     [--header NAME=VALUE ...]
 //! cargo run --example zt-policy -- lint POLICY
@@ -13,6 +13,11 @@
 //! that matched, and a note when the policy is in dry-run mode. The verdict is the
 //! policy's, also in dry-run mode, so a check keeps its meaning when the policy is
 //! switched to `enforce`.
+//!
+//! With `--anonymous` instead of `--peer`, the request is decided as from an
+//! anonymous peer, one that presented no client certificate to a server that
+//! allows them: only `from: {unauthenticated: true}` rules admit it, and a
+//! dry-run policy does not let it through.
 //!
 //! `lint` loads the policy (load errors name the file, line and column) and
 //! reports the findings of `Policy::lint`: rules and values that can never match,
@@ -48,8 +53,11 @@ enum Command {
         /// The policy file (YAML, TOML or JSON, by extension).
         policy: String,
         /// The peer's SPIFFE ID.
-        #[arg(long, value_name = "SPIFFE_ID")]
-        peer: SpiffeId,
+        #[arg(long, value_name = "SPIFFE_ID", required_unless_present = "anonymous")]
+        peer: Option<SpiffeId>,
+        /// Decide as from an anonymous peer (no client certificate) instead of --peer.
+        #[arg(long, conflicts_with = "peer")]
+        anonymous: bool,
         /// The HTTP method (with --path).
         #[arg(long)]
         method: Option<String>,
@@ -102,6 +110,7 @@ fn run(cli: Cli) -> Result<Outcome, Box<dyn Error>> {
         Command::Check {
             policy,
             peer,
+            anonymous: _,
             method,
             path,
             grpc,
@@ -109,7 +118,7 @@ fn run(cli: Cli) -> Result<Outcome, Box<dyn Error>> {
             header,
         } => check(
             &policy,
-            &peer,
+            peer.as_ref(),
             (method.as_deref(), path.as_deref(), grpc.as_deref()),
             host.as_deref(),
             &header,
@@ -119,7 +128,7 @@ fn run(cli: Cli) -> Result<Outcome, Box<dyn Error>> {
 
 fn check(
     path: &str,
-    peer: &SpiffeId,
+    peer: Option<&SpiffeId>,
     (method, request_path, grpc): (Option<&str>, Option<&str>, Option<&str>),
     host: Option<&str>,
     header: &[String],
@@ -158,9 +167,16 @@ fn check(
     }
     let policy = Policy::load(path)?;
 
-    let decision = policy.decide(peer, &request);
+    // clap requires --peer unless --anonymous, and refuses both.
+    let decision = match peer {
+        Some(peer) => policy.decide(peer, &request),
+        None => policy.decide_anonymous(&request),
+    };
     println!("{}: {}", decision.verdict(), decision.reason());
-    println!("  peer     {peer}");
+    match peer {
+        Some(peer) => println!("  peer     {peer}"),
+        None => println!("  peer     anonymous"),
+    }
     match request.path() {
         Ok(path) => println!("  request  {} {path}", request.method()),
         Err(why) => println!("  request  {} (ambiguous: {why})", request.method()),
@@ -175,10 +191,16 @@ fn check(
         println!("  audit    matched audit rule {audit}");
     }
     if policy.mode() == Mode::DryRun {
-        println!(
-            "  note     the policy is in dry-run mode: it lets every request through, \
-             this verdict is what it would enforce"
-        );
+        match peer {
+            Some(_) => println!(
+                "  note     the policy is in dry-run mode: it lets every request through, \
+                 this verdict is what it would enforce"
+            ),
+            None => println!(
+                "  note     the policy is in dry-run mode, which never lets an anonymous \
+                 request through that the policy denies"
+            ),
+        }
     }
     Ok(match decision.verdict() {
         Verdict::Allow => Outcome::Pass,

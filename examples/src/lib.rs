@@ -166,6 +166,98 @@ pub mod cli {
         pub allow: Vec<String>,
     }
 
+    /// Clients without a certificate (`--anonymous`) and the routes the policy
+    /// opens to them (`--allow-anonymous`).
+    #[derive(Clone, Debug, Default, clap::Args)]
+    pub struct AnonymousArgs {
+        /// Request but do not require a client certificate. A client that presents
+        /// none is an anonymous peer: it reaches only what --allow-anonymous (or a
+        /// policy rule with `from: {unauthenticated: true}`) opens to it, nothing
+        /// without. A client that presents a bad certificate is still refused.
+        #[arg(long)]
+        pub anonymous: bool,
+        /// Add a rule letting anonymous peers GET PATH (a path pattern, `*` and
+        /// `**` segments) to the --allow or --policy rules; repeatable. Needs
+        /// --anonymous.
+        #[arg(long = "allow-anonymous", value_name = "PATH", requires = "anonymous")]
+        pub allow_anonymous: Vec<String>,
+    }
+
+    impl AnonymousArgs {
+        /// The rules of `--allow-anonymous`: one per path, named
+        /// `anonymous-get:PATH` (characters a rule name cannot hold become `_`),
+        /// allowing anonymous peers `GET PATH`. `None` without any.
+        ///
+        /// ```
+        /// use clap::Parser;
+        /// use zt_core::Request;
+        /// use zt_examples::cli::AnonymousArgs;
+        ///
+        /// #[derive(Parser)]
+        /// struct Cli {
+        ///     #[command(flatten)]
+        ///     anonymous: AnonymousArgs,
+        /// }
+        /// let cli = Cli::try_parse_from(["x", "--anonymous", "--allow-anonymous", "/healthz"])?;
+        /// let rules = cli.anonymous.rules()?.expect("one rule");
+        /// assert_eq!(rules.rule_names().collect::<Vec<_>>(), ["anonymous-get:/healthz"]);
+        /// assert!(rules.decide_anonymous(&Request::new("GET", "/healthz")).is_allowed());
+        /// assert!(!rules.decide_anonymous(&Request::new("POST", "/healthz")).is_allowed());
+        ///
+        /// assert!(Cli::try_parse_from(["x", "--allow-anonymous", "/healthz"]).is_err());
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        ///
+        /// # Errors
+        ///
+        /// An invalid path.
+        pub fn rules(&self) -> Result<Option<zt_core::Policy>, zt_core::PolicyError> {
+            anonymous_rules(&self.allow_anonymous)
+        }
+
+        /// `builder`, requesting but not requiring a client certificate with
+        /// `--anonymous`.
+        #[must_use]
+        pub fn server(&self, builder: zt_tower::ServerBuilder) -> zt_tower::ServerBuilder {
+            if self.anonymous {
+                builder.allow_anonymous()
+            } else {
+                builder
+            }
+        }
+    }
+
+    fn anonymous_rules(paths: &[String]) -> Result<Option<zt_core::Policy>, zt_core::PolicyError> {
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let rules: Vec<serde_json::Value> = paths
+            .iter()
+            .filter(|path| seen.insert(path.as_str()))
+            .map(|path| {
+                let name: String = path
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-') {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": format!("anonymous-get:{name}"),
+                    "action": "allow",
+                    "from": { "unauthenticated": true },
+                    "to": { "methods": ["GET"], "paths": [path] },
+                })
+            })
+            .collect();
+        let document = serde_json::json!({ "rules": rules }).to_string();
+        zt_core::Policy::parse(&document, zt_core::Format::Json).map(Some)
+    }
+
     /// The exit code for an example's outcome: 0 on success; 2 with the usage after a
     /// command-line mistake; 1 with a one-line error otherwise.
     pub fn exit(
@@ -370,17 +462,45 @@ pub mod cli {
         args: &PolicyArgs,
     ) -> Result<(zt_core::PolicyStore, Option<zt_core::PolicyWatch>), Box<dyn std::error::Error>>
     {
+        policy_admitting(args, &AnonymousArgs::default())
+    }
+
+    /// As [`policy`], with the rules of `--allow-anonymous` added to the policy
+    /// and, with `--policy`, to every version of the file it re-reads.
+    ///
+    /// # Errors
+    ///
+    /// As [`policy`], and an invalid `--allow-anonymous` path or a rule name the
+    /// policy already uses.
+    pub fn policy_admitting(
+        args: &PolicyArgs,
+        anonymous: &AnonymousArgs,
+    ) -> Result<(zt_core::PolicyStore, Option<zt_core::PolicyWatch>), Box<dyn std::error::Error>>
+    {
         use zt_core::{Policy, PolicyStore};
 
+        let extended = |policy: Policy| match anonymous.rules()? {
+            Some(rules) => policy.extend(rules),
+            None => Ok(policy),
+        };
         match (&args.policy, args.allow.as_slice()) {
             (Some(path), []) => {
-                let store = PolicyStore::new(Policy::load(path)?);
-                let watch = store.watch_file(path)?;
+                let store = PolicyStore::new(extended(Policy::load(path)?)?);
+                let watch = if anonymous.allow_anonymous.is_empty() {
+                    store.watch_file(path)?
+                } else {
+                    let paths = anonymous.allow_anonymous.clone();
+                    // The rules are the same every time: paths that parsed once do again.
+                    store.watch_file_extended(path, move || {
+                        Ok(anonymous_rules(&paths)?.unwrap_or_else(Policy::deny_all))
+                    })?
+                };
                 Ok((store, Some(watch)))
             }
-            (None, patterns) if !patterns.is_empty() => {
-                Ok((PolicyStore::new(Policy::allow_patterns(patterns)?), None))
-            }
+            (None, patterns) if !patterns.is_empty() => Ok((
+                PolicyStore::new(extended(Policy::allow_patterns(patterns)?)?),
+                None,
+            )),
             _ => Err(UsageError("give either --policy or --allow".to_owned()).into()),
         }
     }

@@ -12,7 +12,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -21,7 +21,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use zt_core::dev::DevCa;
+use zt_core::dev::{DevCa, SvidParams};
 use zt_core::rustls::pki_types::ServerName;
 use zt_core::{BundleSet, IdMatcher, IdentitySource, StaticSource, X509Bundle, tls};
 
@@ -267,4 +267,205 @@ async fn bundle_file_change_refuses_peer_on_same_connection() {
 
     pki.dir.write_atomic("bundle.pem", pki.ca.bundle_pem());
     conn.until_refused().await;
+}
+
+/// The echo-server for `CLIENT_ID`, with anonymous clients let in to `GET /healthz`.
+const ANONYMOUS_HEALTHZ: &[&str] = &[
+    "--allow",
+    CLIENT_ID,
+    "--anonymous",
+    "--allow-anonymous",
+    "/healthz",
+];
+
+#[tokio::test]
+async fn curl_without_certificate_gets_ok_from_healthz_allowed_for_unauthenticated() {
+    let pki = Pki::new("anonymous-healthz");
+    let server = EchoServer::start(&pki, ANONYMOUS_HEALTHZ).await;
+    for extra in [&[][..], &["--http2"][..], &["--head"][..]] {
+        let Curl {
+            status: code,
+            body,
+            output,
+            ..
+        } = curl_anonymous(&server, &pki.bundle, "/healthz", extra).await;
+        assert_eq!(code, "200", "{extra:?}: {}", describe(&output));
+        if extra.is_empty() {
+            assert_eq!(body, "ok");
+        }
+    }
+}
+
+#[tokio::test]
+async fn curl_without_certificate_gets_403_from_whoami() {
+    let pki = Pki::new("anonymous-whoami");
+    let server = EchoServer::start(&pki, ANONYMOUS_HEALTHZ).await;
+    for (path, extra) in [
+        ("/whoami", &[][..]),
+        ("/whoami", &["--http2"][..]),
+        ("/healthz/../whoami", &["--path-as-is"][..]),
+        ("/healthz/%2e%2e/whoami", &["--http2", "--path-as-is"][..]),
+        ("/healthz", &["-X", "POST"][..]),
+        ("/nothing", &[][..]),
+    ] {
+        let Curl {
+            status: code,
+            body,
+            output,
+            ..
+        } = curl_anonymous(&server, &pki.bundle, path, extra).await;
+        assert_eq!(code, "403", "{path} {extra:?}: {}", describe(&output));
+        assert!(!body.contains("spiffe"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn curl_without_certificate_gets_403_everywhere_without_allow_anonymous() {
+    let pki = Pki::new("anonymous-nothing");
+    let server = EchoServer::start(&pki, &["--allow", CLIENT_ID, "--anonymous"]).await;
+    for (path, extra) in [
+        ("/healthz", &[][..]),
+        ("/healthz", &["--http2"][..]),
+        ("/whoami", &[][..]),
+    ] {
+        let Curl {
+            status: code,
+            output,
+            ..
+        } = curl_anonymous(&server, &pki.bundle, path, extra).await;
+        assert_eq!(code, "403", "{path} {extra:?}: {}", describe(&output));
+    }
+    // The verified client still reaches both routes.
+    for path in ["/healthz", "/whoami"] {
+        let Curl {
+            status: code,
+            output,
+            ..
+        } = curl_pki(&pki, &pki.client, &server, path).await;
+        assert_eq!(code, "200", "{path}: {}", describe(&output));
+    }
+}
+
+#[tokio::test]
+async fn healthz_is_under_the_policy_for_verified_peers_too() {
+    let pki = Pki::new("healthz-policy");
+    let server = EchoServer::start(&pki, ANONYMOUS_HEALTHZ).await;
+    let Curl {
+        status: code,
+        output,
+        ..
+    } = curl_pki(&pki, &pki.other_client, &server, "/healthz").await;
+    // The rule for anonymous peers is no floor for a verified peer.
+    assert_eq!(code, "403", "{}", describe(&output));
+}
+
+/// curl's answer from `server` presenting `client`: refused at the handshake, by
+/// the server's alert.
+#[track_caller]
+fn assert_refused_at_handshake(outcome: &Curl, what: &str) {
+    let Curl {
+        status: code,
+        output,
+        stderr,
+        ..
+    } = outcome;
+    assert_eq!(
+        code,
+        "000",
+        "{what}: got an HTTP answer: {}",
+        describe(output)
+    );
+    assert!(
+        matches!(output.status.code(), Some(35 | 56)),
+        "{what}: expected a TLS-level failure: {}",
+        describe(output)
+    );
+    assert!(stderr.contains("alert"), "{what}: {}", describe(output));
+}
+
+#[tokio::test]
+async fn curl_with_bad_certificate_is_refused_at_handshake_with_anonymous_on() {
+    let pki = Pki::new("anonymous-bad-cert");
+    let server = EchoServer::start(&pki, ANONYMOUS_HEALTHZ).await;
+    let mut expired = SvidParams::new(id(CLIENT_ID));
+    expired.not_before = SystemTime::now() - Duration::from_secs(3600);
+    expired.not_after = SystemTime::now() - Duration::from_secs(60);
+    let (chain, key) = pki.ca.mint_pem(expired).unwrap();
+    let expired = SvidFiles {
+        cert: pki.dir.write_atomic("expired.pem", &chain),
+        key: pki.dir.write_atomic("expired_key.pem", &key),
+    };
+    let partner_ca = DevCa::new("partner.org".parse().unwrap()).unwrap();
+    let partner = write_svid(&pki.dir, "partner", &partner_ca, "spiffe://partner.org/web");
+    for (what, client) in [
+        ("untrusted CA", &pki.rogue_client),
+        ("expired", &expired),
+        ("other trust domain", &partner),
+    ] {
+        for extra in [&[][..], &["--http2"][..]] {
+            // A bad certificate never falls back to anonymous, even for /healthz.
+            let outcome = curl(&server, client, &pki.bundle, "/healthz", extra).await;
+            assert_refused_at_handshake(&outcome, &format!("{what} {extra:?}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn curl_without_certificate_is_refused_at_handshake_without_anonymous() {
+    let pki = Pki::new("anonymous-off");
+    let server = EchoServer::start(&pki, &["--allow", CLIENT_ID]).await;
+    let outcome = curl_anonymous(&server, &pki.bundle, "/healthz", &[]).await;
+    assert_refused_at_handshake(&outcome, "no certificate");
+}
+
+#[tokio::test]
+async fn policy_file_reload_keeps_the_allow_anonymous_rule() {
+    let pki = Pki::new("anonymous-reload");
+    let policy = pki
+        .dir
+        .write_atomic("policy.json", policy_allowing(CLIENT_ID));
+    let server = EchoServer::start(
+        &pki,
+        &[
+            "--policy",
+            s(&policy),
+            "--anonymous",
+            "--allow-anonymous",
+            "/healthz",
+        ],
+    )
+    .await;
+    let healthz = async || curl_anonymous(&server, &pki.bundle, "/healthz", &[]).await;
+    assert_eq!(healthz().await.status, "200");
+
+    pki.dir
+        .write_atomic("policy.json", policy_allowing(OTHER_CLIENT_ID));
+    within("the new policy file in force", async {
+        while curl_pki(&pki, &pki.other_client, &server, "/whoami")
+            .await
+            .status
+            != "200"
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let Curl {
+        status: code,
+        output,
+        ..
+    } = healthz().await;
+    assert_eq!(code, "200", "{}", describe(&output));
+}
+
+#[tokio::test]
+async fn allow_anonymous_without_anonymous_exits_with_usage() {
+    let pki = Pki::new("anonymous-usage");
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend(file_args(&pki.server, &pki.bundle));
+    args.extend(["--allow", CLIENT_ID, "--allow-anonymous", "/healthz"]);
+    let output = run(&example("echo-server"), &args).await;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--anonymous"), "{stderr}");
 }

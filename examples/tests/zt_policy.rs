@@ -362,3 +362,83 @@ async fn lint_of_missing_file_exits_2() {
     assert_eq!(code, Some(2), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read policy file"));
 }
+
+const PROBES: &str = r#"
+rules:
+  - name: probes
+    action: allow
+    from: { unauthenticated: true }
+    to: { methods: [GET], paths: [/healthz] }
+  - name: everyone-else
+    action: allow
+    from: { any: true }
+"#;
+
+#[tokio::test]
+async fn check_as_anonymous_peer_exits_0_for_the_route_an_unauthenticated_rule_opens() {
+    let dir = TempDir::new("policy-anonymous-allow");
+    let policy = policy_file(&dir, "policy.yaml", PROBES);
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--anonymous",
+        "--method",
+        "GET",
+        "--path",
+        "/healthz",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("allow: allowed by rule probes\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("peer     anonymous"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_as_anonymous_peer_exits_1_where_only_authenticated_peers_are_allowed() {
+    let dir = TempDir::new("policy-anonymous-deny");
+    let policy = policy_file(&dir, "policy.yaml", PROBES);
+    let (code, stdout, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--anonymous",
+        "--method",
+        "GET",
+        "--path",
+        "/whoami",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    assert!(stdout.starts_with("deny: "), "{stdout}");
+    // The same request from any verified peer is allowed.
+    let (code, _, output) = zt_policy(&[
+        "check", &policy, "--peer", WEB, "--method", "GET", "--path", "/whoami",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+}
+
+#[tokio::test]
+async fn check_with_both_peer_and_anonymous_is_a_usage_error() {
+    let dir = TempDir::new("policy-anonymous-usage");
+    let policy = policy_file(&dir, "policy.yaml", PROBES);
+    for args in [
+        &[
+            "check",
+            &policy,
+            "--anonymous",
+            "--peer",
+            WEB,
+            "--method",
+            "GET",
+            "--path",
+            "/",
+        ][..],
+        &["check", &policy, "--method", "GET", "--path", "/"][..],
+    ] {
+        let (code, _, output) = zt_policy(args).await;
+        assert_eq!(code, Some(2), "{args:?}: {}", describe(&output));
+    }
+}

@@ -95,7 +95,7 @@ pub use error::{BundleError, Error, FileError, FileErrorKind, PeerRole, SvidErro
 pub use id::{IdError, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain};
 pub use identity::{Changes, Identity, IdentityPublisher, IdentitySource, Snapshot, Status};
 pub use matcher::{IdMatcher, PatternError};
-pub use peer::PeerIdentity;
+pub use peer::{AnonymousPeer, PeerIdentity, Principal};
 pub use policy::{
     Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Request, Verdict,
 };

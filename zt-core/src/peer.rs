@@ -246,6 +246,81 @@ impl PeerIdentity {
     }
 }
 
+/// A connection's peer that presented no client certificate, on a server that
+/// requests one without requiring it (zt-tower's
+/// `ServerBuilder::allow_anonymous`).
+///
+/// The server puts it into the requests of such a connection instead of a
+/// [`PeerIdentity`]: an anonymous request is always marked as one, never
+/// inferred from a missing identity, which stays a setup error. The policy
+/// decides it with [`Policy::decide_anonymous`](crate::Policy::decide_anonymous):
+/// only rules written for anonymous peers (`from: {unauthenticated: true}`)
+/// admit it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct AnonymousPeer;
+
+impl AnonymousPeer {
+    /// The marker.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self
+    }
+}
+
+/// Who is at the other end of a server's connection: a peer verified by its
+/// X.509-SVID or, on a server that admits them, an anonymous peer.
+///
+/// Displays as the peer's SPIFFE ID, or `anonymous`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Principal {
+    /// A peer that presented an X.509-SVID the verifier accepted.
+    Verified(PeerIdentity),
+    /// A peer that presented no certificate.
+    Anonymous(AnonymousPeer),
+}
+
+// === impl Principal ===
+
+impl Principal {
+    /// The verified identity; `None` for an anonymous peer.
+    #[must_use]
+    pub fn verified(&self) -> Option<&PeerIdentity> {
+        match self {
+            Self::Verified(peer) => Some(peer),
+            Self::Anonymous(_) => None,
+        }
+    }
+
+    /// Whether the peer presented no certificate.
+    #[must_use]
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Self::Anonymous(_))
+    }
+}
+
+impl From<PeerIdentity> for Principal {
+    fn from(peer: PeerIdentity) -> Self {
+        Self::Verified(peer)
+    }
+}
+
+impl From<AnonymousPeer> for Principal {
+    fn from(peer: AnonymousPeer) -> Self {
+        Self::Anonymous(peer)
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Verified(peer) => fmt::Display::fmt(peer.id(), f),
+            Self::Anonymous(_) => f.write_str("anonymous"),
+        }
+    }
+}
+
 /// The most [`PeerIdentity::time_left`] answers.
 const MAX_TIME_LEFT: Duration = Duration::from_secs(365 * 24 * 3600);
 

@@ -43,7 +43,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::Error;
 use crate::policy::MAX_POLICY_BYTES;
-use crate::policy::store::PolicyStore;
+use crate::policy::store::{Extension, PolicyStore};
+use crate::policy::{Policy, PolicyError};
 use crate::watch::{self, FileWatcher, WatchOptions};
 
 /// A running watch of a policy file; dropping it stops the watch. The store keeps
@@ -90,22 +91,57 @@ impl PolicyStore {
     /// [`Error::NoRuntime`] outside a tokio runtime (with time enabled);
     /// [`Error::Io`] when the file watcher cannot be started.
     pub fn watch_file(&self, path: impl AsRef<Path>) -> Result<PolicyWatch, Error> {
+        self.watch(path.as_ref(), None)
+    }
+
+    /// As [`watch_file`](Self::watch_file), with the rules `extension` makes
+    /// added to every policy the file loads (see [`Policy::extend`]): rules the
+    /// application always wants, whatever the file says. A file whose policy
+    /// cannot be extended (a rule name the extension uses too) is rejected
+    /// like an invalid one; the policy in force stays.
+    ///
+    /// Store the first policy extended the same way, so that the rules are in
+    /// force from the start.
+    ///
+    /// # Errors
+    ///
+    /// As [`watch_file`](Self::watch_file).
+    pub fn watch_file_extended<F>(
+        &self,
+        path: impl AsRef<Path>,
+        extension: F,
+    ) -> Result<PolicyWatch, Error>
+    where
+        F: Fn() -> Result<Policy, PolicyError> + Send + Sync + 'static,
+    {
+        self.watch(path.as_ref(), Some(std::sync::Arc::new(extension)))
+    }
+
+    fn watch(&self, path: &Path, extension: Option<Extension>) -> Result<PolicyWatch, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let path = watch::absolute(path.as_ref())?;
+        let path = watch::absolute(path)?;
         // Armed before the first read, so no change between the two goes unseen.
         let watcher = FileWatcher::new(std::slice::from_ref(&path), WatchOptions::default())?;
-        let task = runtime.spawn(run(self.clone(), path.clone(), watcher));
+        let task = runtime.spawn(run(self.clone(), path.clone(), watcher, extension));
         Ok(PolicyWatch { path, task })
     }
 }
 
-async fn run(store: PolicyStore, path: PathBuf, mut watcher: FileWatcher) {
+async fn run(
+    store: PolicyStore,
+    path: PathBuf,
+    mut watcher: FileWatcher,
+    extension: Option<Extension>,
+) {
     let mut loaded: Option<Vec<u8>> = None;
     loop {
         let (store_, path_, previous) = (store.clone(), path.clone(), loaded.take());
+        let extension_ = extension.clone();
         // File reads block; they run on the blocking pool.
-        let outcome =
-            tokio::task::spawn_blocking(move || reload_if_changed(&store_, &path_, previous)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            reload_if_changed(&store_, &path_, previous, extension_.as_ref())
+        })
+        .await;
         match outcome {
             Ok(current) => loaded = current,
             Err(err) => {
@@ -123,6 +159,7 @@ fn reload_if_changed(
     store: &PolicyStore,
     path: &Path,
     previous: Option<Vec<u8>>,
+    extension: Option<&Extension>,
 ) -> Option<Vec<u8>> {
     let current = match watch::read_bounded(path, MAX_POLICY_BYTES) {
         Ok(current) => current,
@@ -130,7 +167,7 @@ fn reload_if_changed(
             // Loading records the error in the store's status, with the same words;
             // it reads through the same non-blocking reader, so it cannot hang on
             // what this read refused.
-            if let Err(load) = store.reload_from(path) {
+            if let Err(load) = store.reload_extended(path, extension) {
                 tracing::warn!(file = %path.display(), error = %load, "policy file unreadable; the policy in force stays");
             } else {
                 tracing::debug!(error = %err, "policy file unreadable at first, then loaded");
@@ -144,7 +181,7 @@ fn reload_if_changed(
     // Parsed from the bytes just compared, never read again: a file replaced in
     // between would be stored while the bytes recorded as in force are the older
     // ones, and once the file went back to those, the change would go unseen.
-    match store.reload_from_bytes(path, &current) {
+    match store.reload_from_bytes(path, &current, extension) {
         Ok(()) => {
             tracing::info!(file = %path.display(), "policy file reloaded");
             Some(current)

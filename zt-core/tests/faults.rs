@@ -719,3 +719,68 @@ fn loading_a_policy_from_a_fifo_fails_at_once() {
     let err = result.unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
 }
+
+/// The `probes` rule the extended watches add: anonymous peers may `GET /healthz`.
+fn probes_rule() -> Result<Policy, zt_core::PolicyError> {
+    Policy::parse(
+        r#"{"rules": [{"name": "probes", "action": "allow",
+            "from": {"unauthenticated": true}, "to": {"methods": ["GET"], "paths": ["/healthz"]}}]}"#,
+        zt_core::Format::Json,
+    )
+}
+
+fn probes_open(store: &PolicyStore) -> bool {
+    store
+        .load()
+        .decide_anonymous(&Request::new("GET", "/healthz"))
+        .is_allowed()
+}
+
+#[tokio::test]
+async fn extended_policy_watch_keeps_the_added_rules_across_reloads() {
+    let dir = TempDir::new("faults-policy-extended");
+    let path = dir.join("policy.json");
+    write_in_place(&path, &policy_allowing(ALICE, 0));
+    let store = PolicyStore::new(
+        Policy::load(&path)
+            .unwrap()
+            .extend(probes_rule().unwrap())
+            .unwrap(),
+    );
+    let _watch = store.watch_file_extended(&path, probes_rule).unwrap();
+    assert!(probes_open(&store));
+
+    write_in_place(&path, &policy_allowing(BOB, 0));
+    wait_until("the new file is loaded", || reader(&store) == Some(BOB)).await;
+    assert!(probes_open(&store), "the added rule survives the reload");
+    assert_eq!(store.load().rule_count(), 2);
+}
+
+#[tokio::test]
+async fn extended_policy_watch_rejects_a_file_that_reuses_an_added_rule_name() {
+    let dir = TempDir::new("faults-policy-extended-clash");
+    let path = dir.join("policy.json");
+    write_in_place(&path, &policy_allowing(ALICE, 0));
+    let store = PolicyStore::new(
+        Policy::load(&path)
+            .unwrap()
+            .extend(probes_rule().unwrap())
+            .unwrap(),
+    );
+    let _watch = store.watch_file_extended(&path, probes_rule).unwrap();
+
+    // A file whose own `probes` rule would replace the added one is refused.
+    write_in_place(
+        &path,
+        r#"{"rules": [{"name": "probes", "action": "allow", "from": {"unauthenticated": true}}]}"#,
+    );
+    wait_for_policy_error(&store, "rule \"probes\" is in both policies").await;
+    assert_eq!(reader(&store), Some(ALICE), "the policy in force stays");
+    assert!(probes_open(&store));
+    assert!(
+        !store
+            .load()
+            .decide_anonymous(&Request::new("GET", "/data"))
+            .is_allowed()
+    );
+}

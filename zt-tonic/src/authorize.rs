@@ -86,7 +86,7 @@ use http::{Request, Response};
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
-use zt_core::{Decision, Identity, PeerIdentity, PolicyStore};
+use zt_core::{Decision, Identity, PeerIdentity, PolicyStore, Principal};
 use zt_tower::{Answer, AsyncDecisionHook, AuthzMetrics, DecisionHook, Denial, NoHook};
 
 use crate::server::ConnectInfo;
@@ -277,14 +277,21 @@ pub fn decision<T>(request: &tonic::Request<T>) -> Option<&Decision> {
 }
 
 /// On connections from `Incoming` the peer arrives in tonic's connect info; the
-/// decision, the hook and the handlers read it as a `PeerIdentity`.
+/// decision, the hook and the handlers read it as a `PeerIdentity`, or as the
+/// mark of an anonymous peer.
 fn peer_from_connect_info<B>(request: &mut Request<B>) {
-    if let Some(peer) = request
+    let principal = request
         .extensions()
         .get::<ConnectInfo>()
-        .map(|info| info.peer().clone())
-    {
-        request.extensions_mut().insert::<PeerIdentity>(peer);
+        .map(|info| info.principal().clone());
+    match principal {
+        Some(Principal::Verified(peer)) => {
+            request.extensions_mut().insert::<PeerIdentity>(peer);
+        }
+        Some(Principal::Anonymous(anonymous)) => {
+            request.extensions_mut().insert(anonymous);
+        }
+        _ => {}
     }
 }
 

@@ -7,8 +7,9 @@
 //! verified [`PeerIdentity`] and the call's `tonic::Request<()>` (metadata and
 //! extensions; tonic interceptors never see the message) into a tonic
 //! interceptor, for `FooServer::with_interceptor`, `InterceptedService` or
-//! `tonic::service::InterceptorLayer`. A call without a peer identity is refused
-//! with `UNAUTHENTICATED` before the function runs.
+//! `tonic::service::InterceptorLayer`. A call without a peer identity, an
+//! anonymous one included, is refused with `UNAUTHENTICATED` before the function
+//! runs.
 //!
 //! ```
 //! # let ca = zt_core::dev::DevCa::new("example.org".parse()?)?;
@@ -45,7 +46,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 use zt_core::PeerIdentity;
 
-use crate::server::peer;
+use crate::server::{is_anonymous, peer};
 
 /// A per-call check with the client's verified identity. Implemented for
 /// closures `FnMut(&PeerIdentity, &tonic::Request<()>) -> Result<(), Status>`.
@@ -84,6 +85,18 @@ pub struct PeerInterceptor<C> {
 impl<C: PeerCheck> Interceptor for PeerInterceptor<C> {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(peer) = peer(&request) else {
+            if is_anonymous(&request) {
+                // The policy admitted an anonymous call to a service whose
+                // checks need a verified peer: refused, not a setup error.
+                tracing::info!(
+                    target: "zt::authz",
+                    peer = "anonymous",
+                    decision = "deny",
+                    rule = "interceptor",
+                    "anonymous call refused: the interceptor checks verified peers only"
+                );
+                return Err(Status::unauthenticated("no verified peer identity"));
+            }
             tracing::error!(
                 target: "zt::authz",
                 decision = "deny",

@@ -120,11 +120,12 @@ pub use bearer::{BearerInterceptor, bearer_interceptor};
 pub use client::{ChannelError, Connector, ConnectorBuilder, endpoint};
 pub use interceptor::{PeerCheck, PeerInterceptor, interceptor};
 pub use server::{
-    ConnectInfo, Incoming, IncomingBuilder, TlsConnection, connect_info, peer, server,
+    ConnectInfo, Incoming, IncomingBuilder, TlsConnection, connect_info, is_anonymous, peer, server,
 };
 
 pub use zt_core::{
-    Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
+    AnonymousPeer, Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy,
+    PolicyStore, Principal, SpiffeId,
 };
 pub use zt_tower::{
     AsyncDecisionHook, AuthzCounts, AuthzMetrics, ClientError, ClientErrorKind, ConnectError,

@@ -69,7 +69,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
-use zt_core::{Error, IdMatcher, Identity, PeerIdentity};
+use zt_core::{Error, IdMatcher, Identity, PeerIdentity, Principal};
 use zt_tower::{Listener, TlsIncoming};
 
 /// Configures [`Incoming`]. Start from [`Incoming::builder`].
@@ -92,6 +92,19 @@ impl IncomingBuilder {
     #[must_use]
     pub fn authorize(mut self, matcher: IdMatcher) -> Self {
         self.inner = self.inner.authorize(matcher);
+        self
+    }
+
+    /// Requests a client certificate without requiring one, as
+    /// [`ServerBuilder::allow_anonymous`](zt_tower::ServerBuilder::allow_anonymous):
+    /// a client that presents none is served as an anonymous peer, which
+    /// [`Authorize`](crate::Authorize) lets through only where a policy rule with
+    /// `from: {unauthenticated: true}` allows it; [`peer`] is `None` for it and
+    /// [`is_anonymous`] `true`. A client whose certificate fails verification is
+    /// refused at the handshake as without this call. Off by default.
+    #[must_use]
+    pub fn allow_anonymous(mut self) -> Self {
+        self.inner = self.inner.allow_anonymous();
         self
     }
 
@@ -238,12 +251,13 @@ fn socket_addr<A: Any>(addr: &A) -> Option<SocketAddr> {
 }
 
 /// What tonic learns about a connection and puts into every request's
-/// extensions: the client's verified identity and, over TCP, the addresses.
+/// extensions: the client's verified identity (or that it is anonymous) and,
+/// over TCP, the addresses.
 ///
 /// Read it with [`connect_info`], or the identity alone with [`peer`].
 #[derive(Clone, Debug)]
 pub struct ConnectInfo {
-    peer: PeerIdentity,
+    peer: Principal,
     remote_addr: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
 }
@@ -251,9 +265,15 @@ pub struct ConnectInfo {
 // === impl ConnectInfo ===
 
 impl ConnectInfo {
-    /// The client's verified identity, as of the handshake. Per-request
+    /// The client's verified identity, as of the handshake; `None` for an
+    /// anonymous client (see [`IncomingBuilder::allow_anonymous`]). Per-request
     /// re-verification is [`Authorize`](crate::Authorize)'s job.
-    pub fn peer(&self) -> &PeerIdentity {
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.verified()
+    }
+
+    /// The client: verified, or anonymous.
+    pub fn principal(&self) -> &Principal {
         &self.peer
     }
 
@@ -271,7 +291,8 @@ impl ConnectInfo {
 /// The verified identity of the client that sent `request`: from the
 /// [`ConnectInfo`] of a connection from [`Incoming`], or, for services served by
 /// `zt_tower::Server`, from the [`PeerIdentity`] it puts into every request.
-/// `None` when the request came through neither.
+/// `None` when the request came through neither, or from an anonymous client
+/// (see [`is_anonymous`]).
 ///
 /// ```
 /// # let ca = zt_core::dev::DevCa::new("example.org".parse()?)?;
@@ -288,6 +309,23 @@ pub fn peer<T>(request: &tonic::Request<T>) -> Option<&PeerIdentity> {
     peer_in(request.extensions())
 }
 
+/// Whether `request` came from an anonymous client, one that presented no
+/// certificate to a server that [allows them](IncomingBuilder::allow_anonymous):
+/// marked so by [`Incoming`] or `zt_tower::Server`, never inferred from a
+/// missing identity.
+///
+/// ```
+/// let mut request = tonic::Request::new(());
+/// assert!(!zt_tonic::is_anonymous(&request));
+///
+/// request.extensions_mut().insert(zt_core::AnonymousPeer::new()); // done by zt-tonic or zt-tower
+/// assert!(zt_tonic::is_anonymous(&request));
+/// assert!(zt_tonic::peer(&request).is_none());
+/// ```
+pub fn is_anonymous<T>(request: &tonic::Request<T>) -> bool {
+    anonymous_in(request.extensions())
+}
+
 /// The [`ConnectInfo`] of the connection `request` arrived on, when it came
 /// from [`Incoming`].
 pub fn connect_info<T>(request: &tonic::Request<T>) -> Option<&ConnectInfo> {
@@ -296,10 +334,21 @@ pub fn connect_info<T>(request: &tonic::Request<T>) -> Option<&ConnectInfo> {
 
 /// The peer in request extensions, which tonic and http share.
 pub(crate) fn peer_in(extensions: &http::Extensions) -> Option<&PeerIdentity> {
-    extensions
-        .get::<ConnectInfo>()
-        .map(ConnectInfo::peer)
-        .or_else(|| extensions.get::<PeerIdentity>())
+    match extensions.get::<ConnectInfo>() {
+        Some(info) => info.peer(),
+        None => extensions.get::<PeerIdentity>(),
+    }
+}
+
+/// Whether the request extensions mark an anonymous client.
+pub(crate) fn anonymous_in(extensions: &http::Extensions) -> bool {
+    match extensions.get::<ConnectInfo>() {
+        Some(info) => info.principal().is_anonymous(),
+        None => {
+            extensions.get::<PeerIdentity>().is_none()
+                && extensions.get::<zt_core::AnonymousPeer>().is_some()
+        }
+    }
 }
 
 /// One authenticated connection from [`Incoming`]: the TLS stream, which closes
@@ -320,7 +369,12 @@ pub struct TlsConnection<I> {
 
 impl<I> TlsConnection<I> {
     fn new(stream: TlsStream<I>, info: ConnectInfo, preface_timeout: Duration) -> Self {
-        let expiry = Box::pin(tokio::time::sleep(info.peer.time_left(SystemTime::now())));
+        // An anonymous client has no SVID to expire: tonic's `max_connection_age`
+        // bounds its connection.
+        let left = info.peer.verified().map_or(ANONYMOUS_TIME_LEFT, |peer| {
+            peer.time_left(SystemTime::now())
+        });
+        let expiry = Box::pin(tokio::time::sleep(left));
         Self {
             stream,
             info,
@@ -346,7 +400,7 @@ impl<I> TlsConnection<I> {
         if !self.expired && self.expiry.as_mut().poll(cx).is_ready() {
             self.expired = true;
             tracing::debug!(
-                peer = %self.info.peer.id(),
+                peer = %self.info.peer,
                 remote_addr = ?self.info.remote_addr,
                 "peer SVID expired; closing the connection"
             );
@@ -397,7 +451,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsConnection<I> {
                 }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
                     tracing::debug!(
-                        peer = %this.info.peer.id(),
+                        peer = %this.info.peer,
                         remote_addr = ?this.info.remote_addr,
                         "client sent no HTTP/2 preface in time; closing"
                     );
@@ -451,6 +505,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsConnection<I> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+/// How long an anonymous client's connection lasts at most: as long as the
+/// longest a verified client's is held (`PeerIdentity::time_left`).
+const ANONYMOUS_TIME_LEFT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The length of the HTTP/2 connection preface (RFC 9113 §3.4).
 const HTTP2_PREFACE_LEN: usize = 24;

@@ -21,9 +21,7 @@ use tonic::{Code, Request, Response, Status};
 use zt_core::IdentitySource;
 use zt_testkit::greeter::greeter_server::{Greeter, GreeterServer};
 use zt_testkit::greeter::{HelloReply, HelloRequest};
-use zt_tonic::{
-    AuthorizeLayer, Connector, IdMatcher, Incoming, PeerIdentity, PolicyStore, Refusal,
-};
+use zt_tonic::{AuthorizeLayer, Connector, IdMatcher, Incoming, PolicyStore, Principal, Refusal};
 
 use common::greeter::say_hello_with;
 use common::*;
@@ -60,7 +58,7 @@ impl Greeter for DecisionGreeter {
 /// Decides by the `x-tenant` metadata: `acme` passes, `slow` never answers in
 /// time, `boom` panics, anything else is refused.
 async fn tenant_hook<B>(
-    _peer: PeerIdentity,
+    _peer: Principal,
     request: http::Request<B>,
 ) -> Result<http::Request<B>, Refusal> {
     let tenant = request

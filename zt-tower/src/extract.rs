@@ -1,5 +1,5 @@
-//! The axum extractors for the verified peer and the decision that let the
-//! request through (feature `axum`).
+//! The axum extractors for the peer and the decision that let the request
+//! through (feature `axum`).
 //!
 //! [`Authorized`] takes the [`Decision`] that [`AuthorizeLayer`](crate::AuthorizeLayer)
 //! put into the extensions of every request it let through: which rule allowed
@@ -10,7 +10,11 @@
 //! [`Peer`] takes the [`PeerIdentity`] that [`Server`](crate::Server) put into the
 //! request's extensions. `Option<Peer>` never rejects. A plain `Peer` on a request
 //! without one is a server setup error: it is refused with `500 Internal Server
-//! Error` and a message that says how to fix the setup.
+//! Error` and a message that says how to fix the setup. On a server that
+//! [allows anonymous peers](crate::ServerBuilder::allow_anonymous), a request from
+//! one carries an [`AnonymousPeer`] instead: `Peer` refuses it with `403
+//! Forbidden`, `Option<Peer>` is `None`, and [`PeerOrAnonymous`] tells the two
+//! apart.
 //!
 //! ```
 //! use axum::{Router, body::Body, routing::get};
@@ -36,7 +40,7 @@ use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
-use zt_core::{Decision, PeerIdentity};
+use zt_core::{AnonymousPeer, Decision, PeerIdentity, Principal};
 
 /// The verified identity of the client that sent the request.
 #[derive(Clone, Debug)]
@@ -53,15 +57,16 @@ impl Deref for Peer {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = MissingPeer;
+    type Rejection = PeerRejection;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingPeer> {
-        parts
-            .extensions
-            .get::<PeerIdentity>()
-            .cloned()
-            .map(Peer)
-            .ok_or(MissingPeer(()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, PeerRejection> {
+        if let Some(peer) = parts.extensions.get::<PeerIdentity>() {
+            return Ok(Peer(peer.clone()));
+        }
+        if parts.extensions.get::<AnonymousPeer>().is_some() {
+            return Err(PeerRejection::Anonymous);
+        }
+        Err(PeerRejection::Missing(MissingPeer(())))
     }
 }
 
@@ -76,8 +81,100 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Peer {
     }
 }
 
-/// Rejection of [`Peer`]: the request carries no verified peer identity, because
-/// the application is not served by [`Server`](crate::Server).
+/// Who sent the request: a verified peer, or an anonymous one on a server that
+/// [allows them](crate::ServerBuilder::allow_anonymous). `Option<PeerOrAnonymous>`
+/// never rejects.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use zt_tower::{PeerOrAnonymous, Principal};
+///
+/// async fn hello(PeerOrAnonymous(peer): PeerOrAnonymous) -> String {
+///     match peer {
+///         Principal::Verified(peer) => format!("hello {}", peer.id()),
+///         _ => "hello stranger".to_owned(),
+///     }
+/// }
+///
+/// let app: Router = Router::new().route("/hello", get(hello));
+/// # let _ = app;
+/// ```
+#[derive(Clone, Debug)]
+pub struct PeerOrAnonymous(pub Principal);
+
+// === impl PeerOrAnonymous ===
+
+impl PeerOrAnonymous {
+    fn from_extensions(extensions: &http::Extensions) -> Option<Self> {
+        if let Some(peer) = extensions.get::<PeerIdentity>() {
+            return Some(Self(Principal::Verified(peer.clone())));
+        }
+        extensions
+            .get::<AnonymousPeer>()
+            .map(|anonymous| Self(Principal::Anonymous(*anonymous)))
+    }
+}
+
+impl Deref for PeerOrAnonymous {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerOrAnonymous {
+    type Rejection = MissingPeer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingPeer> {
+        Self::from_extensions(&parts.extensions).ok_or(MissingPeer(()))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for PeerOrAnonymous {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(Self::from_extensions(&parts.extensions))
+    }
+}
+
+/// Rejection of [`Peer`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerRejection {
+    /// The request carries no peer at all: a setup error, answered `500`.
+    #[error(transparent)]
+    Missing(#[from] MissingPeer),
+    /// The request comes from an anonymous peer, which a handler that takes a
+    /// [`Peer`] does not serve: answered `403 Forbidden`. The policy admitted it
+    /// to this route; take an `Option<Peer>` or a [`PeerOrAnonymous`] to serve it.
+    #[error("forbidden: this route needs a client certificate")]
+    Anonymous,
+}
+
+impl IntoResponse for PeerRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Missing(missing) => missing.into_response(),
+            Self::Anonymous => {
+                tracing::warn!(
+                    target: "zt::authz",
+                    peer = "anonymous",
+                    "the policy admitted an anonymous peer to a handler that needs a verified \
+                     one (zt_tower::Peer); refused"
+                );
+                (StatusCode::FORBIDDEN, self.to_string()).into_response()
+            }
+        }
+    }
+}
+
+/// Rejection of [`Peer`] and [`PeerOrAnonymous`]: the request carries no peer,
+/// because the application is not served by [`Server`](crate::Server).
 #[derive(Debug, thiserror::Error)]
 #[error(
     "no verified peer identity on this request: serve the application with zt_tower::Server, \

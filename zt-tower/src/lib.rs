@@ -14,7 +14,9 @@
 //!   [`Authorize::check`] decides for integrations that answer refusals in their
 //!   own protocol, and an [`Answer`] other than [`HttpAnswer`] answers them
 //!   through the same service (zt-tonic's gRPC statuses).
-//! - `Peer` (feature `axum`): the axum extractor for the verified peer.
+//! - `Peer` (feature `axum`): the axum extractor for the verified peer;
+//!   `PeerOrAnonymous` also shows an anonymous peer, on a server that
+//!   [allows them](ServerBuilder::allow_anonymous).
 //! - `admin::Admin` (feature `admin`): liveness, readiness, status and metrics on
 //!   a plain-HTTP listener of their own, never the mTLS port.
 //! - [`Connector`]: an mTLS connector for hyper clients that authorizes the server by
@@ -102,14 +104,15 @@ pub use client::{
     ZtStream,
 };
 #[cfg(feature = "axum")]
-pub use extract::{Authorized, MissingDecision, MissingPeer, Peer};
+pub use extract::{Authorized, MissingDecision, MissingPeer, Peer, PeerOrAnonymous, PeerRejection};
 pub use metrics::{AuthzCounts, AuthzMetrics};
 pub use server::{
     Accepted, Listener, Serve, Server, ServerBuilder, TlsIncoming, WithGracefulShutdown,
 };
 
 pub use zt_core::{
-    Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy, PolicyStore, SpiffeId,
+    AnonymousPeer, Decision, IdMatcher, Identity, IdentitySource, PeerIdentity, Policy,
+    PolicyStore, Principal, SpiffeId,
 };
 
 /// Re-exported so applications name the same versions as zt-tower.

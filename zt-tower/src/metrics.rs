@@ -12,8 +12,9 @@
 //!   keeps (a map lookup; the key is built and registered once per rule, trust
 //!   domain, decision, protocol and recorder), plus one per audit rule it
 //!   matched; the labels hold bounded values only: a rule name (bounded by the
-//!   policy), the peer's trust domain (bounded by the trusted bundles), never a
-//!   SPIFFE ID, a path or a header.
+//!   policy), the peer's trust domain (bounded by the trusted bundles, and one
+//!   fixed value, `(anonymous)`, for every anonymous peer), never a SPIFFE ID, a
+//!   path or a header.
 //! - **[`AuthzMetrics`] is the in-process view**: a handful of atomic counters
 //!   shared by every clone of an [`Authorize`](crate::Authorize) service, read with
 //!   [`AuthzMetrics::counts`] by a status page or a test, at one relaxed atomic add
@@ -48,7 +49,8 @@ use metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, des
 
 /// Counter: policy decisions; labels `decision` (`allow`, `deny`, `audit`,
 /// `dry_run_deny`), `rule` (the deciding rule, `none` for the default deny),
-/// `protocol` (`http`, `grpc`) and `trust_domain` (the peer's).
+/// `protocol` (`http`, `grpc`) and `trust_domain` (the peer's; `(anonymous)`,
+/// which no trust domain can be, for a peer that presented no certificate).
 pub const AUTHZ_DECISIONS_TOTAL: &str = "zt_authz_decisions_total";
 /// Counter: requests refused without a policy decision; label `reason`
 /// (`no_identity`, `untrusted_peer`, `malformed`, `unsupported`, `hook`).
@@ -311,9 +313,8 @@ impl DecisionCounters {
         decision: &'static str,
         rule: Option<&Arc<str>>,
         protocol: &'static str,
-        trust_domain: &zt_core::TrustDomain,
+        trust_domain: &Arc<str>,
     ) {
-        let trust_domain = trust_domain.shared_name();
         metrics::with_recorder(|recorder| {
             let key = DecisionKey {
                 recorder: std::ptr::from_ref(recorder).cast::<()>() as usize,
@@ -346,6 +347,15 @@ impl DecisionCounters {
             }
         });
     }
+}
+
+/// The `trust_domain` label of every anonymous peer's decisions: one series per
+/// rule and outcome, whatever the peer. Parentheses never appear in a trust domain.
+#[cfg(feature = "metrics")]
+pub(crate) fn anonymous_trust_domain() -> &'static Arc<str> {
+    static ANONYMOUS: std::sync::LazyLock<Arc<str>> =
+        std::sync::LazyLock::new(|| Arc::from("(anonymous)"));
+    &ANONYMOUS
 }
 
 /// The handle of one `zt_authz_decisions_total` series in the current recorder.

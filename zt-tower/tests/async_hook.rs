@@ -22,8 +22,8 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, Uri};
 use tower::ServiceExt;
-use zt_core::{Format, IdentitySource, Verdict};
-use zt_tower::{AuthorizeLayer, Authorized, PeerIdentity, Policy, PolicyStore, Refusal, Server};
+use zt_core::{Format, IdentitySource, Principal, Verdict};
+use zt_tower::{AuthorizeLayer, Authorized, Policy, PolicyStore, Refusal, Server};
 
 use common::*;
 
@@ -82,7 +82,7 @@ fn tenants_policy() -> PolicyStore {
 /// `slow` never answers in time; `boom` panics; `moved` comes back as `/admin`;
 /// anything else is refused.
 async fn tenant_hook(
-    _peer: PeerIdentity,
+    _peer: Principal,
     mut request: Request<Body>,
 ) -> Result<Request<Body>, Refusal> {
     let tenant = request
@@ -124,7 +124,7 @@ async fn setup(policy: PolicyStore) -> Setup {
     let hooked = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&hooked);
     let layer = AuthorizeLayer::new(server.identity(), policy).async_hook(
-        move |peer: PeerIdentity, request: Request<Body>| {
+        move |peer: Principal, request: Request<Body>| {
             counted.fetch_add(1, Ordering::SeqCst);
             tenant_hook(peer, request)
         },

@@ -406,3 +406,37 @@ async fn peer_identity_is_reverified_once_per_snapshot_generation() {
     }
     assert!(peer.is_verified_under(&server.identity().snapshot().unwrap()));
 }
+
+#[tokio::test]
+async fn anonymous_decisions_are_logged_with_peer_anonymous() {
+    let (capture, _guard) = Capture::install();
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let policy = PolicyStore::new(
+        Policy::parse(
+            r#"{"rules": [{"name": "probes", "action": "allow",
+                "from": {"unauthenticated": true}, "to": {"paths": ["/healthz"]}}]}"#,
+            Format::Json,
+        )
+        .unwrap(),
+    );
+    let app = authorized(whoami_router(), server.identity(), policy);
+    let running = serve(Server::builder(server.identity()).allow_anonymous(), app).await;
+    let (mut conn, _closed) =
+        OneConnection::open_anonymous(running.addr, &server, Version::Http1).await;
+    let (status, _) = conn.get("/whoami").await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let events = capture.events();
+    let decisions: Vec<_> = events
+        .iter()
+        .filter(|(_, fields)| fields.contains_key("decision"))
+        .collect();
+    assert_eq!(decisions.len(), 1, "{events:?}");
+    let (level, deny) = decisions[0];
+    assert_eq!(*level, tracing::Level::INFO);
+    assert_eq!(deny["peer"], "anonymous");
+    assert_eq!(deny["path"], "/whoami");
+    assert_eq!(deny["decision"], "deny");
+    assert_eq!(deny["rule"], "default deny");
+}

@@ -40,7 +40,7 @@ async fn incoming_yields_connections_with_the_clients_identity() {
         .await
         .unwrap();
     let accepted = within("accept", incoming.accept()).await.unwrap();
-    assert_eq!(accepted.peer.id().as_str(), CLIENT_ID);
+    assert_eq!(accepted.peer.verified().unwrap().id().as_str(), CLIENT_ID);
     assert_eq!(
         accepted.stream.get_ref().1.alpn_protocol(),
         Some(&b"h2"[..])
@@ -87,7 +87,7 @@ async fn incoming_skips_failed_handshakes_without_stalling() {
         .await
         .expect("a silent client stalled the accepting")
         .unwrap();
-    assert_eq!(accepted.peer.id().as_str(), CLIENT_ID);
+    assert_eq!(accepted.peer.verified().unwrap().id().as_str(), CLIENT_ID);
 }
 
 #[tokio::test]

@@ -462,3 +462,43 @@ fn peer_of(peer_id: &str) -> (zt_core::dev::DevCa, PeerIdentity, zt_core::Static
     let peer = PeerIdentity::from_chain(svid.chain().to_vec(), PeerRole::Client).unwrap();
     (ca, peer, server)
 }
+
+#[tokio::test]
+async fn anonymous_decisions_are_counted_under_one_fixed_trust_domain_label() {
+    let recorder = DebuggingRecorder::new();
+    let recorded = Recorded::new(&recorder);
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let policy = Policy::parse(
+        r#"{"rules": [{"name": "probes", "action": "allow",
+            "from": {"unauthenticated": true}, "to": {"paths": ["/healthz"]}}]}"#,
+        Format::Json,
+    )
+    .unwrap();
+    let service =
+        AuthorizeLayer::new(server.identity(), PolicyStore::new(policy)).layer(ok_service());
+    for path in ["/healthz", "/healthz", "/whoami"] {
+        let mut request = Request::get(path).body(String::new()).unwrap();
+        request
+            .extensions_mut()
+            .insert(zt_core::AnonymousPeer::new());
+        service.clone().oneshot(request).await.unwrap();
+    }
+
+    let counted = |decision: &str, rule: &str| {
+        recorded.counter(
+            AUTHZ_DECISIONS_TOTAL,
+            &[
+                ("decision", decision),
+                ("rule", rule),
+                ("protocol", "http"),
+                ("trust_domain", "(anonymous)"),
+            ],
+        )
+    };
+    assert_eq!(counted("allow", "probes"), 2);
+    assert_eq!(counted("deny", "none"), 1);
+    assert_eq!(recorded.series(AUTHZ_DECISIONS_TOTAL).len(), 2);
+    assert!(recorded.series(AUTHZ_REFUSALS_TOTAL).is_empty());
+}

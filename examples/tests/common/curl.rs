@@ -34,25 +34,41 @@ pub async fn curl(
     path: &str,
     extra: &[&str],
 ) -> Curl {
+    curl_as(server, Some(client), bundle, path, extra).await
+}
+
+/// As [`curl`], presenting no client certificate: an anonymous client.
+pub async fn curl_anonymous(
+    server: &ExampleServer,
+    bundle: &Path,
+    path: &str,
+    extra: &[&str],
+) -> Curl {
+    curl_as(server, None, bundle, path, extra).await
+}
+
+async fn curl_as(
+    server: &ExampleServer,
+    client: Option<&SvidFiles>,
+    bundle: &Path,
+    path: &str,
+    extra: &[&str],
+) -> Curl {
     let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
     let url = server.url(path);
     let write_out = format!("{STATUS_MARK}%{{http_code}}\n%{{certs}}");
-    let mut args = vec![
-        "--silent",
-        "--show-error",
-        "--max-time",
-        "20",
-        "--cert",
-        s(&client.cert),
-        "--key",
-        s(&client.key),
+    let mut args = vec!["--silent", "--show-error", "--max-time", "20"];
+    if let Some(client) = client {
+        args.extend(["--cert", s(&client.cert), "--key", s(&client.key)]);
+    }
+    args.extend([
         "--cacert",
         s(bundle),
         "--resolve",
         &resolve,
         "--write-out",
         &write_out,
-    ];
+    ]);
     args.extend_from_slice(extra);
     args.push(&url);
     let output = run(&tool("curl"), &args).await;

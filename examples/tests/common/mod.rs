@@ -47,7 +47,7 @@ pub use zt_testkit::TempDir;
 mod curl;
 // Each test binary uses a part of these helpers.
 #[allow(unused_imports)]
-pub use curl::{Curl, curl};
+pub use curl::{Curl, curl, curl_anonymous};
 
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")

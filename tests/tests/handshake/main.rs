@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod anonymous;
 mod authorization;
 mod client_verifies_server;
 mod controls;

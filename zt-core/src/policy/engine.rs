@@ -9,7 +9,12 @@
 //!    segment, or the trust domain's general bucket when the pattern starts
 //!    with a wildcard (`by_trust_domain`);
 //! 3. else `trust_domains`: the general bucket of each listed trust domain;
-//! 4. else (no `from`, `any: true`, or only `not_*` fields): `any_peer`.
+//! 4. else (no `from`, `any: true`, or only `not_*` fields): `any_peer`;
+//!    rules for anonymous peers alone (`unauthenticated: true`) go in none.
+//!
+//! Anonymous peers (no client certificate) have no ID to look up: their
+//! decisions look only at the rules that can match them (`anonymous`, see
+//! `Rule::matches_anonymous`).
 //!
 //! Which trust-domain buckets apply to a peer depends on its ID alone, so each
 //! ID bucket also holds the rules of its trust domain's buckets, as long as
@@ -46,6 +51,8 @@ pub(crate) struct Engine {
     by_id: Map<SpiffeId, IdBucket>,
     by_trust_domain: Map<TrustDomain, DomainBuckets>,
     any_peer: Box<[usize]>,
+    /// The rules that can match an anonymous peer, in policy order.
+    anonymous: Box<[usize]>,
 }
 
 struct IdBucket {
@@ -129,10 +136,16 @@ impl Engine {
                 for td in tds.iter() {
                     push_once(general.entry(td.0.clone()).or_default(), index);
                 }
-            } else {
+            } else if from.is_none_or(|f| f.unauthenticated.is_none()) {
                 any_peer.push(index);
             }
         }
+        let anonymous = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.matches_anonymous())
+            .map(|(index, _)| index)
+            .collect();
 
         let mut by_trust_domain: Map<TrustDomain, DomainBuckets> = Map::default();
         for (td, list) in general {
@@ -169,11 +182,12 @@ impl Engine {
             by_id,
             by_trust_domain,
             any_peer: any_peer.into_boxed_slice(),
+            anonymous,
         }
     }
 
     pub(crate) fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Outcome {
-        let mut eval = Evaluation::new(&self.rules, peer, request);
+        let mut eval = Evaluation::new(&self.rules, Subject::Peer(peer), request);
         let mut complete = false;
         if !self.by_id.is_empty()
             && let Some(bucket) = self.by_id.get(peer)
@@ -194,6 +208,13 @@ impl Engine {
         eval.finish()
     }
 
+    /// Decides `request` from an anonymous peer, on the rules that can match one.
+    pub(crate) fn decide_anonymous(&self, request: &Request<'_>) -> Outcome {
+        let mut eval = Evaluation::new(&self.rules, Subject::Anonymous, request);
+        eval.run(&self.anonymous, false);
+        eval.finish()
+    }
+
     pub(crate) fn rule_count(&self) -> usize {
         self.rules.len()
     }
@@ -206,6 +227,11 @@ impl Engine {
     pub(crate) fn rules(&self) -> &[Rule] {
         &self.rules
     }
+
+    /// The rules in policy order, to compile again with others.
+    pub(crate) fn into_rules(self) -> Vec<Rule> {
+        self.rules.into_vec()
+    }
 }
 
 /// Rule indices are pushed in increasing order, so a repeat is always last.
@@ -215,10 +241,19 @@ fn push_once(list: &mut Vec<usize>, index: usize) {
     }
 }
 
+/// Whom a decision is for.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    /// A verified peer with this ID.
+    Peer(&'a SpiffeId),
+    /// A peer that presented no certificate.
+    Anonymous,
+}
+
 /// One decision in progress.
 struct Evaluation<'a> {
     rules: &'a [Rule],
-    peer: &'a SpiffeId,
+    peer: Subject<'a>,
     request: RequestView<'a>,
     /// The first matching `deny` and `allow` rules, in policy order.
     deny: Option<usize>,
@@ -228,7 +263,7 @@ struct Evaluation<'a> {
 }
 
 impl<'a> Evaluation<'a> {
-    fn new(rules: &'a [Rule], peer: &'a SpiffeId, request: &'a Request<'a>) -> Self {
+    fn new(rules: &'a [Rule], peer: Subject<'a>, request: &'a Request<'a>) -> Self {
         Self {
             rules,
             peer,
@@ -292,15 +327,20 @@ impl<'a> Evaluation<'a> {
 /// Whether `rule` matches. An ambiguous condition counts as unmet for an
 /// `allow` rule and as met for `deny` and `audit` rules, so ambiguity can
 /// only ever lead to a denial.
-fn rule_matches(rule: &Rule, peer: &SpiffeId, id_known: bool, request: &RequestView<'_>) -> bool {
+fn rule_matches(rule: &Rule, peer: Subject<'_>, id_known: bool, request: &RequestView<'_>) -> bool {
     let fail_closed = |tri: Tri| match tri {
         Tri::Yes => true,
         Tri::No => false,
         Tri::Unknown => rule.action != Action::Allow,
     };
-    if let Some(from) = &rule.from
-        && !from.matches_peer(peer, id_known)
-    {
+    let from_holds = match peer {
+        Subject::Peer(peer) => rule
+            .from
+            .as_ref()
+            .is_none_or(|from| from.matches_peer(peer, id_known)),
+        Subject::Anonymous => rule.matches_anonymous(),
+    };
+    if !from_holds {
         return false;
     }
     if let Some(to) = &rule.to

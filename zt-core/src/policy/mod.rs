@@ -224,6 +224,12 @@ pub enum PolicyError {
         /// The format.
         format: Format,
     },
+    /// [`Policy::extend`] was given a rule whose name the policy already has.
+    #[error("rule {name:?} is in both policies: rule names must be unique")]
+    DuplicateRule {
+        /// The name both policies use.
+        name: String,
+    },
     /// The file could not be read.
     #[error("cannot read policy file {}: {source}", path.display())]
     Io {
@@ -409,6 +415,42 @@ impl Policy {
         Ok(Self::from_document(document))
     }
 
+    /// This policy's rules followed by those of `more`, in this policy's mode:
+    /// rules that the application adds to every policy it loads, such as the
+    /// examples' `--allow-anonymous`.
+    ///
+    /// ```
+    /// use zt_core::{Format, Policy, Request};
+    ///
+    /// let file = Policy::parse(r#"{"rules": [{"name": "web", "action": "allow",
+    ///     "from": {"ids": ["spiffe://example.org/web"]}}]}"#, Format::Json)?;
+    /// let probes = Policy::parse(r#"{"rules": [{"name": "probes", "action": "allow",
+    ///     "from": {"unauthenticated": true}, "to": {"paths": ["/healthz"]}}]}"#, Format::Json)?;
+    /// let policy = file.extend(probes)?;
+    /// assert_eq!(policy.rule_names().collect::<Vec<_>>(), ["web", "probes"]);
+    /// assert!(policy.decide_anonymous(&Request::new("GET", "/healthz")).is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::DuplicateRule`] when a rule of `more` has the name of one
+    /// of this policy's rules.
+    pub fn extend(self, more: Policy) -> Result<Self, PolicyError> {
+        let names: std::collections::HashSet<&str> = self.rule_names().collect();
+        if let Some(name) = more.rule_names().find(|name| names.contains(name)) {
+            return Err(PolicyError::DuplicateRule {
+                name: name.to_owned(),
+            });
+        }
+        let mut rules = self.engine.into_rules();
+        rules.extend(more.engine.into_rules());
+        Ok(Self {
+            mode: self.mode,
+            engine: Engine::compile(rules),
+        })
+    }
+
     fn from_document(document: model::Document) -> Self {
         Self {
             mode: document.mode,
@@ -429,6 +471,41 @@ impl Policy {
             outcome.rule,
             outcome.audit,
         )
+    }
+
+    /// Decides whether an anonymous peer, one that presented no client
+    /// certificate, may make `request`.
+    ///
+    /// Only `allow` rules with `from: {unauthenticated: true}` admit it; `deny`
+    /// and `audit` rules without a positive `from` field (no `from`, or only
+    /// `not_` fields) match it as well. A dry-run policy does not relax this
+    /// decision: an anonymous request the policy denies is refused in either
+    /// mode, so trying a policy never opens the service to unauthenticated
+    /// clients.
+    ///
+    /// ```
+    /// use zt_core::{Format, Policy, Request};
+    ///
+    /// let policy = Policy::parse(r#"{ "mode": "dry-run", "rules": [
+    ///     { "name": "probes", "action": "allow",
+    ///       "from": { "unauthenticated": true },
+    ///       "to": { "methods": ["GET"], "paths": ["/healthz"] } },
+    ///     { "name": "everyone", "action": "allow", "to": { "paths": ["/**"] } }
+    /// ] }"#, Format::Json)?;
+    ///
+    /// let probe = policy.decide_anonymous(&Request::new("GET", "/healthz"));
+    /// assert_eq!(probe.rule(), Some("probes"));
+    ///
+    /// // Rules without `unauthenticated: true` admit authenticated peers only,
+    /// // and dry-run does not let an anonymous request through.
+    /// let other = policy.decide_anonymous(&Request::new("GET", "/whoami"));
+    /// assert!(!other.is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn decide_anonymous(&self, request: &Request<'_>) -> Decision {
+        let outcome = self.engine.decide_anonymous(request);
+        Decision::new(outcome.verdict, false, outcome.rule, outcome.audit)
     }
 
     /// Whether the policy is enforced or in dry-run mode.

@@ -68,6 +68,10 @@ struct RawRule {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct From {
+    /// `true`: anonymous peers (no client certificate) and nobody else; alone
+    /// in its `from` (see `validate`).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) unauthenticated: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     pub(crate) any: Option<bool>,
     #[serde(default, deserialize_with = "present")]
@@ -305,7 +309,8 @@ impl From {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.any.is_none()
+        self.unauthenticated.is_none()
+            && self.any.is_none()
             && !self.has_positive()
             && self.not_ids.is_none()
             && self.not_trust_domains.is_none()
@@ -432,6 +437,10 @@ impl From {
     /// sorted (see `From::normalize`).
     pub(crate) fn matches_peer(&self, peer: &SpiffeId, id_listed: bool) -> bool {
         let from = self;
+        // `unauthenticated` stands alone in its `from`: it matches no verified peer.
+        if from.unauthenticated.is_some() {
+            return false;
+        }
         let td = peer.trust_domain();
         let has_id = |ids: &[Id]| ids.binary_search_by(|Id(id)| id.cmp(peer)).is_ok();
         let has_td = |tds: &[Domain]| tds.binary_search_by(|Domain(t)| t.cmp(td)).is_ok();
@@ -441,6 +450,23 @@ impl From {
             && !from.not_ids.as_deref().is_some_and(has_id)
             && !from.not_trust_domains.as_deref().is_some_and(has_td)
             && !from.not_patterns_match(peer)
+    }
+}
+
+impl Rule {
+    /// Whether the rule's `from` matches an anonymous peer, one that presented no
+    /// certificate. Only `from: {unauthenticated: true}` admits one to an `allow`
+    /// rule; `deny` and `audit` rules without a positive `from` field (no `from`,
+    /// or only `not_` fields) match it too, so deny stays the broader. `any`
+    /// means any authenticated peer.
+    pub(crate) fn matches_anonymous(&self) -> bool {
+        let Some(from) = &self.from else {
+            return self.action != Action::Allow;
+        };
+        if from.unauthenticated.is_some() {
+            return true;
+        }
+        self.action != Action::Allow && from.any.is_none() && !from.has_positive()
     }
 }
 

@@ -72,6 +72,13 @@ impl PolicyStore {
         self.shared.current.load().decide(peer, request)
     }
 
+    /// Decides `request` from an anonymous peer under the policy in force; see
+    /// [`Policy::decide_anonymous`].
+    #[must_use]
+    pub fn decide_anonymous(&self, request: &Request<'_>) -> Decision {
+        self.shared.current.load().decide_anonymous(request)
+    }
+
     /// Makes `policy` the policy in force and notifies subscribers.
     pub fn store(&self, policy: Policy) {
         let policy = Arc::new(policy);
@@ -101,10 +108,27 @@ impl PolicyStore {
     }
 
     /// As [`reload_from`](Self::reload_from), with the file's content already
-    /// read into `bytes`.
+    /// read into `bytes` and the policy extended with `extension`'s rules.
     #[cfg(feature = "files")]
-    pub(crate) fn reload_from_bytes(&self, path: &Path, bytes: &[u8]) -> Result<(), PolicyError> {
-        self.store_loaded(path, Policy::from_file_bytes(path, bytes))
+    pub(crate) fn reload_from_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        extension: Option<&Extension>,
+    ) -> Result<(), PolicyError> {
+        let loaded = Policy::from_file_bytes(path, bytes);
+        self.store_loaded(path, extend(loaded, extension))
+    }
+
+    /// As [`reload_from`](Self::reload_from), the policy extended with
+    /// `extension`'s rules.
+    #[cfg(feature = "files")]
+    pub(crate) fn reload_extended(
+        &self,
+        path: &Path,
+        extension: Option<&Extension>,
+    ) -> Result<(), PolicyError> {
+        self.store_loaded(path, extend(Policy::load(path), extension))
     }
 
     fn store_loaded(
@@ -153,6 +177,24 @@ impl fmt::Debug for PolicyStore {
         f.debug_struct("PolicyStore")
             .field("status", &*self.shared.status.borrow())
             .finish_non_exhaustive()
+    }
+}
+
+/// Rules added to every policy a watched file loads (see
+/// [`PolicyStore::watch_file_extended`]).
+#[cfg(feature = "files")]
+pub(crate) type Extension = Arc<dyn Fn() -> Result<Policy, PolicyError> + Send + Sync>;
+
+/// `loaded`, extended with `extension`'s rules: a policy whose extension fails
+/// is rejected like a file that does not load.
+#[cfg(feature = "files")]
+fn extend(
+    loaded: Result<Policy, PolicyError>,
+    extension: Option<&Extension>,
+) -> Result<Policy, PolicyError> {
+    match extension {
+        Some(extension) => loaded?.extend(extension()?),
+        None => loaded,
     }
 }
 

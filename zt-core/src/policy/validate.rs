@@ -48,6 +48,23 @@ impl From {
                     .to_owned(),
             );
         }
+        match self.unauthenticated {
+            Some(false) => {
+                return Err(
+                    "from.unauthenticated: false has no meaning: remove it (allow rules \
+                     without unauthenticated: true never admit anonymous peers)"
+                        .to_owned(),
+                );
+            }
+            Some(true) if !self.is_unauthenticated_only() => {
+                return Err(
+                    "from.unauthenticated: true cannot be combined with any other from field: \
+                     an anonymous peer has no ID to match (write a separate rule)"
+                        .to_owned(),
+                );
+            }
+            _ => {}
+        }
         match self.any {
             Some(false) => {
                 return Err("from.any: false would match nobody: remove it".to_owned());
@@ -123,6 +140,15 @@ impl From {
             }
         }
         Ok(())
+    }
+
+    /// Whether `unauthenticated` is the only field present.
+    fn is_unauthenticated_only(&self) -> bool {
+        self.any.is_none()
+            && !self.has_positive()
+            && self.not_ids.is_none()
+            && self.not_trust_domains.is_none()
+            && self.not_patterns.is_none()
     }
 
     /// Why `id`, listed in `ids`, fails the rule's other `from` fields.

@@ -92,11 +92,13 @@ impl Common {
 }
 
 /// Builds a `rustls::ServerConfig` that presents our SVID and requires, verifies and
-/// authorizes a client SVID.
+/// authorizes a client SVID (or, with [`allow_anonymous`](Self::allow_anonymous),
+/// verifies and authorizes one when the client presents it).
 #[derive(Clone, Debug)]
 pub struct ServerConfigBuilder {
     common: Common,
     authorizer: IdMatcher,
+    anonymous: bool,
 }
 
 impl ServerConfigBuilder {
@@ -107,6 +109,7 @@ impl ServerConfigBuilder {
         Self {
             common: Common::new(identity),
             authorizer: IdMatcher::any(),
+            anonymous: false,
         }
     }
 
@@ -114,6 +117,23 @@ impl ServerConfigBuilder {
     #[must_use]
     pub fn authorize(mut self, matcher: IdMatcher) -> Self {
         self.authorizer = matcher;
+        self
+    }
+
+    /// Requests a client certificate without requiring one: a client that
+    /// presents none completes the handshake as an anonymous peer (its
+    /// connection has no `peer_certificates`). A client that presents one is
+    /// verified and authorized exactly as without this call, and one that fails
+    /// is refused at the handshake with the same alert: never let in as
+    /// anonymous. Off by default.
+    ///
+    /// Whoever serves such a config must tell the two apart and authorize
+    /// anonymous requests on purpose (zt-tower's server marks them with
+    /// [`AnonymousPeer`](crate::AnonymousPeer); its policy admits them only with
+    /// `from: {unauthenticated: true}` rules).
+    #[must_use]
+    pub fn allow_anonymous(mut self) -> Self {
+        self.anonymous = true;
         self
     }
 
@@ -149,6 +169,7 @@ impl ServerConfigBuilder {
             self.common.identity.clone(),
             self.authorizer,
             Arc::clone(&provider),
+            !self.anonymous,
         );
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(self.common.versions())?

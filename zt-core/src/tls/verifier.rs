@@ -86,6 +86,9 @@ impl SpiffeVerifier {
 /// Verifies TLS clients as X.509-SVIDs (server side).
 pub(crate) struct SpiffeClientVerifier {
     inner: SpiffeVerifier,
+    /// Whether a client must present a certificate. When it need not, one it
+    /// presents is verified exactly as when it must.
+    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
@@ -93,6 +96,7 @@ impl SpiffeClientVerifier {
         identity: Identity,
         authorizer: IdMatcher,
         provider: Arc<CryptoProvider>,
+        mandatory: bool,
     ) -> Self {
         Self {
             inner: SpiffeVerifier {
@@ -102,13 +106,14 @@ impl SpiffeClientVerifier {
                 provider,
                 role: PeerRole::Client,
             },
+            mandatory,
         }
     }
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -154,6 +159,7 @@ impl fmt::Debug for SpiffeClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpiffeClientVerifier")
             .field("authorizer", &self.inner.authorizer)
+            .field("mandatory", &self.mandatory)
             .finish_non_exhaustive()
     }
 }

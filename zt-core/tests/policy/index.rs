@@ -28,7 +28,7 @@ const ACTIONS: &[&str] = &["allow", "allow", "deny", "audit"];
 fn random_from(rng: &mut Lcg) -> Option<String> {
     let td = rng.pick(TDS);
     let id = format!("spiffe://{td}/{}/{}", rng.pick(FIRST), rng.pick(SECOND));
-    Some(match rng.next(8) {
+    Some(match rng.next(9) {
         0 => format!("{{ ids: [\"{id}\"] }}"),
         1 => format!("{{ trust_domains: [{td}] }}"),
         2 => format!("{{ patterns: [\"spiffe://{td}/{}/*\"] }}", rng.pick(FIRST)),
@@ -36,6 +36,8 @@ fn random_from(rng: &mut Lcg) -> Option<String> {
         4 => format!("{{ patterns: [\"spiffe://{td}/**\"], not_ids: [\"{id}\"] }}"),
         5 => format!("{{ not_trust_domains: [{td}] }}"),
         6 => "{ any: true }".to_owned(),
+        // Anonymous peers alone: never a verified peer, wherever it is indexed.
+        7 => "{ unauthenticated: true }".to_owned(),
         _ => return None,
     })
 }

@@ -9,6 +9,7 @@
 //! helpers here are shared by all of them.
 
 mod allow_patterns;
+mod anonymous;
 mod formats;
 mod from;
 mod index;

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use zt_core::dev::{DevCa, SvidParams};
+use zt_core::rustls;
 use zt_core::{BundleSet, Format, IdMatcher, Identity, IdentitySource, SpiffeId, StaticSource};
 use zt_tonic::{AuthorizeLayer, Connector, Incoming, Policy, PolicyStore};
 
@@ -92,11 +93,21 @@ pub struct Running {
 
 impl Running {
     pub async fn start(identity: Identity, policy: PolicyStore) -> Self {
+        Self::start_with(Incoming::builder(identity.clone()), identity, policy).await
+    }
+
+    /// As [`start`](Self::start), accepting with `builder`.
+    pub async fn start_with(
+        builder: zt_tonic::IncomingBuilder,
+        identity: Identity,
+        policy: PolicyStore,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&connections);
-        let incoming = Incoming::new(identity.clone(), listener)
+        let incoming = builder
+            .build(listener)
             .expect("incoming")
             .map(move |connection| {
                 counted.fetch_add(1, Ordering::SeqCst);
@@ -140,6 +151,61 @@ impl Running {
         within("connect", connector.connect(self.url()))
             .await
             .expect("channel connects")
+    }
+}
+
+impl Running {
+    /// A channel that verifies `SERVER_ID` with the bundles of `trusting` and
+    /// presents no certificate: an anonymous client.
+    pub async fn anonymous_channel(&self, trusting: &StaticSource) -> Channel {
+        self.anonymous_channel_result(trusting)
+            .await
+            .expect("channel connects")
+    }
+
+    /// As [`anonymous_channel`](Self::anonymous_channel), with the error.
+    pub async fn anonymous_channel_result(
+        &self,
+        trusting: &StaticSource,
+    ) -> Result<Channel, Box<dyn std::error::Error + Send + Sync>> {
+        #[derive(Debug)]
+        struct NoCertificate;
+
+        impl rustls::client::ResolvesClientCert for NoCertificate {
+            fn resolve(
+                &self,
+                _root_hint_subjects: &[&[u8]],
+                _sigschemes: &[rustls::SignatureScheme],
+            ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+                None
+            }
+
+            fn has_certs(&self) -> bool {
+                false
+            }
+        }
+
+        let mut config = zt_core::tls::ClientConfigBuilder::new(
+            trusting.identity(),
+            IdMatcher::exact(id(SERVER_ID)),
+        )
+        .alpn_protocols(vec![b"h2".to_vec()])
+        .build()
+        .expect("client config");
+        config.client_auth_cert_resolver = Arc::new(NoCertificate);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let addr = self.addr;
+        let connect = tower::service_fn(move |_uri: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        });
+        let endpoint = zt_tonic::endpoint(self.url())?;
+        Ok(within("connect", endpoint.connect_with_connector(connect)).await?)
     }
 }
 

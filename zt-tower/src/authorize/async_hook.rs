@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_layer::Layer;
 use tower_service::Service;
-use zt_core::PeerIdentity;
+use zt_core::Principal;
 
 use super::decide::{Decided, Passed, Shared};
 use super::{Answer, Denial, HttpAnswer, Refusal, log};
@@ -24,9 +24,13 @@ use crate::metrics::AuthzMetrics;
 /// authorizer — run after the policy allowed a request, with the verified peer
 /// at hand.
 ///
-/// Implemented for closures `FnMut(PeerIdentity, Request<B>) -> impl
-/// Future<Output = Result<Request<B>, Refusal>>`. The [`Decision`](zt_core::Decision)
-/// that let the request through is in its extensions.
+/// Implemented for closures `FnMut(Principal, Request<B>) -> impl
+/// Future<Output = Result<Request<B>, Refusal>>`. The peer is a
+/// [`Principal`]: a verified peer, or — on a server that
+/// [allows them](crate::ServerBuilder::allow_anonymous) — an anonymous one the
+/// policy admitted, which the hook must tell apart. The
+/// [`Decision`](zt_core::Decision) that let the request through is in its
+/// extensions.
 ///
 /// The policy decides first, exactly as without a hook; only a request it let
 /// through reaches the hook. The hook fails closed: a refusal, no answer within
@@ -47,6 +51,7 @@ use crate::metrics::AuthzMetrics;
 /// use http::{Request, Response, StatusCode};
 /// use tower::{Layer, ServiceExt};
 /// use zt_tower::{AuthorizeLayer, PeerIdentity, Policy, PolicyStore, Refusal};
+/// use zt_core::Principal;
 ///
 /// // Stands in for a lookup in a tenant directory.
 /// async fn owns(peer: &PeerIdentity, path: &str) -> bool {
@@ -55,11 +60,10 @@ use crate::metrics::AuthzMetrics;
 ///
 /// let policy = PolicyStore::new(Policy::allow_patterns(["spiffe://example.org/tenant/*"])?);
 /// let layer = AuthorizeLayer::new(source.identity(), policy).async_hook(
-///     |peer: PeerIdentity, request: Request<String>| async move {
-///         if owns(&peer, request.uri().path()).await {
-///             Ok(request)
-///         } else {
-///             Err(Refusal::new("not this tenant's resource"))
+///     |peer: Principal, request: Request<String>| async move {
+///         match peer.verified() {
+///             Some(peer) if owns(peer, request.uri().path()).await => Ok(request),
+///             _ => Err(Refusal::new("not this tenant's resource")),
 ///         }
 ///     },
 ///     Duration::from_millis(250),
@@ -87,17 +91,17 @@ pub trait AsyncDecisionHook<B> {
     /// Starts checking `request` from `peer`. The future hands the request back
     /// to let it through, or refuses it: `403 Forbidden` from zt-tower,
     /// `PERMISSION_DENIED` from zt-tonic ([`Denial::Hook`]).
-    fn check(&mut self, peer: PeerIdentity, request: Request<B>) -> Self::Future;
+    fn check(&mut self, peer: Principal, request: Request<B>) -> Self::Future;
 }
 
 impl<B, F, Fut> AsyncDecisionHook<B> for F
 where
-    F: FnMut(PeerIdentity, Request<B>) -> Fut,
+    F: FnMut(Principal, Request<B>) -> Fut,
     Fut: Future<Output = Result<Request<B>, Refusal>>,
 {
     type Future = Fut;
 
-    fn check(&mut self, peer: PeerIdentity, request: Request<B>) -> Fut {
+    fn check(&mut self, peer: Principal, request: Request<B>) -> Fut {
         self(peer, request)
     }
 }

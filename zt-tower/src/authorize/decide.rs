@@ -7,7 +7,7 @@
 use std::time::SystemTime;
 
 use http::Request;
-use zt_core::{Decision, Identity, PeerIdentity, PolicyStore, Verdict};
+use zt_core::{AnonymousPeer, Decision, Identity, PeerIdentity, PolicyStore, Principal, Verdict};
 
 use super::shape::{HeaderView, Rewrite, Shape};
 use super::{DecisionHook, log};
@@ -18,7 +18,8 @@ use crate::metrics::{self, AuthzMetrics, DecisionCounters, Outcome};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Denial {
-    /// The request carried no verified peer identity: a server setup error.
+    /// The request carried neither a verified peer identity nor the mark of an
+    /// anonymous peer: a server setup error.
     NoIdentity,
     /// The peer no longer verifies: its SVID expired or today's bundle no longer
     /// vouches for it.
@@ -50,7 +51,7 @@ pub(super) enum Passed {
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(super) struct Decided {
     decision: Decision,
-    pub(super) peer: PeerIdentity,
+    pub(super) peer: Principal,
     /// The `protocol` label.
     protocol: &'static str,
 }
@@ -88,7 +89,11 @@ impl Shared {
             let Some(Decided { peer, .. }) = &decided else {
                 return Err(Denial::NoIdentity);
             };
-            match hook.check(peer, request) {
+            let checked = match peer {
+                Principal::Verified(verified) => hook.check(verified, request),
+                _ => hook.check_anonymous(request),
+            };
+            match checked {
                 Ok(()) => Ok(passed),
                 Err(refusal) => {
                     log::hook_refused(peer, request.method(), request.uri(), &refusal);
@@ -118,13 +123,25 @@ impl Shared {
         request: &mut Request<B>,
         decided: &mut Option<Decided>,
     ) -> Result<Passed, Denial> {
-        let Some(peer) = request.extensions().get::<PeerIdentity>().cloned() else {
-            log::no_identity(request);
-            return Err(Denial::NoIdentity);
+        // A verified peer, or one the server marked anonymous: an anonymous peer
+        // is never inferred from a missing identity.
+        let extensions = request.extensions();
+        let peer = match extensions.get::<PeerIdentity>() {
+            Some(peer) => Principal::Verified(peer.clone()),
+            None => match extensions.get::<AnonymousPeer>() {
+                Some(anonymous) => Principal::Anonymous(*anonymous),
+                None => {
+                    log::no_identity(request);
+                    return Err(Denial::NoIdentity);
+                }
+            },
         };
 
-        if let Err(err) = peer.reverify(&self.identity, SystemTime::now()) {
-            log::untrusted_peer(&peer, request, &err);
+        // An anonymous peer has nothing to verify again.
+        if let Principal::Verified(verified) = &peer
+            && let Err(err) = verified.reverify(&self.identity, SystemTime::now())
+        {
+            log::untrusted_peer(verified, request, &err);
             return Err(Denial::UntrustedPeer);
         }
 
@@ -150,7 +167,10 @@ impl Shared {
             if let Some(authority) = shape.authority {
                 view = view.with_authority(authority);
             }
-            let decision = self.policy.decide(peer.id(), &view);
+            let decision = match &peer {
+                Principal::Verified(verified) => self.policy.decide(verified.id(), &view),
+                _ => self.policy.decide_anonymous(&view),
+            };
             log::decision(&peer, method, path, &decision);
             if let Some(rule) = decision.rule() {
                 // The request's span (zt-tower's server opens one) carries the rule.
@@ -224,7 +244,10 @@ fn protocol<B>(request: &Request<B>) -> &'static str {
 fn count(counters: &DecisionCounters, result: Result<Passed, Denial>, decided: Option<&Decided>) {
     #[cfg(feature = "metrics")]
     if let Some(d) = decided {
-        let trust_domain = d.peer.id().trust_domain();
+        let trust_domain = match &d.peer {
+            Principal::Verified(verified) => verified.id().trust_domain().shared_name(),
+            _ => metrics::anonymous_trust_domain(),
+        };
         for rule in d.decision.audit_rules_shared() {
             counters.decision("audit", Some(rule), d.protocol, trust_domain);
         }

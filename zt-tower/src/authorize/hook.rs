@@ -45,6 +45,26 @@ pub trait DecisionHook<B> {
     ///
     /// A [`Refusal`] whose reason is logged, never sent to the peer.
     fn check(&mut self, peer: &PeerIdentity, request: &mut Request<B>) -> Result<(), Refusal>;
+
+    /// Checks a request from an anonymous peer (one that presented no
+    /// certificate, on a server that
+    /// [allows them](crate::ServerBuilder::allow_anonymous)) that the policy
+    /// allowed.
+    ///
+    /// Refuses by default, so that a hook written for verified peers never lets
+    /// an anonymous request through without saying so: implement it to admit
+    /// them. [`NoHook`] admits what the policy admits.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] whose reason is logged, never sent to the peer.
+    fn check_anonymous(&mut self, request: &mut Request<B>) -> Result<(), Refusal> {
+        let _ = request;
+        Err(Refusal::new(
+            "the decision hook does not admit anonymous peers (implement \
+             DecisionHook::check_anonymous)",
+        ))
+    }
 }
 
 impl<B, F> DecisionHook<B> for F
@@ -62,6 +82,10 @@ pub struct NoHook;
 
 impl<B> DecisionHook<B> for NoHook {
     fn check(&mut self, _peer: &PeerIdentity, _request: &mut Request<B>) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn check_anonymous(&mut self, _request: &mut Request<B>) -> Result<(), Refusal> {
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! The decision events: one `tracing` event per decision, target `zt::authz`,
-//! with the fields `peer`, `method`, `path`, `decision`, `rule` and `reason`.
+//! with the fields `peer` (the SPIFFE ID, or `anonymous`), `method`, `path`,
+//! `decision`, `rule` and `reason`.
 //! Allowed: `DEBUG`; refused or audited: `INFO`; dry-run denials and peers that
 //! no longer verify: `WARN`; setup errors: `ERROR`. The reason goes here, never to
 //! the peer.
 
 use http::{Method, Request, Uri};
-use zt_core::{Decision, PeerIdentity, SvidError, Verdict};
+use zt_core::{Decision, PeerIdentity, Principal, SvidError, Verdict};
 
 use super::Refusal;
 
@@ -34,10 +35,10 @@ pub(super) fn untrusted_peer<B>(peer: &PeerIdentity, request: &Request<B>, err: 
     );
 }
 
-pub(super) fn shape_refused(peer: &PeerIdentity, method: &str, path: &str, why: &str) {
+pub(super) fn shape_refused(peer: &Principal, method: &str, path: &str, why: &str) {
     tracing::info!(
         target: "zt::authz",
-        peer = %peer.id(),
+        peer = %peer,
         method,
         path,
         decision = "deny",
@@ -48,12 +49,12 @@ pub(super) fn shape_refused(peer: &PeerIdentity, method: &str, path: &str, why: 
 }
 
 /// The policy's decision, and one event per audit rule it matched.
-pub(super) fn decision(peer: &PeerIdentity, method: &str, path: &str, decision: &Decision) {
+pub(super) fn decision(peer: &Principal, method: &str, path: &str, decision: &Decision) {
     let rule = decision.rule().unwrap_or("default deny");
     for audit in decision.audit_rules() {
         tracing::info!(
             target: "zt::authz",
-            peer = %peer.id(),
+            peer = %peer,
             method,
             path,
             decision = decision.verdict().as_str(),
@@ -66,7 +67,7 @@ pub(super) fn decision(peer: &PeerIdentity, method: &str, path: &str, decision: 
     match (decision.verdict(), decision.dry_run()) {
         (Verdict::Allow, _) => tracing::debug!(
             target: "zt::authz",
-            peer = %peer.id(),
+            peer = %peer,
             method,
             path,
             decision = "allow",
@@ -76,7 +77,7 @@ pub(super) fn decision(peer: &PeerIdentity, method: &str, path: &str, decision: 
         ),
         (Verdict::Deny, true) => tracing::warn!(
             target: "zt::authz",
-            peer = %peer.id(),
+            peer = %peer,
             method,
             path,
             decision = "dry_run_deny",
@@ -86,7 +87,7 @@ pub(super) fn decision(peer: &PeerIdentity, method: &str, path: &str, decision: 
         ),
         (Verdict::Deny, false) => tracing::info!(
             target: "zt::authz",
-            peer = %peer.id(),
+            peer = %peer,
             method,
             path,
             decision = "deny",
@@ -97,10 +98,10 @@ pub(super) fn decision(peer: &PeerIdentity, method: &str, path: &str, decision: 
     }
 }
 
-pub(super) fn not_canonical<B>(peer: &PeerIdentity, request: &Request<B>, why: &str) {
+pub(super) fn not_canonical<B>(peer: &Principal, request: &Request<B>, why: &str) {
     tracing::warn!(
         target: "zt::authz",
-        peer = %peer.id(),
+        peer = %peer,
         method = request.method().as_str(),
         path = request.uri().path(),
         decision = "deny",
@@ -110,10 +111,10 @@ pub(super) fn not_canonical<B>(peer: &PeerIdentity, request: &Request<B>, why: &
     );
 }
 
-pub(super) fn hook_refused(peer: &PeerIdentity, method: &Method, uri: &Uri, refusal: &Refusal) {
+pub(super) fn hook_refused(peer: &Principal, method: &Method, uri: &Uri, refusal: &Refusal) {
     tracing::info!(
         target: "zt::authz",
-        peer = %peer.id(),
+        peer = %peer,
         method = method.as_str(),
         path = uri.path(),
         decision = "deny",

@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower_service::Service;
-use zt_core::{Identity, PeerIdentity, PeerRole, tls};
+use zt_core::{AnonymousPeer, Identity, PeerIdentity, PeerRole, Principal, tls};
 
 use super::connection::Connection;
 use super::{Listener, Serve};
@@ -37,6 +37,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub(super) struct Inner {
     pub(super) acceptor: TlsAcceptor,
     pub(super) identity: Identity,
+    /// Whether a client without a certificate is served as an anonymous peer.
+    pub(super) anonymous: bool,
     pub(super) handshake_timeout: Duration,
     pub(super) max_handshakes: usize,
     pub(super) max_connection_age: Option<Duration>,
@@ -170,7 +172,7 @@ impl Inner {
         &self,
         io: I,
         addr: A,
-    ) -> Option<(TlsStream<I>, PeerIdentity, A)>
+    ) -> Option<(TlsStream<I>, Principal, A)>
     where
         I: AsyncRead + AsyncWrite + Unpin,
         A: fmt::Debug,
@@ -197,10 +199,17 @@ impl Inner {
             }
         };
         drop(in_flight);
-        match PeerIdentity::from_connection(tls.get_ref().1, PeerRole::Client, &self.identity) {
+        let conn = tls.get_ref().1;
+        // Only a client that presented nothing at all is anonymous: a certificate
+        // that failed verification ended the handshake above.
+        if self.anonymous && conn.peer_certificates().is_none_or(<[_]>::is_empty) {
+            metrics::handshake_duration(started.elapsed());
+            return Some((tls, Principal::Anonymous(AnonymousPeer::new()), addr));
+        }
+        match PeerIdentity::from_connection(conn, PeerRole::Client, &self.identity) {
             Ok(peer) => {
                 metrics::handshake_duration(started.elapsed());
-                Some((tls, peer, addr))
+                Some((tls, Principal::Verified(peer), addr))
             }
             Err(err) => {
                 metrics::handshake_rejected(Side::Server, Some(&err));

@@ -46,6 +46,7 @@ pub struct ServerBuilder {
     h2_max_streams: u32,
     max_header_list_size: u32,
     h2_keep_alive: Option<Duration>,
+    anonymous: bool,
 }
 
 // === impl ServerBuilder ===
@@ -64,6 +65,7 @@ impl ServerBuilder {
             h2_max_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             h2_keep_alive: Some(DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL),
+            anonymous: false,
         }
     }
 
@@ -73,6 +75,28 @@ impl ServerBuilder {
     #[must_use]
     pub fn authorize(mut self, matcher: IdMatcher) -> Self {
         self.tls = self.tls.authorize(matcher);
+        self
+    }
+
+    /// Requests a client certificate without requiring one. Off by default: every
+    /// client must present a valid SVID.
+    ///
+    /// A client that presents no certificate is served as an anonymous peer: its
+    /// requests carry an [`AnonymousPeer`](crate::AnonymousPeer) instead of a
+    /// [`PeerIdentity`](crate::PeerIdentity), the [`Peer`](crate::Peer)
+    /// extractor refuses them, and [`Authorize`](crate::Authorize) lets one
+    /// through only when a policy rule with `from: {unauthenticated: true}`
+    /// allows it (see `docs/policy.md`); a policy without such a rule refuses
+    /// every anonymous request. A client that presents a certificate is verified
+    /// as without this call and, when it fails, refused at the handshake with
+    /// the same alert, never served as anonymous.
+    ///
+    /// Meant for clients that cannot hold an SVID, such as the kubelet's HTTP
+    /// probes, on routes the policy opens to them alone.
+    #[must_use]
+    pub fn allow_anonymous(mut self) -> Self {
+        self.tls = self.tls.allow_anonymous();
+        self.anonymous = true;
         self
     }
 
@@ -197,6 +221,7 @@ impl ServerBuilder {
             inner: Arc::new(Inner {
                 acceptor: TlsAcceptor::from(Arc::new(config)),
                 identity: self.identity,
+                anonymous: self.anonymous,
                 handshake_timeout: self.handshake_timeout,
                 max_handshakes: self.max_handshakes,
                 max_connection_age: self.max_connection_age,

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Instrument;
-use zt_core::PeerIdentity;
+use zt_core::Principal;
 
 use super::accept::{Inner, Phase};
 use super::detect::{HttpVersion, detect_version};
@@ -102,7 +102,9 @@ where
         let span = tracing::Span::current();
         if !span.is_disabled() {
             let conn = tls.get_ref().1;
-            span.record("spiffe.id", tracing::field::display(peer.id()));
+            if let Some(verified) = peer.verified() {
+                span.record("spiffe.id", tracing::field::display(verified.id()));
+            }
             if let Some(version) = conn.protocol_version() {
                 span.record("tls.protocol.version", tls_version(version));
             }
@@ -110,7 +112,7 @@ where
                 span.record("tls.cipher", tracing::field::debug(suite.suite()));
             }
         }
-        tracing::debug!(?addr, peer = %peer.id(), "connection established");
+        tracing::debug!(?addr, peer = %peer, "connection established");
         let _open = GaugeGuard::connection();
         let closed = self.serve(tls, peer, addr).await;
         metrics::connection_closed(closed);
@@ -120,7 +122,7 @@ where
     async fn serve<I, A>(
         mut self,
         tls: tokio_rustls::server::TlsStream<I>,
-        peer: PeerIdentity,
+        peer: Principal,
         addr: A,
     ) -> CloseReason
     where
@@ -130,17 +132,24 @@ where
         let inner = Arc::clone(&self.inner);
 
         let now = Instant::now();
+        // An anonymous peer has no SVID to expire: only the maximum age, or the
+        // year a verified peer's connection is held at most, ends it.
+        let (left, expiry_reason) = match &peer {
+            Principal::Verified(verified) => (
+                verified.time_left(SystemTime::now()),
+                CloseReason::SvidExpired,
+            ),
+            _ => (ANONYMOUS_TIME_LEFT, CloseReason::MaxAge),
+        };
         // Adding at most a year cannot overflow; were it to, closing now fails closed.
-        let expiry = now
-            .checked_add(peer.time_left(SystemTime::now()))
-            .unwrap_or(now);
+        let expiry = now.checked_add(left).unwrap_or(now);
         // An age too large for an `Instant` is no limit, rather than a panic.
         let (close_at, close_reason) = match inner
             .max_connection_age
             .and_then(|age| now.checked_add(age))
         {
             Some(aged) if aged < expiry => (aged, CloseReason::MaxAge),
-            _ => (expiry, CloseReason::SvidExpired),
+            _ => (expiry, expiry_reason),
         };
 
         // Without a deadline of its own, a client that sends nothing after its
@@ -152,13 +161,13 @@ where
                 Ok(Ok(Some(detected))) => detected,
                 Ok(Ok(None)) => return CloseReason::PeerClosed,
                 Ok(Err(err)) => {
-                    tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection failed before its first request");
+                    tracing::debug!(?addr, peer = %peer, error = %err, "connection failed before its first request");
                     return CloseReason::Error;
                 }
                 Err(_) => {
                     tracing::debug!(
                         ?addr,
-                        peer = %peer.id(),
+                        peer = %peer,
                         timeout = ?inner.header_read_timeout,
                         "client sent no request after the handshake; closing"
                     );
@@ -214,11 +223,11 @@ where
         let closed = match ended {
             Ended::Done(Ok(())) => CloseReason::PeerClosed,
             Ended::Done(Err(err)) => {
-                tracing::debug!(?addr, peer = %peer.id(), error = %err, "connection ended with an error");
+                tracing::debug!(?addr, peer = %peer, error = %err, "connection ended with an error");
                 CloseReason::Error
             }
             Ended::Closed => {
-                tracing::debug!(?addr, peer = %peer.id(), "connection closed");
+                tracing::debug!(?addr, peer = %peer, "connection closed");
                 CloseReason::Error
             }
         };
@@ -226,6 +235,10 @@ where
         ended_by.why().unwrap_or(closed)
     }
 }
+
+/// How long an anonymous peer's connection lasts without a maximum age: the
+/// most a verified peer's is held (`PeerIdentity::time_left`).
+const ANONYMOUS_TIME_LEFT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// OpenTelemetry's `tls.protocol.version` value.
 fn tls_version(version: rustls::ProtocolVersion) -> &'static str {
@@ -302,7 +315,7 @@ async fn watchdog(
     signal: Arc<Signal>,
     mut phase: watch::Receiver<Phase>,
     deadlines: Deadlines,
-    peer: PeerIdentity,
+    peer: Principal,
 ) {
     let Deadlines {
         close_at,
@@ -313,7 +326,7 @@ async fn watchdog(
     tokio::select! {
         () = head_overdue(idle.as_ref()) => {
             tracing::debug!(
-                peer = %peer.id(),
+                peer = %peer,
                 timeout = ?idle.as_ref().map(|(_, timeout)| *timeout),
                 "client sent no complete request head within the header read timeout; closing"
             );
@@ -325,7 +338,7 @@ async fn watchdog(
                 CloseReason::MaxAge => "maximum connection age reached",
                 _ => "peer SVID expired",
             };
-            tracing::debug!(peer = %peer.id(), reason, "draining connection");
+            tracing::debug!(peer = %peer, reason, "draining connection");
             signal.ended_by(close_reason);
         }
         changed = phase.wait_for(|phase| *phase != Phase::Serving) => {
@@ -339,7 +352,7 @@ async fn watchdog(
     signal.raise(DRAIN);
     tokio::select! {
         () = tokio::time::sleep(drain_timeout) => {
-            tracing::debug!(peer = %peer.id(), ?drain_timeout, "drain timeout passed; closing connection");
+            tracing::debug!(peer = %peer, ?drain_timeout, "drain timeout passed; closing connection");
         }
         _ = phase.wait_for(|phase| *phase == Phase::Closing) => {}
     }

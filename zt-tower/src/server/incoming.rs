@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
-use zt_core::PeerIdentity;
+use zt_core::Principal;
 
 use super::Listener;
 use super::accept::{Inner, accept};
@@ -28,14 +28,15 @@ pub struct TlsIncoming<I, A> {
     accept_task: tokio::task::JoinHandle<()>,
 }
 
-/// A connection whose handshake completed: the TLS stream, the verified identity
-/// of the client and its address.
+/// A connection whose handshake completed: the TLS stream, the client (verified,
+/// or anonymous on a server that [allows them](crate::ServerBuilder::allow_anonymous))
+/// and its address.
 #[non_exhaustive]
 pub struct Accepted<I, A> {
     /// The TLS stream, past the handshake.
     pub stream: TlsStream<I>,
-    /// The client's verified identity.
-    pub peer: PeerIdentity,
+    /// The client's verified identity, or that it presented no certificate.
+    pub peer: Principal,
     /// The client's address, as the listener reported it.
     pub addr: A,
 }
@@ -71,7 +72,7 @@ where
                     tokio::select! {
                         authenticated = inner.handshake(io, addr) => {
                             if let Some((stream, peer, addr)) = authenticated {
-                                tracing::debug!(?addr, peer = %peer.id(), "connection established");
+                                tracing::debug!(?addr, %peer, "connection established");
                                 // Fails only once `TlsIncoming` is gone: nothing left to do.
                                 let _ = tx.send(Accepted { stream, peer, addr }).await;
                             }

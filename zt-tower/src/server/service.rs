@@ -16,13 +16,13 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
-use zt_core::PeerIdentity;
+use zt_core::Principal;
 
 /// The per-connection hyper service: puts the peer into each request, then calls a
 /// clone of the user's tower service.
 pub(super) struct ConnService<S> {
     pub(super) inner: S,
-    pub(super) peer: PeerIdentity,
+    pub(super) peer: Principal,
     /// HTTP/1: the exchanges, for the header-read deadline.
     pub(super) exchanges: Option<Arc<Exchanges>>,
 }
@@ -43,7 +43,7 @@ where
         if request.method() == http::Method::CONNECT
             || request.headers().contains_key(http::header::UPGRADE)
         {
-            tracing::debug!(peer = %self.peer.id(), method = request.method().as_str(), "tunnel or upgrade refused");
+            tracing::debug!(peer = %self.peer, method = request.method().as_str(), "tunnel or upgrade refused");
             crate::metrics::refusal("unsupported");
             let mut response = Response::new(Tracked {
                 body: Either::Right(Empty::new()),
@@ -60,10 +60,20 @@ where
             target: "zt::request",
             "request",
             "http.request.method" = request.method().as_str(),
-            "spiffe.id" = %self.peer.id(),
+            "spiffe.id" = self.peer.verified().map(|peer| tracing::field::display(peer.id())),
             "security_rule.name" = tracing::field::Empty,
         );
-        request.extensions_mut().insert(self.peer.clone());
+        // The verified identity, or the explicit mark of an anonymous peer: never
+        // neither, which would read as a setup error.
+        match &self.peer {
+            Principal::Verified(peer) => {
+                request.extensions_mut().insert(peer.clone());
+            }
+            Principal::Anonymous(anonymous) => {
+                request.extensions_mut().insert(*anonymous);
+            }
+            _ => {}
+        }
         ConnFuture::Served {
             span,
             exchange,

@@ -138,6 +138,35 @@ pub fn client_config(
     Arc::new(config)
 }
 
+/// A raw TLS client config that verifies the server `server_id` with the bundles
+/// of `trusting` but presents no certificate: an anonymous client.
+pub fn anonymous_client_config(
+    trusting: &StaticSource,
+    server_id: &str,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct NoCertificate;
+
+    impl rustls::client::ResolvesClientCert for NoCertificate {
+        fn resolve(
+            &self,
+            _root_hint_subjects: &[&[u8]],
+            _sigschemes: &[rustls::SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+
+        fn has_certs(&self) -> bool {
+            false
+        }
+    }
+
+    let mut config = Arc::unwrap_or_clone(client_config(trusting, server_id, alpn));
+    config.client_auth_cert_resolver = Arc::new(NoCertificate);
+    Arc::new(config)
+}
+
 /// One TLS connection to `addr`.
 pub async fn tls_connect(
     addr: SocketAddr,
@@ -162,6 +191,16 @@ pub enum Version {
     Http2,
 }
 
+impl Version {
+    /// The ALPN protocol that asks for it.
+    pub fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Self::Http1 => &[b"http/1.1"],
+            Self::Http2 => &[b"h2"],
+        }
+    }
+}
+
 impl OneConnection {
     /// Opens one TLS connection to `addr` as `client` and runs HTTP `version` on it.
     /// The returned handle resolves when the connection closes.
@@ -170,16 +209,34 @@ impl OneConnection {
         client: &StaticSource,
         version: Version,
     ) -> (Self, JoinHandle<()>) {
-        let alpn: &[&[u8]] = match version {
-            Version::Http1 => &[b"http/1.1"],
-            Version::Http2 => &[b"h2"],
-        };
-        let tls = within(
-            "TLS handshake",
-            tls_connect(addr, client_config(client, SERVER_ID, alpn)),
+        Self::open_with(
+            addr,
+            client_config(client, SERVER_ID, version.alpn()),
+            version,
         )
         .await
-        .expect("TLS handshake");
+    }
+
+    /// As [`open`](Self::open), presenting no certificate; the server is verified
+    /// with the bundles of `trusting`.
+    pub async fn open_anonymous(
+        addr: SocketAddr,
+        trusting: &StaticSource,
+        version: Version,
+    ) -> (Self, JoinHandle<()>) {
+        let config = anonymous_client_config(trusting, SERVER_ID, version.alpn());
+        Self::open_with(addr, config, version).await
+    }
+
+    /// As [`open`](Self::open), with the TLS client config `config`.
+    pub async fn open_with(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        version: Version,
+    ) -> (Self, JoinHandle<()>) {
+        let tls = within("TLS handshake", tls_connect(addr, config))
+            .await
+            .expect("TLS handshake");
         let io = TokioIo::new(tls);
         match version {
             Version::Http1 => {

@@ -13,12 +13,13 @@ use crate::policy::pattern::{Domain, GrpcPattern, Id, ValuePattern};
 use crate::segments::Segments;
 
 /// Whether `cover` matches every request `rule` matches, from every verified
-/// peer. `rule` is what an ambiguous request is held against: when `cover` is
-/// an `allow` rule, ambiguity makes it unmet, so it must not depend on
-/// anything `rule` can leave ambiguous.
+/// peer and from anonymous peers. `rule` is what an ambiguous request is held
+/// against: when `cover` is an `allow` rule, ambiguity makes it unmet, so it
+/// must not depend on anything `rule` can leave ambiguous.
 pub(super) fn covers(cover: &Rule, rule: &Rule) -> bool {
     let strict = cover.action == Action::Allow;
-    from_covers(cover.from.as_ref(), rule.from.as_ref())
+    (!rule.matches_anonymous() || cover.matches_anonymous())
+        && from_covers(cover.from.as_ref(), rule.from.as_ref())
         && to_covers(cover.to.as_ref(), rule.to.as_ref(), strict)
         && when_covers(&cover.when, &rule.when)
 }

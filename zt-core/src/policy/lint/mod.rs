@@ -65,7 +65,11 @@ mod tests;
 /// conditions together, or rules that are merely broader than intended; an
 /// empty report does not mean the policy says what you meant.
 ///
-/// Peers are verified X.509-SVIDs, whose IDs always have a path, and
+/// Anonymous peers (see `from.unauthenticated` in `docs/policy.md`) count as
+/// peers too: a rule that matches them is covered only by a rule that matches
+/// them as well, and a rule for anonymous peers alone is covered by any rule
+/// that matches them on every request it matches. Verified peers are
+/// X.509-SVIDs, whose IDs always have a path, and
 /// ambiguous requests (see "Ambiguous requests fail closed" in
 /// `docs/policy.md`) meet the conditions of `deny` and `audit` rules whatever
 /// they say: the findings take both into account.

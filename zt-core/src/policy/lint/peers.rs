@@ -57,6 +57,10 @@ pub(super) fn peers(from: Option<&From>) -> Peers<'_> {
     let Some(from) = from else {
         return Peers::Any;
     };
+    if from.unauthenticated.is_some() {
+        // Anonymous peers alone: no verified peer.
+        return Peers::Ids(Vec::new());
+    }
     if let Some(ids) = &from.ids {
         // Validation guarantees that every listed ID passes the other fields.
         return Peers::Ids(ids.iter().map(|Id(id)| id.clone()).collect());
@@ -95,10 +99,16 @@ pub(super) fn from_matches(from: Option<&From>, id: &SpiffeId) -> bool {
     from.is_none_or(|from| from.matches(id))
 }
 
+/// Whether `cover` matches every verified peer `from` matches (anonymous
+/// peers are compared by `covers`, which knows the rules' actions).
 pub(super) fn from_covers(cover: Option<&From>, from: Option<&From>) -> bool {
     let Some(cover) = cover else {
         return true;
     };
+    if cover.unauthenticated.is_some() {
+        // `cover` matches no verified peer: it covers only a `from` that matches none.
+        return matches!(peers(from), Peers::Ids(ids) if ids.is_empty());
+    }
     let regions = match peers(from) {
         Peers::Ids(ids) => return ids.iter().all(|id| from_matches(Some(cover), id)),
         Peers::Regions(regions) => Some(regions),

@@ -388,11 +388,12 @@ impl Rng {
     }
 }
 
-/// Which of `requests` the single rule `rule` matches, under its own action.
+/// Which of `requests` the single rule `rule` matches, under its own action,
+/// from each of `peers` and then from an anonymous peer.
 fn matched(rule: &str, peers: &[SpiffeId], requests: &[Sample]) -> Vec<bool> {
     let policy = Policy::parse(&format!(r#"{{"rules": [{rule}]}}"#), Format::Json).unwrap();
     let mut out = Vec::new();
-    for peer in peers {
+    for peer in peers.iter().map(Some).chain([None]) {
         for sample in requests {
             let headers: Vec<(String, String)> = sample
                 .headers
@@ -403,7 +404,10 @@ fn matched(rule: &str, peers: &[SpiffeId], requests: &[Sample]) -> Vec<bool> {
             if let Some(host) = sample.host {
                 request = request.with_host(host);
             }
-            let decision = policy.decide(peer, &request);
+            let decision = match peer {
+                Some(peer) => policy.decide(peer, &request),
+                None => policy.decide_anonymous(&request),
+            };
             out.push(decision.rule().is_some());
         }
     }
@@ -437,6 +441,7 @@ fn coverage_claims_hold_on_sampled_requests() {
         r#""from": {"not_ids": ["spiffe://td/a"]}"#,
         r#""from": {"patterns": ["spiffe://td/a", "spiffe://td/b"]}"#,
         r#""from": {"patterns": ["spiffe://td/a/*"], "not_patterns": ["spiffe://td/a/**"]}"#,
+        r#""from": {"unauthenticated": true}"#,
     ];
     let tos = [
         "",
@@ -723,4 +728,70 @@ fn upgrade_notes_name_rules_whose_get_now_covers_head() {
            {"name": "b", "action": "allow", "from": {"any": true}, "to": {"methods": ["GET", "HEAD"]}}"#,
     );
     assert_eq!(found, ["a names GET, which now also covers HEAD"]);
+}
+
+#[test]
+fn allow_rule_for_anonymous_peers_inside_a_deny_rule_without_from_is_shadowed() {
+    let findings = lint_json(
+        r#"{"name": "probes", "action": "allow", "from": {"unauthenticated": true},
+            "to": {"methods": ["GET"], "paths": ["/healthz"]}},
+           {"name": "no-health", "action": "deny", "to": {"paths": ["/healthz"]}}"#,
+    );
+    assert_eq!(kinds(&findings), [("probes", &shadowed("no-health"))]);
+}
+
+#[test]
+fn allow_rule_for_anonymous_peers_is_not_shadowed_by_a_deny_rule_for_authenticated_ones() {
+    for from in [
+        r#"{"any": true}"#,
+        r#"{"trust_domains": ["td"]}"#,
+        r#"{"patterns": ["spiffe://td/**"]}"#,
+    ] {
+        let findings = lint_json(&format!(
+            r#"{{"name": "probes", "action": "allow", "from": {{"unauthenticated": true}},
+                "to": {{"paths": ["/healthz"]}}}},
+               {{"name": "freeze", "action": "deny", "from": {from}}}"#
+        ));
+        assert_eq!(findings, [], "{from}");
+    }
+}
+
+#[test]
+fn deny_rule_for_anonymous_peers_shadows_no_allow_rule_for_authenticated_ones() {
+    let findings = lint_json(
+        r#"{"name": "reads", "action": "allow", "from": {"any": true},
+            "to": {"paths": ["/healthz"]}},
+           {"name": "no-anonymous", "action": "deny", "from": {"unauthenticated": true}}"#,
+    );
+    assert_eq!(findings, []);
+}
+
+#[test]
+fn second_allow_rule_for_anonymous_peers_is_redundant() {
+    let findings = lint_json(
+        r#"{"name": "probes", "action": "allow", "from": {"unauthenticated": true},
+            "to": {"paths": ["/healthz", "/readyz"]}},
+           {"name": "health", "action": "allow", "from": {"unauthenticated": true},
+            "to": {"methods": ["GET"], "paths": ["/healthz"]}}"#,
+    );
+    assert_eq!(kinds(&findings), [("health", &redundant("probes"))]);
+}
+
+#[test]
+fn deny_rule_without_from_is_not_redundant_after_one_for_authenticated_peers() {
+    // The first rule leaves anonymous peers alone; the second denies them too.
+    let findings = lint_json(
+        r#"{"name": "freeze", "action": "deny", "from": {"any": true}},
+           {"name": "no-admin", "action": "deny", "to": {"paths": ["/admin/**"]}}"#,
+    );
+    assert_eq!(findings, []);
+}
+
+#[test]
+fn allow_rule_without_from_is_not_redundant_after_one_for_anonymous_peers() {
+    let findings = lint_json(
+        r#"{"name": "probes", "action": "allow", "from": {"unauthenticated": true}},
+           {"name": "everyone", "action": "allow", "to": {"paths": ["/healthz"]}}"#,
+    );
+    assert_eq!(findings, []);
 }
