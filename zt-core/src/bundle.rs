@@ -292,18 +292,25 @@ pub(crate) struct Jwk {
     pub(crate) use_: Option<String>,
     #[serde(default)]
     pub(crate) x5c: Option<Vec<String>>,
+    #[cfg(feature = "jwt")]
     #[serde(default)]
     pub(crate) kid: Option<String>,
+    #[cfg(feature = "jwt")]
     #[serde(default)]
     pub(crate) alg: Option<String>,
+    #[cfg(feature = "jwt")]
     #[serde(default)]
     pub(crate) crv: Option<String>,
+    #[cfg(feature = "jwt")]
     #[serde(default)]
     pub(crate) x: Option<String>,
+    #[cfg(feature = "jwt")]
     #[serde(default)]
     pub(crate) y: Option<String>,
+    #[cfg(feature = "jwt")]
     #[serde(default)]
     pub(crate) n: Option<String>,
+    #[cfg(feature = "jwt")]
     #[serde(default)]
     pub(crate) e: Option<String>,
 }

@@ -39,6 +39,7 @@
 //! | the decision hook refuses the call | 7 `PERMISSION_DENIED` | `permission denied` |
 //! | a malformed or conflicting authority, a lower-case method | 3 `INVALID_ARGUMENT` | `malformed request` |
 //! | `CONNECT` or `Upgrade` | 12 `UNIMPLEMENTED` | `not implemented` |
+//! | a JWT-SVID that does not validate (with `jwt`) | 16 `UNAUTHENTICATED` | `invalid token` |
 //!
 //! The reason — which rule, why the peer no longer verifies — goes to the log,
 //! never to the client.
@@ -119,6 +120,7 @@ fn status(denial: Denial) -> Status {
         Denial::UntrustedPeer => Status::unauthenticated("peer identity no longer valid"),
         Denial::Malformed => Status::invalid_argument("malformed request"),
         Denial::Unsupported => Status::unimplemented("not implemented"),
+        Denial::InvalidToken => Status::unauthenticated("invalid token"),
         _ => Status::permission_denied("permission denied"),
     }
 }
@@ -161,6 +163,20 @@ impl<H> AuthorizeLayer<H> {
     pub fn hook<H2>(self, hook: H2) -> AuthorizeLayer<H2> {
         AuthorizeLayer {
             inner: self.inner.hook(hook),
+        }
+    }
+
+    /// Reads the JWT-SVID of every call from the `authorization: Bearer` metadata
+    /// and validates it before the policy (feature `jwt`); see
+    /// `zt_tower::AuthorizeLayer::jwt`. A call whose token does not validate is
+    /// `UNAUTHENTICATED`; a valid token's subject is decided by `from.jwt` rules
+    /// with the mTLS peer, and the handler reads it as a
+    /// [`JwtPeer`](zt_core::jwt::JwtPeer) in the request's extensions.
+    #[cfg(feature = "jwt")]
+    #[must_use]
+    pub fn jwt(self, validator: zt_core::jwt::JwtValidator) -> Self {
+        Self {
+            inner: self.inner.jwt(validator),
         }
     }
 
@@ -416,6 +432,7 @@ mod tests {
                 "malformed request",
             ),
             (Denial::Unsupported, Code::Unimplemented, "not implemented"),
+            (Denial::InvalidToken, Code::Unauthenticated, "invalid token"),
         ];
         for (denial, code, message) in table {
             let response: Response<String> = GrpcAnswer::refusal(denial);

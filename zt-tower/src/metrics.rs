@@ -53,7 +53,8 @@ use metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, des
 /// which no trust domain can be, for a peer that presented no certificate).
 pub const AUTHZ_DECISIONS_TOTAL: &str = "zt_authz_decisions_total";
 /// Counter: requests refused without a policy decision; label `reason`
-/// (`no_identity`, `untrusted_peer`, `malformed`, `unsupported`, `hook`).
+/// (`no_identity`, `untrusted_peer`, `malformed`, `unsupported`, `invalid_token`,
+/// `hook`).
 pub const AUTHZ_REFUSALS_TOTAL: &str = "zt_authz_refusals_total";
 /// Counter: failed TLS handshakes; labels `side` (`server`, `client`: the side
 /// zt is on) and `reason` (`unknown_ca`, `svid_rule`, `expired`, `no_identity`,
@@ -135,6 +136,7 @@ struct Counters {
     no_identity: AtomicU64,
     hook_denied: AtomicU64,
     malformed: AtomicU64,
+    invalid_token: AtomicU64,
 }
 
 /// The counts at one moment. Every request is counted once in exactly one of
@@ -161,6 +163,8 @@ pub struct AuthzCounts {
     /// Refused before the policy for their shape: a malformed or conflicting
     /// authority, a lower-case method, `CONNECT` or `Upgrade`.
     pub malformed: u64,
+    /// Refused before the policy because their JWT-SVID does not validate.
+    pub invalid_token: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +176,7 @@ pub(crate) enum Outcome {
     NoIdentity,
     HookDenied,
     Malformed,
+    InvalidToken,
 }
 
 // === impl AuthzMetrics ===
@@ -189,6 +194,7 @@ impl AuthzMetrics {
             no_identity: c.no_identity.load(Ordering::Relaxed),
             hook_denied: c.hook_denied.load(Ordering::Relaxed),
             malformed: c.malformed.load(Ordering::Relaxed),
+            invalid_token: c.invalid_token.load(Ordering::Relaxed),
         }
     }
 
@@ -202,6 +208,7 @@ impl AuthzMetrics {
             Outcome::NoIdentity => &c.no_identity,
             Outcome::HookDenied => &c.hook_denied,
             Outcome::Malformed => &c.malformed,
+            Outcome::InvalidToken => &c.invalid_token,
         };
         // Counters order nothing; relaxed is enough and the cheapest.
         counter.fetch_add(1, Ordering::Relaxed);

@@ -343,6 +343,11 @@ fn rule_matches(rule: &Rule, peer: Subject<'_>, id_known: bool, request: &Reques
     if !from_holds {
         return false;
     }
+    if let Some(from) = &rule.from
+        && !from.jwt_matches(rule.action, request.request().jwt_subject())
+    {
+        return false;
+    }
     if let Some(to) = &rule.to
         && !fail_closed(to.matches(request))
     {

@@ -86,6 +86,10 @@ pub(crate) struct From {
     pub(crate) not_trust_domains: Option<NonEmpty<Domain>>,
     #[serde(default, deserialize_with = "present")]
     pub(crate) not_patterns: Option<NonEmpty<IdPattern>>,
+    /// The subject of the request's JWT-SVID, with the fields above (but
+    /// `unauthenticated` and `jwt`): decided per request ([`From::jwt_matches`]).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) jwt: Option<Box<From>>,
     /// `patterns` and `not_patterns` indexed for matching (see `normalize`).
     #[serde(skip)]
     pub(crate) patterns_index: Option<PatternIndex>,
@@ -271,6 +275,9 @@ impl<'de> Deserialize<'de> for Rule {
 impl From {
     /// Sorts and deduplicates the ID and trust domain lists, for binary search.
     fn normalize(&mut self) {
+        if let Some(jwt) = &mut self.jwt {
+            jwt.normalize();
+        }
         for list in [&mut self.ids, &mut self.not_ids].into_iter().flatten() {
             list.sort_dedup();
         }
@@ -285,6 +292,9 @@ impl From {
     /// Indexes the pattern lists; validation matches through the indexes too, so
     /// checking every ID against `not_patterns` is linear, not a product.
     fn index_patterns(&mut self) {
+        if let Some(jwt) = &mut self.jwt {
+            jwt.index_patterns();
+        }
         self.patterns_index = self.patterns.as_deref().map(PatternIndex::new);
         self.not_patterns_index = self.not_patterns.as_deref().map(PatternIndex::new);
     }
@@ -315,6 +325,25 @@ impl From {
             && self.not_ids.is_none()
             && self.not_trust_domains.is_none()
             && self.not_patterns.is_none()
+            && self.jwt.is_none()
+    }
+
+    /// Whether the request's JWT-SVID meets `from.jwt` for a rule with `action`;
+    /// `subject` is the token's verified subject, `None` when the request carries
+    /// no token. Without `jwt`, any request does.
+    ///
+    /// A request without a token meets only a `jwt` of `not_` fields alone, and
+    /// only for `deny` and `audit` rules: an `allow` rule that names tokens admits
+    /// only requests that carry one, and a `deny` rule that excludes some tokens
+    /// denies the requests that carry none as well.
+    pub(crate) fn jwt_matches(&self, action: Action, subject: Option<&SpiffeId>) -> bool {
+        let Some(jwt) = &self.jwt else {
+            return true;
+        };
+        match subject {
+            Some(subject) => jwt.matches(subject),
+            None => action != Action::Allow && jwt.any.is_none() && !jwt.has_positive(),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::cell::OnceCell;
 use std::fmt;
 
 use super::canonical::{AmbiguousPath, Authority, canonical_path};
+use crate::id::SpiffeId;
 
 /// Read access to a request's headers, for `when` conditions.
 ///
@@ -150,6 +151,7 @@ pub struct Request<'a> {
     path: Result<Cow<'a, str>, AmbiguousPath>,
     host: Host<'a>,
     headers: &'a dyn Headers,
+    jwt_subject: Option<&'a SpiffeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -179,6 +181,7 @@ impl<'a> Request<'a> {
             path,
             host: Host::Absent,
             headers: &(),
+            jwt_subject: None,
         }
     }
 
@@ -204,6 +207,22 @@ impl<'a> Request<'a> {
             Err(_) => Host::Malformed,
         };
         Self { host, ..self }
+    }
+
+    /// The same request carrying a JWT-SVID whose subject is `subject`: the
+    /// token must have been validated (signature, audience, expiry) for this
+    /// request; `from.jwt` rules trust the subject they are given.
+    #[must_use]
+    pub fn with_jwt_subject(self, subject: &'a SpiffeId) -> Self {
+        Self {
+            jwt_subject: Some(subject),
+            ..self
+        }
+    }
+
+    /// The subject of the request's validated JWT-SVID, when it carries one.
+    pub fn jwt_subject(&self) -> Option<&'a SpiffeId> {
+        self.jwt_subject
     }
 
     /// The same request with an authority already parsed.

@@ -65,6 +65,23 @@ impl From {
             }
             _ => {}
         }
+        if let Some(jwt) = &self.jwt {
+            if jwt.unauthenticated.is_some() || jwt.jwt.is_some() {
+                return Err(
+                    "from.jwt takes any, ids, trust_domains, patterns and their not_ \
+                     variants, matched against the token's subject"
+                        .to_owned(),
+                );
+            }
+            if jwt.is_empty() {
+                return Err(
+                    "from.jwt is empty: write jwt: {any: true} to require any valid \
+                     JWT-SVID"
+                        .to_owned(),
+                );
+            }
+            jwt.validate().map_err(|why| format!("from.jwt: {why}"))?;
+        }
         match self.any {
             Some(false) => {
                 return Err("from.any: false would match nobody: remove it".to_owned());
@@ -144,7 +161,8 @@ impl From {
 
     /// Whether `unauthenticated` is the only field present.
     fn is_unauthenticated_only(&self) -> bool {
-        self.any.is_none()
+        self.jwt.is_none()
+            && self.any.is_none()
             && !self.has_positive()
             && self.not_ids.is_none()
             && self.not_trust_domains.is_none()

@@ -13,6 +13,7 @@ mod anonymous;
 mod formats;
 mod from;
 mod index;
+mod jwt;
 mod logs;
 mod outcomes;
 mod scale;

@@ -32,6 +32,10 @@ pub enum Denial {
     /// letters, a repeated `Host`, a `Host` that disagrees with the
     /// `:authority` or the absolute-form target, or a malformed authority.
     Malformed,
+    /// The request carried a JWT-SVID that does not validate: a bad signature,
+    /// an unknown key, another audience, an expired token, a malformed or
+    /// repeated token header (see [`AuthorizeLayer::jwt`](super::AuthorizeLayer::jwt)).
+    InvalidToken,
     /// The request asks for a tunnel or a protocol switch (`CONNECT`,
     /// `Upgrade`), which would escape per-request authorization.
     Unsupported,
@@ -63,6 +67,9 @@ pub(super) struct Shared {
     pub(super) metrics: AuthzMetrics,
     /// The facade's decision handles this layer registered.
     counters: DecisionCounters,
+    /// Validates the JWT-SVIDs requests carry, when the layer reads them.
+    #[cfg(feature = "jwt")]
+    pub(super) jwt: Option<super::jwt::JwtCheck>,
 }
 
 // === impl Shared ===
@@ -74,6 +81,8 @@ impl Shared {
             policy,
             metrics,
             counters: DecisionCounters::default(),
+            #[cfg(feature = "jwt")]
+            jwt: None,
         }
     }
 
@@ -145,6 +154,22 @@ impl Shared {
             return Err(Denial::UntrustedPeer);
         }
 
+        // The token's subject, validated for this request, before the policy
+        // that may decide on it.
+        #[cfg(feature = "jwt")]
+        let jwt_peer = match self.jwt.as_ref().map(|check| check.read(request)) {
+            Some(Ok(jwt)) => jwt,
+            Some(Err(err)) => {
+                log::invalid_token(&peer, request, &err);
+                return Err(Denial::InvalidToken);
+            }
+            None => None,
+        };
+        #[cfg(feature = "jwt")]
+        let jwt_subject = jwt_peer.as_ref().map(zt_core::jwt::JwtPeer::id);
+        #[cfg(not(feature = "jwt"))]
+        let jwt_subject = None;
+
         let (verdict, rewrite, peer) = {
             let method = request.method().as_str();
             let path = request.uri().path();
@@ -167,11 +192,14 @@ impl Shared {
             if let Some(authority) = shape.authority {
                 view = view.with_authority(authority);
             }
+            if let Some(subject) = jwt_subject {
+                view = view.with_jwt_subject(subject);
+            }
             let decision = match &peer {
                 Principal::Verified(verified) => self.policy.decide(verified.id(), &view),
                 _ => self.policy.decide_anonymous(&view),
             };
-            log::decision(&peer, method, path, &decision);
+            log::decision(&peer, jwt_subject, method, path, &decision);
             if let Some(rule) = decision.rule() {
                 // The request's span (zt-tower's server opens one) carries the rule.
                 tracing::Span::current().record("security_rule.name", rule);
@@ -200,6 +228,11 @@ impl Shared {
         if let Some(decided) = decided.as_ref() {
             request.extensions_mut().insert(decided.decision.clone());
         }
+        // For the handler: on whose behalf the request came, when a token said so.
+        #[cfg(feature = "jwt")]
+        if let Some(jwt) = jwt_peer {
+            request.extensions_mut().insert(jwt);
+        }
         Ok(if verdict == Verdict::Allow {
             Passed::Allowed
         } else {
@@ -215,6 +248,7 @@ fn outcome(result: Result<Passed, Denial>) -> Outcome {
         Ok(Passed::Allowed) => Outcome::Allowed,
         Ok(Passed::DryRunDenied) => Outcome::DryRunDenied,
         Err(Denial::NoIdentity) => Outcome::NoIdentity,
+        Err(Denial::InvalidToken) => Outcome::InvalidToken,
         Err(Denial::UntrustedPeer) => Outcome::UntrustedPeer,
         Err(Denial::Policy) => Outcome::Denied,
         Err(Denial::Hook) => Outcome::HookDenied,
@@ -270,6 +304,7 @@ fn count(counters: &DecisionCounters, result: Result<Passed, Denial>, decided: O
         Err(Denial::NoIdentity) => "no_identity",
         Err(Denial::UntrustedPeer) => "untrusted_peer",
         Err(Denial::Malformed) => "malformed",
+        Err(Denial::InvalidToken) => "invalid_token",
         Err(Denial::Unsupported) => "unsupported",
         Err(Denial::Hook) => "hook",
     };

@@ -26,8 +26,10 @@ pub trait Answer<B> {
 
 /// Answers refusals with HTTP statuses and a `text/plain` body naming the kind of
 /// refusal: `400 Bad Request` for a malformed request, `501 Not Implemented` for
-/// `CONNECT` and `Upgrade`, `403 Forbidden` with the body `forbidden` for
-/// everything else. gRPC clients read a 403 as `PERMISSION_DENIED`.
+/// `CONNECT` and `Upgrade`, `401 Unauthorized` with `WWW-Authenticate: Bearer
+/// error="invalid_token"` (RFC 6750 §3) for a JWT-SVID that does not validate,
+/// `403 Forbidden` with the body `forbidden` for everything else. gRPC clients
+/// read a 403 as `PERMISSION_DENIED`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HttpAnswer;
 
@@ -36,6 +38,7 @@ impl<B: From<&'static str>> Answer<B> for HttpAnswer {
         let (status, body) = match denial {
             Denial::Malformed => (StatusCode::BAD_REQUEST, "bad request\n"),
             Denial::Unsupported => (StatusCode::NOT_IMPLEMENTED, "not implemented\n"),
+            Denial::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized\n"),
             // It says nothing about why.
             _ => (StatusCode::FORBIDDEN, "forbidden\n"),
         };
@@ -44,6 +47,12 @@ impl<B: From<&'static str>> Answer<B> for HttpAnswer {
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if denial == Denial::InvalidToken {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
         response
     }
 }
@@ -136,6 +145,11 @@ mod tests {
             (Denial::Policy, StatusCode::FORBIDDEN, "forbidden\n"),
             (Denial::Hook, StatusCode::FORBIDDEN, "forbidden\n"),
             (Denial::Malformed, StatusCode::BAD_REQUEST, "bad request\n"),
+            (
+                Denial::InvalidToken,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized\n",
+            ),
             (
                 Denial::Unsupported,
                 StatusCode::NOT_IMPLEMENTED,

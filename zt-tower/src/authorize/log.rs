@@ -6,7 +6,7 @@
 //! the peer.
 
 use http::{Method, Request, Uri};
-use zt_core::{Decision, PeerIdentity, Principal, SvidError, Verdict};
+use zt_core::{Decision, PeerIdentity, Principal, SpiffeId, SvidError, Verdict};
 
 use super::Refusal;
 
@@ -49,12 +49,22 @@ pub(super) fn shape_refused(peer: &Principal, method: &str, path: &str, why: &st
 }
 
 /// The policy's decision, and one event per audit rule it matched.
-pub(super) fn decision(peer: &Principal, method: &str, path: &str, decision: &Decision) {
+/// `jwt` is the subject of the request's validated JWT-SVID, logged as the field
+/// `jwt` (empty without one).
+pub(super) fn decision(
+    peer: &Principal,
+    jwt: Option<&SpiffeId>,
+    method: &str,
+    path: &str,
+    decision: &Decision,
+) {
     let rule = decision.rule().unwrap_or("default deny");
+    let jwt = jwt.map_or("", SpiffeId::as_str);
     for audit in decision.audit_rules() {
         tracing::info!(
             target: "zt::authz",
             peer = %peer,
+            jwt,
             method,
             path,
             decision = decision.verdict().as_str(),
@@ -68,6 +78,7 @@ pub(super) fn decision(peer: &Principal, method: &str, path: &str, decision: &De
         (Verdict::Allow, _) => tracing::debug!(
             target: "zt::authz",
             peer = %peer,
+            jwt,
             method,
             path,
             decision = "allow",
@@ -78,6 +89,7 @@ pub(super) fn decision(peer: &Principal, method: &str, path: &str, decision: &De
         (Verdict::Deny, true) => tracing::warn!(
             target: "zt::authz",
             peer = %peer,
+            jwt,
             method,
             path,
             decision = "dry_run_deny",
@@ -88,6 +100,7 @@ pub(super) fn decision(peer: &Principal, method: &str, path: &str, decision: &De
         (Verdict::Deny, false) => tracing::info!(
             target: "zt::authz",
             peer = %peer,
+            jwt,
             method,
             path,
             decision = "deny",
@@ -121,5 +134,23 @@ pub(super) fn hook_refused(peer: &Principal, method: &Method, uri: &Uri, refusal
         rule = "decision hook",
         reason = %refusal,
         "request refused"
+    );
+}
+
+#[cfg(feature = "jwt")]
+pub(super) fn invalid_token<B>(
+    peer: &Principal,
+    request: &Request<B>,
+    err: &super::jwt::TokenError,
+) {
+    tracing::info!(
+        target: "zt::authz",
+        peer = %peer,
+        method = request.method().as_str(),
+        path = request.uri().path(),
+        decision = "deny",
+        rule = "jwt-svid",
+        reason = %err,
+        "request refused: its JWT-SVID does not validate"
     );
 }

@@ -93,6 +93,8 @@ mod async_hook;
 mod decide;
 mod future;
 mod hook;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod log;
 mod shape;
 
@@ -158,8 +160,59 @@ impl<H, A> AuthorizeLayer<H, A> {
         let Shared {
             identity, policy, ..
         } = &*self.shared;
+        #[cfg_attr(not(feature = "jwt"), allow(unused_mut))]
+        let mut shared = Shared::new(identity.clone(), policy.clone(), metrics);
+        #[cfg(feature = "jwt")]
+        {
+            shared.jwt = self.shared.jwt.clone();
+        }
         Self {
-            shared: Arc::new(Shared::new(identity.clone(), policy.clone(), metrics)),
+            shared: Arc::new(shared),
+            hook: self.hook,
+            answer: PhantomData,
+        }
+    }
+
+    /// Reads the JWT-SVID of every request from `Authorization: Bearer <token>`
+    /// and validates it with `validator` (feature `jwt`), before the policy:
+    ///
+    /// - a request whose token does not validate — bad signature, unknown key,
+    ///   another audience, expired, malformed — or whose `Authorization` header
+    ///   is repeated is refused ([`Denial::InvalidToken`]: `401 Unauthorized`,
+    ///   gRPC `UNAUTHENTICATED`) and never reaches the policy or the handler;
+    /// - a valid token's subject is decided by `from.jwt` rules together with
+    ///   the mTLS peer, and the [`JwtPeer`](zt_core::jwt::JwtPeer) is put into
+    ///   the request's extensions for the handler;
+    /// - a request without a token (or with another `Authorization` scheme)
+    ///   carries no subject: `allow` rules with `from.jwt` do not admit it.
+    ///
+    /// The token is validated again on every request, against the JWT bundles
+    /// in force then.
+    #[cfg(feature = "jwt")]
+    #[must_use]
+    pub fn jwt(self, validator: zt_core::jwt::JwtValidator) -> Self {
+        self.jwt_header(validator, http::header::AUTHORIZATION)
+    }
+
+    /// As [`jwt`](Self::jwt), reading the token from `header` instead: the
+    /// token itself, or `Bearer <token>`.
+    #[cfg(feature = "jwt")]
+    #[must_use]
+    pub fn jwt_header(
+        self,
+        validator: zt_core::jwt::JwtValidator,
+        header: http::header::HeaderName,
+    ) -> Self {
+        let Shared {
+            identity,
+            policy,
+            metrics,
+            ..
+        } = &*self.shared;
+        let mut shared = Shared::new(identity.clone(), policy.clone(), metrics.clone());
+        shared.jwt = Some(jwt::JwtCheck::new(validator, header));
+        Self {
+            shared: Arc::new(shared),
             hook: self.hook,
             answer: PhantomData,
         }

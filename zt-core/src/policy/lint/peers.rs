@@ -105,6 +105,12 @@ pub(super) fn from_covers(cover: Option<&From>, from: Option<&From>) -> bool {
     let Some(cover) = cover else {
         return true;
     };
+    // Whether a request carries a token, and whose, is known per request only:
+    // a rule that asks for one covers nothing for sure. (A `jwt` in `from` only
+    // narrows it, so it needs no care there.)
+    if cover.jwt.is_some() {
+        return false;
+    }
     if cover.unauthenticated.is_some() {
         // `cover` matches no verified peer: it covers only a `from` that matches none.
         return matches!(peers(from), Peers::Ids(ids) if ids.is_empty());
