@@ -3,8 +3,13 @@
 //! ```text
 //! cargo run --example echo-client -- --url https://localhost:8443/whoami \
 //!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
-//!     [--federated partner.org=partner.json ...] --server-id 'spiffe://example.org/api'
+//!     [--federated partner.org=partner.json ...] --server-id 'spiffe://example.org/api' \
+//!     [--jwt jwt_svid.token]
 //! ```
+//!
+//! With `--jwt FILE`, the JWT-SVID in FILE (as the SPIFFE helper writes it) is
+//! sent as `Authorization: Bearer`, for a server behind which the original
+//! caller must be known.
 //!
 //! With `--workload-api` instead of the files, the SVID and every bundle,
 //! federated ones included, come from the SPIFFE Workload API (a SPIRE agent's
@@ -24,8 +29,11 @@ use clap::{CommandFactory, Parser};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tower::{Layer, ServiceExt};
 use zt_core::IdMatcher;
+use zt_core::jwt::{JwtSvidFile, JwtSvidSource};
 use zt_examples::cli::{self, Credentials};
+use zt_tower::bearer::BearerLayer;
 use zt_tower::{ClientError, Connector};
 
 /// An mTLS HTTP client that authorizes the server by SPIFFE ID, not hostname:
@@ -41,6 +49,10 @@ struct Cli {
     /// The SPIFFE ID (or `*`/`**` pattern) the server must present.
     #[arg(long, value_name = "PATTERN")]
     server_id: IdMatcher,
+    /// Present the JWT-SVID in FILE as `Authorization: Bearer` (re-read when it
+    /// changes, as the SPIFFE helper rewrites it).
+    #[arg(long, value_name = "FILE")]
+    jwt: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -58,7 +70,26 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         .connect_timeout(Duration::from_secs(10))
         .build()?;
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
-    let response = client.get(url).await.map_err(ClientError::from)?;
+    let request = http::Request::get(url).body(Empty::new())?;
+    let response = match &cli.jwt {
+        None => client.request(request).await.map_err(ClientError::from)?,
+        Some(file) => {
+            let svid = JwtSvidFile::watch(file)?;
+            if svid.current().is_none() {
+                return Err(format!("{}: no JWT-SVID that has not expired", file.display()).into());
+            }
+            BearerLayer::new(svid)
+                .layer(client)
+                .oneshot(request)
+                .await
+                .map_err(
+                    |err| match err.downcast::<hyper_util::client::legacy::Error>() {
+                        Ok(err) => Box::new(ClientError::from(*err)) as Box<dyn Error>,
+                        Err(err) => err,
+                    },
+                )?
+        }
+    };
     let status = response.status();
     let body = response
         .into_body()

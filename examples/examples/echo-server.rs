@@ -6,7 +6,9 @@
 //!     (--cert svid.pem --key svid_key.pem --bundle svid_bundle.pem | --workload-api [unix:///run/spire/agent.sock]) \
 //!     [--federated partner.org=partner.json ...] \
 //!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...) \
-//!     [--anonymous [--allow-anonymous /healthz ...]] [--admin 127.0.0.1:9090]
+//!     [--anonymous [--allow-anonymous /healthz ...]] \
+//!     [--jwt-bundle example.org=jwt_bundle.json ... --audience orders-api] \
+//!     [--admin 127.0.0.1:9090]
 //! ```
 //!
 //! With `--workload-api` instead of the files, the SVID and every bundle,
@@ -21,7 +23,12 @@
 //! it prints `admin on ADDR` before it waits for the identity.
 //!
 //! `GET /whoami` answers `{"spiffe_id": "<peer id>"}` to peers the policy allows;
-//! everyone else gets `403`. `GET /healthz` answers `ok`, under the policy like
+//! everyone else gets `403`. With `--jwt-bundle TD=FILE` (repeatable, SPIFFE
+//! bundle JSON, re-read when it changes) and `--audience AUD`, the
+//! `Authorization: Bearer` JWT-SVID of every request is validated before the
+//! policy: an invalid one is `401`, a valid one's subject is decided by
+//! `from: {jwt: ...}` rules with the mTLS peer and answered by `/whoami` as
+//! `"jwt_spiffe_id"`. `GET /healthz` answers `ok`, under the policy like
 //! every other route.
 //!
 //! With `--anonymous`, a client certificate is requested but not required: a
@@ -40,10 +47,11 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
-use zt_examples::cli::{self, AdminArgs, AnonymousArgs, Credentials, PolicyArgs};
+use zt_core::jwt::JwtPeer;
+use zt_examples::cli::{self, AdminArgs, AnonymousArgs, Credentials, JwtArgs, PolicyArgs};
 use zt_tower::{AuthorizeLayer, Peer, Server};
 
 /// An axum app behind zt: `GET /whoami` answers the peer's SPIFFE ID to peers the
@@ -61,6 +69,8 @@ struct Cli {
     policy: PolicyArgs,
     #[command(flatten)]
     anonymous: AnonymousArgs,
+    #[command(flatten)]
+    jwt: JwtArgs,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -84,10 +94,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     }
     let (source, identity) = cli::ready(source).await?;
 
+    let jwt = cli.jwt.load()?;
+    let mut authorize = AuthorizeLayer::new(identity.clone(), policy);
+    if let Some(jwt) = &jwt {
+        authorize = authorize.jwt(jwt.validator.clone());
+    }
     let app = Router::new()
         .route("/whoami", get(whoami))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(AuthorizeLayer::new(identity.clone(), policy));
+        .layer(authorize);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -103,6 +118,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-async fn whoami(Peer(peer): Peer) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "spiffe_id": peer.id().as_str() }))
+async fn whoami(Peer(peer): Peer, jwt: Option<Extension<JwtPeer>>) -> Json<serde_json::Value> {
+    let mut body = serde_json::json!({ "spiffe_id": peer.id().as_str() });
+    if let Some(Extension(jwt)) = jwt {
+        body["jwt_spiffe_id"] = jwt.id().as_str().into();
+    }
+    Json(body)
 }

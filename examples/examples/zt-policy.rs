@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --example zt-policy -- check POLICY (--peer SPIFFE_ID | --anonymous) \
 //!     (--method METHOD --path PATH | --grpc pkg.Service/Method) [--host HOST] \
-//!     [--header NAME=VALUE ...]
+//!     [--header NAME=VALUE ...] [--jwt-sub SPIFFE_ID]
 //! cargo run --example zt-policy -- lint POLICY
 //! ```
 //!
@@ -13,6 +13,10 @@
 //! that matched, and a note when the policy is in dry-run mode. The verdict is the
 //! policy's, also in dry-run mode, so a check keeps its meaning when the policy is
 //! switched to `enforce`.
+//!
+//! With `--jwt-sub`, the request carries a validated JWT-SVID with that subject,
+//! as behind a gateway: `from: {jwt: ...}` rules decide on it together with the
+//! peer. Without it, the request carries no token.
 //!
 //! With `--anonymous` instead of `--peer`, the request is decided as from an
 //! anonymous peer, one that presented no client certificate to a server that
@@ -73,6 +77,9 @@ enum Command {
         /// A request header, NAME=VALUE; repeatable.
         #[arg(long, value_name = "NAME=VALUE")]
         header: Vec<String>,
+        /// The subject of a validated JWT-SVID the request carries.
+        #[arg(long, value_name = "SPIFFE_ID")]
+        jwt_sub: Option<SpiffeId>,
     },
     /// Load the policy and report rules that never match, shadowed and redundant
     /// rules; notes on rules whose meaning changed do not fail it.
@@ -116,9 +123,10 @@ fn run(cli: Cli) -> Result<Outcome, Box<dyn Error>> {
             grpc,
             host,
             header,
+            jwt_sub,
         } => check(
             &policy,
-            peer.as_ref(),
+            (peer.as_ref(), jwt_sub.as_ref()),
             (method.as_deref(), path.as_deref(), grpc.as_deref()),
             host.as_deref(),
             &header,
@@ -128,7 +136,7 @@ fn run(cli: Cli) -> Result<Outcome, Box<dyn Error>> {
 
 fn check(
     path: &str,
-    peer: Option<&SpiffeId>,
+    (peer, jwt_sub): (Option<&SpiffeId>, Option<&SpiffeId>),
     (method, request_path, grpc): (Option<&str>, Option<&str>, Option<&str>),
     host: Option<&str>,
     header: &[String],
@@ -165,6 +173,9 @@ fn check(
     if let Some(host) = host {
         request = request.with_host(host);
     }
+    if let Some(subject) = jwt_sub {
+        request = request.with_jwt_subject(subject);
+    }
     let policy = Policy::load(path)?;
 
     // clap requires --peer unless --anonymous, and refuses both.
@@ -176,6 +187,9 @@ fn check(
     match peer {
         Some(peer) => println!("  peer     {peer}"),
         None => println!("  peer     anonymous"),
+    }
+    if let Some(subject) = jwt_sub {
+        println!("  jwt      {subject}");
     }
     match request.path() {
         Ok(path) => println!("  request  {} {path}", request.method()),

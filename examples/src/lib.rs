@@ -227,6 +227,60 @@ pub mod cli {
         }
     }
 
+    /// JWT-SVIDs on incoming requests: the JWT bundles to check them with and the
+    /// audience they must name.
+    #[derive(Clone, Debug, Default, clap::Args)]
+    pub struct JwtArgs {
+        /// Validate the `Authorization: Bearer` JWT-SVID of every request with the
+        /// JWT bundle of trust domain TD in FILE (SPIFFE bundle JSON, re-read when
+        /// it changes); repeatable, one per trust domain. Needs --audience.
+        #[arg(long = "jwt-bundle", value_name = "TD=FILE", requires = "audience")]
+        pub jwt_bundles: Vec<String>,
+        /// The audience JWT-SVIDs must name. Needs --jwt-bundle.
+        #[arg(long, value_name = "AUD", requires = "jwt_bundles")]
+        pub audience: Option<String>,
+    }
+
+    /// The JWT bundles an application validates with, kept in step with their
+    /// files until dropped.
+    #[derive(Debug)]
+    pub struct JwtBundleFiles {
+        /// The validator for `--audience`.
+        pub validator: zt_core::jwt::JwtValidator,
+        _watch: zt_core::jwt::JwtBundleWatch,
+    }
+
+    impl JwtArgs {
+        /// Loads and watches the `--jwt-bundle` files; `None` without them.
+        ///
+        /// # Errors
+        ///
+        /// A malformed `TD=FILE`, a file that does not load, no tokio runtime.
+        pub fn load(&self) -> Result<Option<JwtBundleFiles>, Box<dyn std::error::Error>> {
+            let Some(audience) = &self.audience else {
+                return Ok(None);
+            };
+            let mut files = Vec::new();
+            for spec in &self.jwt_bundles {
+                let (td, file) = spec.split_once('=').ok_or_else(|| {
+                    UsageError(format!("--jwt-bundle {spec:?}: expected TD=FILE"))
+                })?;
+                let td: zt_core::TrustDomain = td
+                    .parse()
+                    .map_err(|e| UsageError(format!("--jwt-bundle {spec:?}: {e}")))?;
+                files.push((td, PathBuf::from(file)));
+            }
+            let bundles = zt_core::jwt::JwtBundles::default();
+            bundles.load_files(&files)?;
+            let watch = bundles.watch_files(&files)?;
+            let validator = zt_core::jwt::JwtValidator::new(bundles, audience.as_str())?;
+            Ok(Some(JwtBundleFiles {
+                validator,
+                _watch: watch,
+            }))
+        }
+    }
+
     fn anonymous_rules(paths: &[String]) -> Result<Option<zt_core::Policy>, zt_core::PolicyError> {
         if paths.is_empty() {
             return Ok(None);

@@ -442,3 +442,46 @@ async fn check_with_both_peer_and_anonymous_is_a_usage_error() {
         assert_eq!(code, Some(2), "{args:?}: {}", describe(&output));
     }
 }
+
+#[tokio::test]
+async fn check_with_jwt_sub_decides_on_the_peer_and_the_token_subject_together() {
+    let dir = TempDir::new("zt-policy-jwt");
+    let policy = policy_file(
+        &dir,
+        "policy.yaml",
+        r#"
+rules:
+  - name: gateway-for-frontend
+    action: allow
+    from:
+      ids: ["spiffe://example.org/gateway"]
+      jwt: { ids: ["spiffe://example.org/frontend"] }
+"#,
+    );
+    let base = [
+        "check",
+        &policy,
+        "--peer",
+        "spiffe://example.org/gateway",
+        "--method",
+        "GET",
+        "--path",
+        "/orders",
+    ];
+    let with = |sub: &'static str| {
+        let mut args = base.to_vec();
+        args.extend(["--jwt-sub", sub]);
+        args
+    };
+    let (code, stdout, output) = zt_policy(&with("spiffe://example.org/frontend")).await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(stdout.contains("gateway-for-frontend"), "{stdout}");
+    assert!(
+        stdout.contains("jwt      spiffe://example.org/frontend"),
+        "{stdout}"
+    );
+    let (code, _, output) = zt_policy(&with("spiffe://example.org/batch")).await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    let (code, _, output) = zt_policy(&base).await;
+    assert_eq!(code, Some(1), "without a token: {}", describe(&output));
+}
