@@ -119,9 +119,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
 }
 
 async fn whoami(Peer(peer): Peer, jwt: Option<Extension<JwtPeer>>) -> Json<serde_json::Value> {
-    let mut body = serde_json::json!({ "spiffe_id": peer.id().as_str() });
+    let mut body = serde_json::Map::new();
+    body.insert("spiffe_id".into(), peer.id().as_str().into());
     if let Some(Extension(jwt)) = jwt {
-        body["jwt_spiffe_id"] = jwt.id().as_str().into();
+        body.insert("jwt_spiffe_id".into(), jwt.id().as_str().into());
     }
-    Json(body)
+    Json(body.into())
 }
