@@ -5,7 +5,10 @@
 //!
 //! 1. takes the client's [`PeerIdentity`] from the request (the
 //!    [`ConnectInfo`] of a connection from
-//!    [`Incoming`](crate::Incoming), or the identity `zt_tower::Server` inserted);
+//!    [`Incoming`](crate::Incoming), or the identity `zt_tower::Server` inserted),
+//!    or the mark of an anonymous client on a server that
+//!    [allows them](crate::IncomingBuilder::allow_anonymous), whose calls only
+//!    `from: {unauthenticated: true}` rules admit and which skip step 2;
 //! 2. re-verifies it against the serving identity ([`PeerIdentity::reverify`]), so
 //!    a client whose SVID expired or whose trust bundle was withdrawn is refused
 //!    on an HTTP/2 connection that is already open;
@@ -35,7 +38,7 @@
 //! |---|---|---|
 //! | no peer identity on the request (a setup error) | 16 `UNAUTHENTICATED` | `no verified peer identity` |
 //! | the peer no longer verifies (SVID expired, bundle withdrawn) | 16 `UNAUTHENTICATED` | `peer identity no longer valid` |
-//! | the policy denies the call | 7 `PERMISSION_DENIED` | `permission denied` |
+//! | the policy denies the call (an anonymous client's included) | 7 `PERMISSION_DENIED` | `permission denied` |
 //! | the decision hook refuses the call | 7 `PERMISSION_DENIED` | `permission denied` |
 //! | a malformed or conflicting authority, a lower-case method | 3 `INVALID_ARGUMENT` | `malformed request` |
 //! | `CONNECT` or `Upgrade` | 12 `UNIMPLEMENTED` | `not implemented` |

@@ -48,6 +48,35 @@ async fn incoming_yields_connections_with_the_clients_identity() {
 }
 
 #[tokio::test]
+async fn incoming_yields_a_client_without_certificate_as_anonymous_when_allowed() {
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = Server::builder(server.identity())
+        .alpn_protocols(vec![b"h2".to_vec()])
+        .allow_anonymous()
+        .build()
+        .unwrap()
+        .incoming(listener);
+
+    let _anonymous = tls_connect(addr, anonymous_client_config(&server, SERVER_ID, &[b"h2"]))
+        .await
+        .unwrap();
+    let accepted = within("accept", incoming.accept()).await.unwrap();
+    assert!(accepted.peer.is_anonymous());
+    assert!(accepted.peer.verified().is_none());
+
+    // A verified client on the same listener is still verified.
+    let client = identity(&ca, CLIENT_ID);
+    let _client = tls_connect(addr, client_config(&client, SERVER_ID, &[b"h2"]))
+        .await
+        .unwrap();
+    let accepted = within("accept", incoming.accept()).await.unwrap();
+    assert_eq!(accepted.peer.verified().unwrap().id().as_str(), CLIENT_ID);
+}
+
+#[tokio::test]
 async fn incoming_skips_failed_handshakes_without_stalling() {
     let ca = new_ca();
     let rogue_ca = new_ca();

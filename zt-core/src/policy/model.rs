@@ -493,7 +493,8 @@ impl Rule {
             return self.action != Action::Allow;
         };
         if from.unauthenticated.is_some() {
-            return true;
+            // Validation refuses `false`; were one to get here, it admits nobody.
+            return from.unauthenticated == Some(true);
         }
         self.action != Action::Allow && from.any.is_none() && !from.has_positive()
     }

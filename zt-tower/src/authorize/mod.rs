@@ -3,8 +3,11 @@
 //! For every request, the middleware
 //!
 //! 1. takes the [`PeerIdentity`](crate::PeerIdentity) that
-//!    [`Server`](crate::Server) put into the request's extensions — a request
-//!    without one is refused and the setup error logged;
+//!    [`Server`](crate::Server) put into the request's extensions, or the
+//!    [`AnonymousPeer`](crate::AnonymousPeer) it put there for a client without a
+//!    certificate on a server that
+//!    [allows them](crate::ServerBuilder::allow_anonymous) — a request with
+//!    neither is refused and the setup error logged;
 //! 2. re-verifies it against the serving identity snapshot
 //!    ([`PeerIdentity::reverify`](crate::PeerIdentity::reverify): one atomic load
 //!    when nothing changed), so a peer whose SVID expired or whose trust bundle
@@ -22,8 +25,14 @@
 //!    or from the request's extensions (tonic), for resource-level checks that
 //!    need to know which rule allowed them;
 //! 6. runs the application's [`DecisionHook`], if any, on requests the policy
-//!    allowed, or its [`AsyncDecisionHook`] for checks that wait for I/O, with a
-//!    deadline ([`AuthorizeLayer::async_hook`]).
+//!    allowed ([`DecisionHook::check_anonymous`] for anonymous peers), or its
+//!    [`AsyncDecisionHook`] for checks that wait for I/O, with a deadline
+//!    ([`AuthorizeLayer::async_hook`]).
+//!
+//! An anonymous peer skips step 2 (there is nothing to verify) and is decided
+//! with [`Policy::decide_anonymous`](crate::Policy::decide_anonymous): only rules
+//! with `from: {unauthenticated: true}` admit it, and a dry-run policy does not
+//! let it through.
 //!
 //! Requests whose shape zt cannot decide on are refused before the policy:
 //! `400 Bad Request` for a method with lower-case letters, a repeated `Host`, a

@@ -13,6 +13,11 @@
 //! - **Identity per connection, authorization per request.** The peer's
 //!   [`PeerIdentity`] is built once per connection and inserted into every request;
 //!   [`Authorize`](crate::Authorize) re-verifies it and decides each request.
+//! - **No certificate, no entry — unless asked.** A client without a certificate
+//!   fails the handshake. [`ServerBuilder::allow_anonymous`] lets it in as an
+//!   anonymous peer: its requests carry an [`AnonymousPeer`](crate::AnonymousPeer)
+//!   instead of a [`PeerIdentity`], and reach only what policy rules for anonymous
+//!   peers allow. A certificate that fails verification is refused either way.
 //! - **Connections end with the peer's SVID.** A connection is closed gracefully
 //!   when the peer's certificate expires ([`PeerIdentity::not_after`]) or, if set,
 //!   when it reaches [`ServerBuilder::max_connection_age`]; in-flight requests get
