@@ -311,3 +311,28 @@ fn recorded_token_is_checked_again_for_audience_and_expiry() {
     let err = orders.validate(token).unwrap_err();
     assert!(matches!(err, JwtError::Expired), "{err:?}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Tokens built from arbitrary headers and claims (each part base64url of
+    /// arbitrary JSON-ish text) never validate without a signature by a
+    /// trusted key, and reading them never panics.
+    #[test]
+    fn arbitrary_tokens_never_validate(
+        header in r#"\{[ -~]{0,60}\}"#,
+        claims in r#"\{[ -~]{0,120}\}"#,
+        signature in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+    ) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = format!("{}.{}.{}", b64.encode(&header), b64.encode(&claims), b64.encode(&signature));
+        let bundle = JwtBundle::from_spiffe_json("example.org".parse().unwrap(), br#"{"keys": [{
+            "use": "jwt-svid", "kty": "EC", "kid": "k1", "crv": "P-256",
+            "x": "gI0GAILBdu7T53akrFmMyGcsF3n5dO7MmwNBHKW5SV0",
+            "y": "SLW_xSffzlPWrHEVI30DHM_4egVwt3NQqeUD7nMFpps"}]}"#).unwrap();
+        let validator = JwtValidator::new(JwtBundles::new(JwtBundleSet::new().with(bundle)), AUDIENCE).unwrap();
+        proptest::prop_assert!(validator.validate(&token).is_err());
+        let _ = zt_core::jwt::JwtSvid::parse(&token);
+    }
+}
