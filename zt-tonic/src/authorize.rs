@@ -183,6 +183,20 @@ impl<H> AuthorizeLayer<H> {
         }
     }
 
+    /// As [`jwt`](Self::jwt), reading the token from the metadata `header`
+    /// instead: the token itself, or `Bearer <token>`.
+    #[cfg(feature = "jwt")]
+    #[must_use]
+    pub fn jwt_header(
+        self,
+        validator: zt_core::jwt::JwtValidator,
+        header: http::header::HeaderName,
+    ) -> Self {
+        Self {
+            inner: self.inner.jwt_header(validator, header),
+        }
+    }
+
     /// Counts decisions in `metrics` instead of counters of its own, e.g. to sum
     /// them with a `zt_tower::AuthorizeLayer`'s.
     #[must_use]
