@@ -20,6 +20,12 @@
 //! Every rule found is then matched in full, so the index only ever narrows
 //! the search and can never make a rule match that would not.
 //!
+//! What the index finds for a peer, and which of those rules' `from` match it,
+//! depend on the peer's ID alone. [`Engine::select`] keeps that result, a
+//! [`Selection`], for a connection's peer, and [`Engine::decide_selected`] then
+//! matches only `to` and `when` for each of its requests: the same rules in the
+//! same order, so the same outcome as [`Engine::decide`].
+//!
 //! The maps hash with foldhash rather than SipHash: their keys come from the
 //! policy, and the lookup keys from peer SVIDs that a trusted CA issued, so
 //! neither side is chosen freely by an attacker, and hashing is most of the
@@ -174,12 +180,54 @@ impl Engine {
 
     pub(crate) fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Outcome {
         let mut eval = Evaluation::new(&self.rules, peer, request);
+        self.candidates(peer, |bucket, id_known| eval.run(bucket, id_known));
+        eval.finish()
+    }
+
+    /// The rules whose `from` matches `peer`, in policy order: what
+    /// [`decide`](Self::decide) keeps of the index's candidates before it looks
+    /// at the request. Depends on the peer's ID and this engine alone.
+    pub(crate) fn select(&self, peer: &SpiffeId) -> Selection {
+        let mut selected = Vec::new();
+        self.candidates(peer, |bucket, id_known| {
+            selected.extend(bucket.iter().copied().filter(|&index| {
+                self.rules
+                    .get(index)
+                    .is_some_and(|rule| from_matches(rule, peer, id_known))
+            }));
+        });
+        // Buckets are each sorted, not their concatenation.
+        selected.sort_unstable();
+        selected.dedup();
+        Selection {
+            rules: selected.into_boxed_slice(),
+        }
+    }
+
+    /// Decides `request` from `peer` on `selection`, which [`select`](Self::select)
+    /// made for the same peer from this engine: the outcome of
+    /// [`decide`](Self::decide), with only `to` and `when` left to match.
+    pub(crate) fn decide_selected(
+        &self,
+        selection: &Selection,
+        peer: &SpiffeId,
+        request: &Request<'_>,
+    ) -> Outcome {
+        let mut eval = Evaluation::new(&self.rules, peer, request);
+        eval.run_selected(&selection.rules);
+        eval.finish()
+    }
+
+    /// Calls `visit` with each bucket of rules that can apply to `peer`, and
+    /// whether it is the peer's ID bucket, whose rules all list the peer in
+    /// `ids`.
+    fn candidates<'a>(&'a self, peer: &SpiffeId, mut visit: impl FnMut(&'a [usize], bool)) {
         let mut complete = false;
         if !self.by_id.is_empty()
             && let Some(bucket) = self.by_id.get(peer)
         {
             // Every rule here either lists the peer in `ids` or has no `ids`.
-            eval.run(&bucket.rules, true);
+            visit(&bucket.rules, true);
             complete = bucket.complete;
         }
         if !complete
@@ -187,11 +235,10 @@ impl Engine {
             && let Some(domain) = self.by_trust_domain.get(peer.trust_domain())
         {
             let (general, segment) = domain.for_id(peer);
-            eval.run(general, false);
-            eval.run(segment, false);
+            visit(general, false);
+            visit(segment, false);
         }
-        eval.run(&self.any_peer, false);
-        eval.finish()
+        visit(&self.any_peer, false);
     }
 
     pub(crate) fn rule_count(&self) -> usize {
@@ -206,6 +253,12 @@ impl Engine {
     pub(crate) fn rules(&self) -> &[Rule] {
         &self.rules
     }
+}
+
+/// The rules of one [`Engine`] whose `from` matches one peer, in policy order;
+/// see [`Engine::select`].
+pub(crate) struct Selection {
+    rules: Box<[usize]>,
 }
 
 /// Rule indices are pushed in increasing order, so a repeat is always last.
@@ -242,6 +295,18 @@ impl<'a> Evaluation<'a> {
     /// Matches the rules of `bucket`; `id_known` when it is the peer's ID
     /// bucket, whose rules all list the peer in `ids`.
     fn run(&mut self, bucket: &[usize], id_known: bool) {
+        let peer = self.peer;
+        self.run_with(bucket, |rule, request| {
+            rule_matches(rule, peer, id_known, request)
+        });
+    }
+
+    /// Matches the rules of a [`Selection`] for this peer, whose `from` matched.
+    fn run_selected(&mut self, selected: &[usize]) {
+        self.run_with(selected, request_matches);
+    }
+
+    fn run_with(&mut self, bucket: &[usize], matches: impl Fn(&Rule, &RequestView<'_>) -> bool) {
         for &index in bucket {
             let Some(rule) = self.rules.get(index) else {
                 continue;
@@ -250,7 +315,7 @@ impl<'a> Evaluation<'a> {
                 Action::Deny => &mut self.deny,
                 Action::Allow => &mut self.allow,
                 Action::Audit => {
-                    if rule_matches(rule, self.peer, id_known, &self.request) {
+                    if matches(rule, &self.request) {
                         self.audit.push(index);
                     }
                     continue;
@@ -261,7 +326,7 @@ impl<'a> Evaluation<'a> {
             if slot.is_some_and(|found| found < index) {
                 continue;
             }
-            if rule_matches(rule, self.peer, id_known, &self.request) {
+            if matches(rule, &self.request) {
                 *slot = Some(index);
             }
         }
@@ -293,16 +358,24 @@ impl<'a> Evaluation<'a> {
 /// `allow` rule and as met for `deny` and `audit` rules, so ambiguity can
 /// only ever lead to a denial.
 fn rule_matches(rule: &Rule, peer: &SpiffeId, id_known: bool, request: &RequestView<'_>) -> bool {
+    from_matches(rule, peer, id_known) && request_matches(rule, request)
+}
+
+/// Whether `rule`'s `from` matches `peer`; `id_known` as in [`Evaluation::run`].
+fn from_matches(rule: &Rule, peer: &SpiffeId, id_known: bool) -> bool {
+    rule.from
+        .as_ref()
+        .is_none_or(|from| from.matches_peer(peer, id_known))
+}
+
+/// Whether `rule`'s `to` and `when` match `request`, failing closed as
+/// [`rule_matches`] says.
+fn request_matches(rule: &Rule, request: &RequestView<'_>) -> bool {
     let fail_closed = |tri: Tri| match tri {
         Tri::Yes => true,
         Tri::No => false,
         Tri::Unknown => rule.action != Action::Allow,
     };
-    if let Some(from) = &rule.from
-        && !from.matches_peer(peer, id_known)
-    {
-        return false;
-    }
     if let Some(to) = &rule.to
         && !fail_closed(to.matches(request))
     {

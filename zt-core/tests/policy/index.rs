@@ -1,7 +1,7 @@
 //! The rule index against a linear, rule-by-rule reference.
 
 use super::*;
-use zt_core::Verdict;
+use zt_core::{PeerIdentity, Verdict};
 
 /// A small deterministic generator, so failures reproduce.
 struct Lcg(u64);
@@ -50,11 +50,29 @@ fn random_to(rng: &mut Lcg) -> Option<String> {
     })
 }
 
-#[test]
-fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
-    let mut rng = Lcg(0x5eed);
-    let peers: Vec<SpiffeId> = TDS
-        .iter()
+/// A policy of up to 45 random rules: its text and each rule's text.
+fn random_policy(rng: &mut Lcg) -> (String, Vec<String>) {
+    let mut rules = Vec::new();
+    for n in 0..(5 + rng.next(40)) {
+        let (from, to) = (random_from(rng), random_to(rng));
+        if from.is_none() && to.is_none() {
+            continue;
+        }
+        let mut rule = format!("  - name: r{n}\n    action: {}\n", rng.pick(ACTIONS));
+        if let Some(from) = from {
+            rule.push_str(&format!("    from: {from}\n"));
+        }
+        if let Some(to) = to {
+            rule.push_str(&format!("    to: {to}\n"));
+        }
+        rules.push(rule);
+    }
+    (format!("rules:\n{}", rules.concat()), rules)
+}
+
+/// Every ID the random rules name, a root ID and an ID of another trust domain.
+fn peers() -> Vec<SpiffeId> {
+    TDS.iter()
         .flat_map(|td| {
             FIRST.iter().flat_map(move |f| {
                 SECOND
@@ -63,30 +81,25 @@ fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
             })
         })
         .chain([id("spiffe://a.org"), id("spiffe://c.org/x/p")])
-        .collect();
-    let requests = [
+        .collect()
+}
+
+fn requests() -> [Request<'static>; 4] {
+    [
         get("/x/1"),
         Request::new("POST", "/y/1"),
         Request::grpc("/p.S/A"),
         Request::grpc("/p.S/B"),
-    ];
+    ]
+}
+
+#[test]
+fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
+    let mut rng = Lcg(0x5eed);
+    let peers = peers();
+    let requests = requests();
     for round in 0..40 {
-        let mut rules = Vec::new();
-        for n in 0..(5 + rng.next(40)) {
-            let (from, to) = (random_from(&mut rng), random_to(&mut rng));
-            if from.is_none() && to.is_none() {
-                continue;
-            }
-            let mut rule = format!("  - name: r{n}\n    action: {}\n", rng.pick(ACTIONS));
-            if let Some(from) = from {
-                rule.push_str(&format!("    from: {from}\n"));
-            }
-            if let Some(to) = to {
-                rule.push_str(&format!("    to: {to}\n"));
-            }
-            rules.push(rule);
-        }
-        let text = format!("rules:\n{}", rules.concat());
+        let (text, rules) = random_policy(&mut rng);
         let policy = yaml(&text);
         // Each rule alone, as an allow rule: it "matches" exactly when it allows.
         let singles: Vec<(String, &str, Policy)> = rules
@@ -132,5 +145,41 @@ fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn decisions_on_a_connections_preselected_rules_equal_indexed_decisions() {
+    let mut rng = Lcg(0x5eed);
+    // A root ID is never a peer's: an SVID's ID has a path.
+    let connections: Vec<PeerIdentity> = peers()
+        .iter()
+        .filter(|peer| !peer.path().is_empty())
+        .map(connection)
+        .collect();
+    let requests = requests();
+    let mut previous: Option<(String, Policy)> = None;
+    for round in 0..40 {
+        let (text, _) = random_policy(&mut rng);
+        let policy = yaml(&text);
+        for peer in &connections {
+            for request in &requests {
+                let expected = policy.decide(peer.id(), request);
+                let context = format!("round {round}, {}, {request:?}\n{text}", peer.id());
+                // The first decision selects the peer's rules, the second reuses them.
+                assert_eq!(policy.decide_peer(peer, request), expected, "{context}");
+                assert_eq!(policy.decide_peer(peer, request), expected, "{context}");
+                // The previous policy, on the same connection: a selection of its own
+                // again, never this one's.
+                if let Some((text, previous)) = &previous {
+                    assert_eq!(
+                        previous.decide_peer(peer, request),
+                        previous.decide(peer.id(), request),
+                        "previous policy, {context}\nprevious:\n{text}"
+                    );
+                }
+            }
+        }
+        previous = Some((text, policy));
     }
 }

@@ -136,7 +136,7 @@ impl Shared {
             if let Some(authority) = shape.authority {
                 view = view.with_authority(authority);
             }
-            let decision = self.policy.decide(peer.id(), &view);
+            let decision = self.policy.decide_peer(&peer, &view);
             log::decision(&peer, method, path, &decision);
             if let Some(rule) = decision.rule() {
                 // The request's span (zt-tower's server opens one) carries the rule.
