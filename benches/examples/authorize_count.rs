@@ -55,7 +55,11 @@ fn main() {
         .unwrap();
     let identity = StaticSource::new(server, BundleSet::new().with(ca.bundle())).unwrap();
     let (client_id, document, path) = match rules {
-        Some(rules) => ("spiffe://example.org/svc-0", policy_json(rules), "/svc-0/items"),
+        Some(rules) => (
+            "spiffe://example.org/svc-0",
+            policy_json(rules),
+            "/svc-0/items",
+        ),
         None => (
             "spiffe://example.org/web",
             r#"{"rules": [{"name": "web-reads", "action": "allow",
@@ -79,9 +83,7 @@ fn main() {
     let mut allowed = 0usize;
     runtime.block_on(async {
         for _ in 0..count {
-            let mut request = Request::get(black_box(path))
-                .body(String::new())
-                .unwrap();
+            let mut request = Request::get(black_box(path)).body(String::new()).unwrap();
             request.extensions_mut().insert(peer.clone());
             let response = service.clone().oneshot(request).await.unwrap();
             allowed += usize::from(response.status().is_success());
