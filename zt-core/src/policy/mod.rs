@@ -12,6 +12,10 @@
 //! - in `dry-run` mode, a request the policy would deny is let through and the
 //!   decision says so.
 //!
+//! For the verified peer of a connection, [`Policy::decide_peer`] gives the same
+//! decision and finds the rules that can match the peer once per connection and
+//! policy instead of on every request.
+//!
 //! [`PolicyStore`] holds the policy in force and swaps in a new one atomically,
 //! only once it has loaded completely.
 //!
