@@ -40,6 +40,12 @@ use super::{Request, Verdict};
 use crate::id::{SpiffeId, TrustDomain};
 use crate::segments::split_segment;
 
+/// The most rules a [`Selection`] holds. It lives as long as its connection,
+/// so a peer whose `from` matches more rules than this (many `any` or
+/// trust-domain rules) is decided from the index instead: 512 bytes at most per
+/// connection.
+const SELECTION_LIMIT: usize = 64;
+
 /// How many rules of an ID's trust-domain buckets are copied into its ID
 /// bucket; beyond this, the copies would cost more memory than the second
 /// lookup costs time.
@@ -186,8 +192,9 @@ impl Engine {
 
     /// The rules whose `from` matches `peer`, in policy order: what
     /// [`decide`](Self::decide) keeps of the index's candidates before it looks
-    /// at the request. Depends on the peer's ID and this engine alone.
-    pub(crate) fn select(&self, peer: &SpiffeId) -> Selection {
+    /// at the request. Depends on the peer's ID and this engine alone. `None`
+    /// when they are more than [`SELECTION_LIMIT`].
+    pub(crate) fn select(&self, peer: &SpiffeId) -> Option<Selection> {
         let mut selected = Vec::new();
         self.candidates(peer, |bucket, id_known| {
             selected.extend(bucket.iter().copied().filter(|&index| {
@@ -199,9 +206,9 @@ impl Engine {
         // Buckets are each sorted, not their concatenation.
         selected.sort_unstable();
         selected.dedup();
-        Selection {
+        (selected.len() <= SELECTION_LIMIT).then(|| Selection {
             rules: selected.into_boxed_slice(),
-        }
+        })
     }
 
     /// Decides `request` from `peer` on `selection`, which [`select`](Self::select)

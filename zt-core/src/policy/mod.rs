@@ -458,9 +458,11 @@ impl Policy {
     /// process: a policy replaced in a [`PolicyStore`], or any other policy,
     /// makes a new one and never uses another's. A request that finds the
     /// peer's selection in use by another request of the same connection at
-    /// that instant decides from the index instead, with the same outcome.
-    /// Allocates the selection (a few rule indices) on the peer's first
-    /// decision under a policy, and otherwise only when `audit` rules match.
+    /// that instant decides from the index instead, with the same outcome, as
+    /// do the requests of a peer whose `from` matches more rules than a
+    /// connection should hold (64). Allocates the selection (at most 64 rule
+    /// indices) on the peer's first decision under a policy, and otherwise only
+    /// when `audit` rules match.
     ///
     /// Does not check that the peer is still trusted: call
     /// [`PeerIdentity::reverify`] first, as `zt_tower::Authorize` does.
@@ -497,8 +499,10 @@ impl Policy {
                         selection: self.engine.select(id),
                     }),
                 };
-                self.engine
-                    .decide_selected(&selected.selection, id, request)
+                match &selected.selection {
+                    Some(selection) => self.engine.decide_selected(selection, id, request),
+                    None => self.engine.decide(id, request),
+                }
             }
             // Another request of the connection holds it (or one panicked
             // while holding it): the index gives the same outcome.
@@ -594,7 +598,9 @@ pub(crate) struct PeerRules {
 struct Selected {
     /// The [`Policy::stamp`] of the policy `selection` was made from.
     policy: u64,
-    selection: Selection,
+    /// `None` when the peer's `from` matches too many rules to keep with a
+    /// connection; its requests are then decided from the index.
+    selection: Option<Selection>,
 }
 
 impl fmt::Debug for Policy {

@@ -183,3 +183,37 @@ fn decisions_on_a_connections_preselected_rules_equal_indexed_decisions() {
         previous = Some((text, policy));
     }
 }
+
+#[test]
+fn a_peer_whose_from_matches_hundreds_of_rules_is_decided_as_the_index_decides() {
+    // 200 rules for every peer: more than a connection keeps selected.
+    let mut text = String::from("rules:\n");
+    for n in 0..200 {
+        text.push_str(&format!(
+            "  - name: any-{n}\n    action: allow\n    from: {{ any: true }}\n    to: {{ paths: [/p/{n}] }}\n"
+        ));
+    }
+    text.push_str(
+        "  - name: no-x\n    action: deny\n    from: { trust_domains: [a.org] }\n    to: { paths: [/p/199] }\n",
+    );
+    let policy = yaml(&text);
+    let peer = connection(&id("spiffe://a.org/x/p"));
+    for path in ["/p/0", "/p/150", "/p/199", "/p/200"] {
+        let request = get(path);
+        for _ in 0..2 {
+            assert_eq!(
+                policy.decide_peer(&peer, &request),
+                policy.decide(peer.id(), &request),
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(
+        policy.decide_peer(&peer, &get("/p/150")).rule(),
+        Some("any-150")
+    );
+    assert_eq!(
+        policy.decide_peer(&peer, &get("/p/199")).rule(),
+        Some("no-x")
+    );
+}
