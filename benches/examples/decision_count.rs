@@ -13,12 +13,16 @@
 //!
 //! With a third argument `view`, each iteration also builds the request's
 //! canonical view (`Request::new`, which canonicalises the path), as
-//! `zt_tower::Authorize` does once per request.
+//! `zt_tower::Authorize` does once per request. With `peer` instead, each
+//! decision is `PolicyStore::decide_peer` for one connection's `PeerIdentity`,
+//! as `zt_tower::Authorize` decides: the peer's rules are selected on the first
+//! decision and reused by the others.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
-use zt_core::{Format, Policy, PolicyStore, Request, SpiffeId};
+use zt_core::dev::DevCa;
+use zt_core::{Format, PeerIdentity, PeerRole, Policy, PolicyStore, Request, SpiffeId};
 use zt_testkit::policy::policy_json;
 
 fn main() {
@@ -27,11 +31,19 @@ fn main() {
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
     let store = PolicyStore::new(Policy::parse(&policy_json(rules), Format::Json).unwrap());
     let peer: SpiffeId = "spiffe://example.org/svc-0".parse().unwrap();
-    let view = args.next().as_deref() == Some("view");
+    let mode = args.next();
+    let view = mode.as_deref() == Some("view");
+    let connection = (mode.as_deref() == Some("peer")).then(|| {
+        let ca = DevCa::new(peer.trust_domain().clone()).unwrap();
+        let svid = ca.mint(&peer).unwrap();
+        PeerIdentity::from_chain(svid.chain().to_vec(), PeerRole::Client).unwrap()
+    });
     let request = Request::new("GET", "/svc-0/items");
     let mut allowed = 0usize;
     for _ in 0..count {
-        let decision = if view {
+        let decision = if let Some(connection) = &connection {
+            store.decide_peer(black_box(connection), black_box(&request))
+        } else if view {
             let request = Request::new(black_box("GET"), black_box("/svc-0/items"));
             store.decide(black_box(&peer), &request)
         } else {

@@ -44,6 +44,7 @@ use crate::error::{PeerRole, SvidError};
 use crate::id::SpiffeId;
 use crate::identity::Identity;
 use crate::identity::Snapshot;
+use crate::policy::PeerRules;
 use crate::svid::VerifiedPeer;
 use crate::svid::inspect_chain_facts;
 use crate::verified::ChainDigest;
@@ -64,6 +65,9 @@ struct PeerInner {
     verified_stamp: AtomicU64,
     /// The chain's key in each snapshot's verified chains, computed at most once.
     digest: OnceLock<Option<ChainDigest>>,
+    /// The policy rules that can match `id`, for the policy that last decided
+    /// one of this connection's requests.
+    policy_rules: PeerRules,
 }
 
 // === impl PeerIdentity ===
@@ -132,6 +136,7 @@ impl PeerIdentity {
                 not_after,
                 verified_stamp: AtomicU64::new(verified_stamp),
                 digest: OnceLock::new(),
+                policy_rules: PeerRules::default(),
             }),
         }
     }
@@ -190,6 +195,12 @@ impl PeerIdentity {
             .not_after
             .duration_since(now)
             .map_or(Duration::ZERO, |left| left.min(MAX_TIME_LEFT))
+    }
+
+    /// What [`Policy::decide_peer`](crate::Policy::decide_peer) keeps for this
+    /// peer.
+    pub(crate) fn policy_rules(&self) -> &PeerRules {
+        &self.inner.policy_rules
     }
 
     /// Whether the peer is known to verify under `snapshot` (so that

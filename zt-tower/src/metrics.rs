@@ -239,16 +239,25 @@ impl fmt::Debug for AuthzMetrics {
 /// thread-local recorder dropped and replaced by another at the same address
 /// while the same layer serves would keep receiving the old one's handles, a
 /// trade-off that only tests, which build a layer per recorder, could meet.
-/// The rule and the trust domain are told apart by the address of their shared
-/// strings, which every entry keeps alive, so an address is never reused for
-/// another name while it is a key. At [`DECISION_HANDLES`] entries (policies
-/// replaced many times, many rules and trust domains) the map starts over.
+/// The rule is told apart by the address of its shared name, which every entry
+/// keeps alive, so an address is never reused for another name while it is a
+/// key; a policy shares its rule names with every decision it makes. The trust
+/// domain is told apart by its name: every connection's peer carries a string
+/// of its own, so keying it by address would register a handle for each new
+/// connection. At [`DECISION_HANDLES`] handles (policies replaced many times,
+/// many rules and trust domains) the map starts over.
 #[derive(Default)]
 pub(crate) struct DecisionCounters {
     #[cfg(feature = "metrics")]
-    handles: std::sync::RwLock<
-        std::collections::HashMap<DecisionKey, DecisionHandle, BuildAddressHasher>,
-    >,
+    handles: std::sync::RwLock<DecisionHandles>,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Default)]
+struct DecisionHandles {
+    by_key: std::collections::HashMap<DecisionKey, RuleHandles, BuildAddressHasher>,
+    /// Handles in all of `by_key`.
+    len: usize,
 }
 
 /// How many handles [`DecisionCounters`] keeps at most.
@@ -264,15 +273,25 @@ struct DecisionKey {
     protocol: (usize, usize),
     /// Address of the shared rule name, 0 for the default deny.
     rule: usize,
-    trust_domain: usize,
+}
+
+/// The handles of one [`DecisionKey`], one per trust domain: as many as the
+/// trust domains whose peers the rule decided, which the trusted bundles bound.
+#[cfg(feature = "metrics")]
+struct RuleHandles {
+    // Keeps the key's rule address taken.
+    _rule: Option<Arc<str>>,
+    by_trust_domain: Vec<(Arc<str>, metrics::Counter)>,
 }
 
 #[cfg(feature = "metrics")]
-struct DecisionHandle {
-    counter: metrics::Counter,
-    // Keep the key's addresses taken.
-    _rule: Option<Arc<str>>,
-    _trust_domain: Arc<str>,
+impl RuleHandles {
+    fn get(&self, trust_domain: &Arc<str>) -> Option<&metrics::Counter> {
+        self.by_trust_domain
+            .iter()
+            .find(|(name, _)| Arc::ptr_eq(name, trust_domain) || **name == **trust_domain)
+            .map(|(_, counter)| counter)
+    }
 }
 
 /// Hashes the addresses of [`DecisionKey`]: chosen by zt and the allocator,
@@ -328,29 +347,34 @@ impl DecisionCounters {
                 decision: address(decision),
                 protocol: address(protocol),
                 rule: rule.map_or(0, |rule| Arc::as_ptr(rule).cast::<u8>() as usize),
-                trust_domain: Arc::as_ptr(trust_domain).cast::<u8>() as usize,
             };
             if let Ok(handles) = self.handles.read()
-                && let Some(handle) = handles.get(&key)
+                && let Some(counter) = handles
+                    .by_key
+                    .get(&key)
+                    .and_then(|rule| rule.get(trust_domain))
             {
-                handle.counter.increment(1);
+                counter.increment(1);
                 return;
             }
             let counter = decision_counter(decision, rule, protocol, trust_domain);
             counter.increment(1);
             // A poisoned map only costs the lookups it would have saved.
             if let Ok(mut handles) = self.handles.write() {
-                if handles.len() >= DECISION_HANDLES {
-                    handles.clear();
+                if handles.len >= DECISION_HANDLES {
+                    *handles = DecisionHandles::default();
                 }
-                handles.insert(
-                    key,
-                    DecisionHandle {
-                        counter,
-                        _rule: rule.cloned(),
-                        _trust_domain: Arc::clone(trust_domain),
-                    },
-                );
+                let entry = handles.by_key.entry(key).or_insert_with(|| RuleHandles {
+                    _rule: rule.cloned(),
+                    by_trust_domain: Vec::new(),
+                });
+                // Another request may have registered it since the read.
+                if entry.get(trust_domain).is_none() {
+                    entry
+                        .by_trust_domain
+                        .push((Arc::clone(trust_domain), counter));
+                    handles.len += 1;
+                }
             }
         });
     }

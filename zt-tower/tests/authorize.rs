@@ -74,6 +74,55 @@ async fn policy_change_denies_next_request_on_same_connection_over_http2() {
     policy_change_denies_next_request_on_same_connection(Version::Http2).await;
 }
 
+/// Both policies hold one rule, rule 0, allowing every request: only its `from`
+/// differs, so a selection of the client's rules kept from the first policy
+/// would let the second policy's rule allow the client.
+async fn policy_reload_giving_the_rule_to_another_peer_decides_next_request_on_same_connection(
+    version: Version,
+) {
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let client = identity(&ca, CLIENT_ID);
+    let policy = allow_client();
+    let layer = AuthorizeLayer::new(server.identity(), policy.clone());
+    let running = serve(
+        Server::builder(server.identity()),
+        whoami_router().layer(layer),
+    )
+    .await;
+
+    let (mut conn, _closed) = OneConnection::open(running.addr, &client, version).await;
+    let (status, _) = conn.get("/whoami").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    policy.store(Policy::allow_patterns(["spiffe://example.org/other"]).unwrap());
+    let (status, _) = conn.get("/whoami").await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    policy.store(Policy::allow_patterns([CLIENT_ID]).unwrap());
+    let (status, body) = conn.get("/whoami").await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, CLIENT_ID));
+    assert!(!conn.is_closed(), "all three requests on one connection");
+}
+
+#[tokio::test]
+async fn policy_reload_giving_the_rule_to_another_peer_denies_next_request_on_same_connection_over_http1()
+ {
+    policy_reload_giving_the_rule_to_another_peer_decides_next_request_on_same_connection(
+        Version::Http1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn policy_reload_giving_the_rule_to_another_peer_denies_next_request_on_same_connection_over_http2()
+ {
+    policy_reload_giving_the_rule_to_another_peer_decides_next_request_on_same_connection(
+        Version::Http2,
+    )
+    .await;
+}
+
 async fn expired_peer_svid_is_refused_on_open_connection(version: Version) {
     let ca = new_ca();
     let server = identity(&ca, SERVER_ID);

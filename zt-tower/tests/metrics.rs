@@ -16,9 +16,11 @@ mod common;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
+use metrics::{Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tower::{Layer, ServiceExt};
 use zt_core::{
@@ -242,6 +244,65 @@ async fn repeated_decisions_are_each_counted_and_follow_the_recorder() {
     assert_eq!(decisions(&in_first, "audit", "watch-web"), 3);
     assert_eq!(decisions(&in_second, "allow", "web-reads"), 2);
     assert_eq!(decisions(&in_second, "audit", "watch-web"), 2);
+}
+
+/// Every connection's peer carries its own copy of its trust domain's name; the
+/// layer still registers one counter per series, not one per connection.
+#[tokio::test]
+async fn decisions_on_many_connections_of_one_trust_domain_register_each_series_once() {
+    let recorder = Registrations::default();
+    let recorded = Recorded::new(&recorder.inner);
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (ca, peer, server) = peer_of(CLIENT_ID);
+    let service = AuthorizeLayer::new(server.identity(), named_policy()).layer(ok_service());
+    for _ in 0..20 {
+        // A new connection from the same client: the same chain, a new peer.
+        let connection = PeerIdentity::from_chain(peer.chain().to_vec(), PeerRole::Client).unwrap();
+        service.clone().oneshot(request(&connection)).await.unwrap();
+    }
+    drop(ca);
+
+    assert_eq!(decisions(&recorded, "allow", "web-reads"), 20);
+    assert_eq!(decisions(&recorded, "audit", "watch-web"), 20);
+    // `allow` by web-reads and `audit` by watch-web, once each.
+    assert_eq!(recorder.decision_counters.load(Ordering::Relaxed), 2);
+}
+
+/// A `DebuggingRecorder` that counts the `zt_authz_decisions_total` counters
+/// registered with it.
+#[derive(Default)]
+struct Registrations {
+    inner: DebuggingRecorder,
+    decision_counters: AtomicUsize,
+}
+
+impl Recorder for Registrations {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Counter {
+        if key.name() == AUTHZ_DECISIONS_TOTAL {
+            self.decision_counters.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Gauge {
+        self.inner.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Histogram {
+        self.inner.register_histogram(key, metadata)
+    }
 }
 
 #[tokio::test]

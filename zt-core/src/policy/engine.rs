@@ -25,6 +25,12 @@
 //! Every rule found is then matched in full, so the index only ever narrows
 //! the search and can never make a rule match that would not.
 //!
+//! What the index finds for a peer, and which of those rules' `from` match it,
+//! depend on the peer's ID alone. [`Engine::select`] keeps that result, a
+//! [`Selection`], for a connection's peer, and [`Engine::decide_selected`] then
+//! matches only `to` and `when` for each of its requests: the same rules in the
+//! same order, so the same outcome as [`Engine::decide`].
+//!
 //! The maps hash with foldhash rather than SipHash: their keys come from the
 //! policy, and the lookup keys from peer SVIDs that a trusted CA issued, so
 //! neither side is chosen freely by an attacker, and hashing is most of the
@@ -38,6 +44,12 @@ use super::request::{RequestView, Tri};
 use super::{Request, Verdict};
 use crate::id::{SpiffeId, TrustDomain};
 use crate::segments::split_segment;
+
+/// The most rules a [`Selection`] holds. It lives as long as its connection,
+/// so a peer whose `from` matches more rules than this (many `any` or
+/// trust-domain rules) is decided from the index instead: 512 bytes at most per
+/// connection.
+const SELECTION_LIMIT: usize = 64;
 
 /// How many rules of an ID's trust-domain buckets are copied into its ID
 /// bucket; beyond this, the copies would cost more memory than the second
@@ -188,12 +200,55 @@ impl Engine {
 
     pub(crate) fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Outcome {
         let mut eval = Evaluation::new(&self.rules, Subject::Peer(peer), request);
+        self.candidates(peer, |bucket, id_known| eval.run(bucket, id_known));
+        eval.finish()
+    }
+
+    /// The rules whose `from` matches `peer`, in policy order: what
+    /// [`decide`](Self::decide) keeps of the index's candidates before it looks
+    /// at the request. Depends on the peer's ID and this engine alone. `None`
+    /// when they are more than [`SELECTION_LIMIT`].
+    pub(crate) fn select(&self, peer: &SpiffeId) -> Option<Selection> {
+        let mut selected = Vec::new();
+        self.candidates(peer, |bucket, id_known| {
+            selected.extend(bucket.iter().copied().filter(|&index| {
+                self.rules
+                    .get(index)
+                    .is_some_and(|rule| from_matches(rule, peer, id_known))
+            }));
+        });
+        // Buckets are each sorted, not their concatenation.
+        selected.sort_unstable();
+        selected.dedup();
+        (selected.len() <= SELECTION_LIMIT).then(|| Selection {
+            rules: selected.into_boxed_slice(),
+        })
+    }
+
+    /// Decides `request` from `peer` on `selection`, which [`select`](Self::select)
+    /// made for the same peer from this engine: the outcome of
+    /// [`decide`](Self::decide), with only `to` and `when` left to match.
+    pub(crate) fn decide_selected(
+        &self,
+        selection: &Selection,
+        peer: &SpiffeId,
+        request: &Request<'_>,
+    ) -> Outcome {
+        let mut eval = Evaluation::new(&self.rules, Subject::Peer(peer), request);
+        eval.run_selected(&selection.rules);
+        eval.finish()
+    }
+
+    /// Calls `visit` with each bucket of rules that can apply to `peer`, and
+    /// whether it is the peer's ID bucket, whose rules all list the peer in
+    /// `ids`.
+    fn candidates<'a>(&'a self, peer: &SpiffeId, mut visit: impl FnMut(&'a [usize], bool)) {
         let mut complete = false;
         if !self.by_id.is_empty()
             && let Some(bucket) = self.by_id.get(peer)
         {
             // Every rule here either lists the peer in `ids` or has no `ids`.
-            eval.run(&bucket.rules, true);
+            visit(&bucket.rules, true);
             complete = bucket.complete;
         }
         if !complete
@@ -201,11 +256,10 @@ impl Engine {
             && let Some(domain) = self.by_trust_domain.get(peer.trust_domain())
         {
             let (general, segment) = domain.for_id(peer);
-            eval.run(general, false);
-            eval.run(segment, false);
+            visit(general, false);
+            visit(segment, false);
         }
-        eval.run(&self.any_peer, false);
-        eval.finish()
+        visit(&self.any_peer, false);
     }
 
     /// Decides `request` from an anonymous peer, on the rules that can match one.
@@ -232,6 +286,12 @@ impl Engine {
     pub(crate) fn into_rules(self) -> Vec<Rule> {
         self.rules.into_vec()
     }
+}
+
+/// The rules of one [`Engine`] whose `from` matches one peer, in policy order;
+/// see [`Engine::select`].
+pub(crate) struct Selection {
+    rules: Box<[usize]>,
 }
 
 /// Rule indices are pushed in increasing order, so a repeat is always last.
@@ -277,6 +337,18 @@ impl<'a> Evaluation<'a> {
     /// Matches the rules of `bucket`; `id_known` when it is the peer's ID
     /// bucket, whose rules all list the peer in `ids`.
     fn run(&mut self, bucket: &[usize], id_known: bool) {
+        let peer = self.peer;
+        self.run_with(bucket, |rule, request| {
+            rule_matches(rule, peer, id_known, request)
+        });
+    }
+
+    /// Matches the rules of a [`Selection`] for this peer, whose `from` matched.
+    fn run_selected(&mut self, selected: &[usize]) {
+        self.run_with(selected, request_matches);
+    }
+
+    fn run_with(&mut self, bucket: &[usize], matches: impl Fn(&Rule, &RequestView<'_>) -> bool) {
         for &index in bucket {
             let Some(rule) = self.rules.get(index) else {
                 continue;
@@ -285,7 +357,7 @@ impl<'a> Evaluation<'a> {
                 Action::Deny => &mut self.deny,
                 Action::Allow => &mut self.allow,
                 Action::Audit => {
-                    if rule_matches(rule, self.peer, id_known, &self.request) {
+                    if matches(rule, &self.request) {
                         self.audit.push(index);
                     }
                     continue;
@@ -296,12 +368,15 @@ impl<'a> Evaluation<'a> {
             if slot.is_some_and(|found| found < index) {
                 continue;
             }
-            if rule_matches(rule, self.peer, id_known, &self.request) {
+            if matches(rule, &self.request) {
                 *slot = Some(index);
             }
         }
     }
 
+    // Both deciding paths end here; left out of line it costs each decision
+    // some 30 instructions (benches/RESULTS.md).
+    #[inline(always)]
     fn finish(mut self) -> Outcome {
         let name = |index: usize| self.rules.get(index).map(|rule| Arc::clone(&rule.name));
         let (verdict, rule) = match (self.deny, self.allow) {
@@ -328,21 +403,30 @@ impl<'a> Evaluation<'a> {
 /// `allow` rule and as met for `deny` and `audit` rules, so ambiguity can
 /// only ever lead to a denial.
 fn rule_matches(rule: &Rule, peer: Subject<'_>, id_known: bool, request: &RequestView<'_>) -> bool {
+    let from_holds = match peer {
+        Subject::Peer(peer) => from_matches(rule, peer, id_known),
+        Subject::Anonymous => rule.matches_anonymous(),
+    };
+    from_holds && request_matches(rule, request)
+}
+
+/// Whether `rule`'s `from` matches the verified `peer`; `id_known` as in
+/// [`Evaluation::run`]. It depends on the peer alone (`from.jwt` is the
+/// request's, matched in [`request_matches`]).
+fn from_matches(rule: &Rule, peer: &SpiffeId, id_known: bool) -> bool {
+    rule.from
+        .as_ref()
+        .is_none_or(|from| from.matches_peer(peer, id_known))
+}
+
+/// Whether what `rule` asks of the request holds — the subject of its JWT-SVID
+/// (`from.jwt`), `to` and `when` — failing closed as [`rule_matches`] says.
+fn request_matches(rule: &Rule, request: &RequestView<'_>) -> bool {
     let fail_closed = |tri: Tri| match tri {
         Tri::Yes => true,
         Tri::No => false,
         Tri::Unknown => rule.action != Action::Allow,
     };
-    let from_holds = match peer {
-        Subject::Peer(peer) => rule
-            .from
-            .as_ref()
-            .is_none_or(|from| from.matches_peer(peer, id_known)),
-        Subject::Anonymous => rule.matches_anonymous(),
-    };
-    if !from_holds {
-        return false;
-    }
     if let Some(from) = &rule.from
         && !from.jwt_matches(rule.action, request.request().jwt_subject())
     {

@@ -12,6 +12,10 @@
 //! - in `dry-run` mode, a request the policy would deny is let through and the
 //!   decision says so.
 //!
+//! For the verified peer of a connection, [`Policy::decide_peer`] gives the same
+//! decision and finds the rules that can match the peer once per connection and
+//! policy instead of on every request.
+//!
 //! [`PolicyStore`] holds the policy in force and swaps in a new one atomically,
 //! only once it has loaded completely.
 //!
@@ -47,6 +51,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 mod canonical;
 pub(crate) mod decision;
@@ -66,7 +72,8 @@ pub use request::{Headers, Request};
 pub use store::{PolicyChanges, PolicyGuard, PolicyStatus, PolicyStore};
 
 use crate::id::SpiffeId;
-use engine::Engine;
+use crate::peer::PeerIdentity;
+use engine::{Engine, Selection};
 
 /// Largest policy accepted, in bytes: 32 MiB, room for well over 100,000
 /// rules. Bounds the memory a bad or hostile file can make a reload use.
@@ -288,6 +295,17 @@ fn file_format(path: &Path) -> Result<Format, PolicyError> {
 pub struct Policy {
     mode: Mode,
     engine: Engine,
+    /// Unique among the policies of the process: the key of the selections
+    /// made from this one ([`PeerRules`]).
+    stamp: u64,
+}
+
+/// The next [`Policy::stamp`]. A `u64` does not wrap in the life of a process
+/// (one policy per nanosecond would take 584 years).
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
 }
 
 // === impl Policy ===
@@ -385,6 +403,7 @@ impl Policy {
         Self {
             mode: Mode::Enforce,
             engine: Engine::empty(),
+            stamp: next_stamp(),
         }
     }
 
@@ -445,9 +464,12 @@ impl Policy {
         }
         let mut rules = self.engine.into_rules();
         rules.extend(more.engine.into_rules());
+        // A new engine, so a new stamp: no selection made from either part
+        // answers for the whole.
         Ok(Self {
             mode: self.mode,
             engine: Engine::compile(rules),
+            stamp: next_stamp(),
         })
     }
 
@@ -455,6 +477,7 @@ impl Policy {
         Self {
             mode: document.mode,
             engine: Engine::compile(document.rules.0),
+            stamp: next_stamp(),
         }
     }
 
@@ -464,7 +487,76 @@ impl Policy {
     /// ID string. Does not allocate unless `audit` rules match.
     #[must_use]
     pub fn decide(&self, peer: &SpiffeId, request: &Request<'_>) -> Decision {
-        let outcome = self.engine.decide(peer, request);
+        self.decision(self.engine.decide(peer, request))
+    }
+
+    /// Decides whether the verified peer of a connection may make `request`:
+    /// the same decision as [`decide`](Self::decide) with `peer.id()`, made
+    /// with less work on a connection's later requests.
+    ///
+    /// The rules whose `from` matches the peer depend on its ID and the policy
+    /// alone. They are found on the peer's first request under this policy,
+    /// kept with the peer (every clone of one connection's [`PeerIdentity`]
+    /// shares them), and reused by its later requests while this policy
+    /// decides them; each request still matches every one of those rules'
+    /// `to` and `when`. The selection is keyed by this policy, unique in the
+    /// process: a policy replaced in a [`PolicyStore`], or any other policy,
+    /// makes a new one and never uses another's. A request that finds the
+    /// peer's selection in use by another request of the same connection at
+    /// that instant decides from the index instead, with the same outcome, as
+    /// do the requests of a peer whose `from` matches more rules than a
+    /// connection should hold (64). Allocates the selection (at most 64 rule
+    /// indices) on the peer's first decision under a policy, and otherwise only
+    /// when `audit` rules match.
+    ///
+    /// Does not check that the peer is still trusted: call
+    /// [`PeerIdentity::reverify`] first, as `zt_tower::Authorize` does.
+    ///
+    /// ```
+    /// # #[cfg(feature = "dev")] {
+    /// use zt_core::{PeerIdentity, PeerRole, Policy, Request, dev::DevCa};
+    ///
+    /// let ca = DevCa::new("example.org".parse()?)?;
+    /// let svid = ca.mint(&"spiffe://example.org/web".parse()?)?;
+    /// let peer = PeerIdentity::from_chain(svid.chain().to_vec(), PeerRole::Client)?;
+    ///
+    /// let policy = Policy::allow_patterns(["spiffe://example.org/web"])?;
+    /// let request = Request::new("GET", "/items");
+    /// let decision = policy.decide_peer(&peer, &request);
+    /// assert!(decision.is_allowed());
+    /// assert_eq!(decision, policy.decide(peer.id(), &request));
+    ///
+    /// // Another policy never decides with this one's selection.
+    /// let other = Policy::allow_patterns(["spiffe://example.org/api"])?;
+    /// assert!(!other.decide_peer(&peer, &request).is_allowed());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn decide_peer(&self, peer: &PeerIdentity, request: &Request<'_>) -> Decision {
+        let id = peer.id();
+        let outcome = match peer.policy_rules().selected.try_lock() {
+            Ok(mut selected) => {
+                let selected = match &mut *selected {
+                    Some(selected) if selected.policy == self.stamp => selected,
+                    slot => slot.insert(Selected {
+                        policy: self.stamp,
+                        selection: self.engine.select(id),
+                    }),
+                };
+                match &selected.selection {
+                    Some(selection) => self.engine.decide_selected(selection, id, request),
+                    None => self.engine.decide(id, request),
+                }
+            }
+            // Another request of the connection holds it (or one panicked
+            // while holding it): the index gives the same outcome.
+            Err(_) => self.engine.decide(id, request),
+        };
+        self.decision(outcome)
+    }
+
+    fn decision(&self, outcome: engine::Outcome) -> Decision {
         Decision::new(
             outcome.verdict,
             self.mode == Mode::DryRun,
@@ -573,6 +665,22 @@ impl Policy {
     pub fn upgrade_notes(&self) -> Vec<LintFinding> {
         lint::upgrade_notes(self.engine.rules())
     }
+}
+
+/// The rules of one policy whose `from` matches one connection's peer, kept
+/// with the peer ([`PeerIdentity`]) for [`Policy::decide_peer`]. Empty until
+/// the peer's first decision; replaced when another policy decides.
+#[derive(Default)]
+pub(crate) struct PeerRules {
+    selected: Mutex<Option<Selected>>,
+}
+
+struct Selected {
+    /// The [`Policy::stamp`] of the policy `selection` was made from.
+    policy: u64,
+    /// `None` when the peer's `from` matches too many rules to keep with a
+    /// connection; its requests are then decided from the index.
+    selection: Option<Selection>,
 }
 
 impl fmt::Debug for Policy {

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::{Decision, Mode, Policy, PolicyError, Request};
 use crate::id::SpiffeId;
+use crate::peer::PeerIdentity;
 
 /// The policy in force, shared between the code that decides requests and the
 /// code that replaces the policy (a file watcher, an admin endpoint).
@@ -77,6 +78,15 @@ impl PolicyStore {
     #[must_use]
     pub fn decide_anonymous(&self, request: &Request<'_>) -> Decision {
         self.shared.current.load().decide_anonymous(request)
+    }
+
+    /// Decides `request` from a connection's verified `peer` under the policy
+    /// in force: [`Policy::decide_peer`], which finds the rules that can match
+    /// the peer once per connection and policy. A policy stored since the
+    /// peer's last request decides its next one, with a selection of its own.
+    #[must_use]
+    pub fn decide_peer(&self, peer: &PeerIdentity, request: &Request<'_>) -> Decision {
+        self.shared.current.load().decide_peer(peer, request)
     }
 
     /// Makes `policy` the policy in force and notifies subscribers.

@@ -1,7 +1,7 @@
 //! The rule index against a linear, rule-by-rule reference.
 
 use super::*;
-use zt_core::Verdict;
+use zt_core::{PeerIdentity, Verdict};
 
 /// A small deterministic generator, so failures reproduce.
 struct Lcg(u64);
@@ -52,11 +52,29 @@ fn random_to(rng: &mut Lcg) -> Option<String> {
     })
 }
 
-#[test]
-fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
-    let mut rng = Lcg(0x5eed);
-    let peers: Vec<SpiffeId> = TDS
-        .iter()
+/// A policy of up to 45 random rules: its text and each rule's text.
+fn random_policy(rng: &mut Lcg) -> (String, Vec<String>) {
+    let mut rules = Vec::new();
+    for n in 0..(5 + rng.next(40)) {
+        let (from, to) = (random_from(rng), random_to(rng));
+        if from.is_none() && to.is_none() {
+            continue;
+        }
+        let mut rule = format!("  - name: r{n}\n    action: {}\n", rng.pick(ACTIONS));
+        if let Some(from) = from {
+            rule.push_str(&format!("    from: {from}\n"));
+        }
+        if let Some(to) = to {
+            rule.push_str(&format!("    to: {to}\n"));
+        }
+        rules.push(rule);
+    }
+    (format!("rules:\n{}", rules.concat()), rules)
+}
+
+/// Every ID the random rules name, a root ID and an ID of another trust domain.
+fn peers() -> Vec<SpiffeId> {
+    TDS.iter()
         .flat_map(|td| {
             FIRST.iter().flat_map(move |f| {
                 SECOND
@@ -65,30 +83,25 @@ fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
             })
         })
         .chain([id("spiffe://a.org"), id("spiffe://c.org/x/p")])
-        .collect();
-    let requests = [
+        .collect()
+}
+
+fn requests() -> [Request<'static>; 4] {
+    [
         get("/x/1"),
         Request::new("POST", "/y/1"),
         Request::grpc("/p.S/A"),
         Request::grpc("/p.S/B"),
-    ];
+    ]
+}
+
+#[test]
+fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
+    let mut rng = Lcg(0x5eed);
+    let peers = peers();
+    let requests = requests();
     for round in 0..40 {
-        let mut rules = Vec::new();
-        for n in 0..(5 + rng.next(40)) {
-            let (from, to) = (random_from(&mut rng), random_to(&mut rng));
-            if from.is_none() && to.is_none() {
-                continue;
-            }
-            let mut rule = format!("  - name: r{n}\n    action: {}\n", rng.pick(ACTIONS));
-            if let Some(from) = from {
-                rule.push_str(&format!("    from: {from}\n"));
-            }
-            if let Some(to) = to {
-                rule.push_str(&format!("    to: {to}\n"));
-            }
-            rules.push(rule);
-        }
-        let text = format!("rules:\n{}", rules.concat());
+        let (text, rules) = random_policy(&mut rng);
         let policy = yaml(&text);
         // Each rule alone, as an allow rule: it "matches" exactly when it allows.
         let singles: Vec<(String, &str, Policy)> = rules
@@ -135,4 +148,74 @@ fn indexed_decisions_agree_with_rule_by_rule_evaluation() {
             }
         }
     }
+}
+
+#[test]
+fn decisions_on_a_connections_preselected_rules_equal_indexed_decisions() {
+    let mut rng = Lcg(0x5eed);
+    // A root ID is never a peer's: an SVID's ID has a path.
+    let connections: Vec<PeerIdentity> = peers()
+        .iter()
+        .filter(|peer| !peer.path().is_empty())
+        .map(connection)
+        .collect();
+    let requests = requests();
+    let mut previous: Option<(String, Policy)> = None;
+    for round in 0..40 {
+        let (text, _) = random_policy(&mut rng);
+        let policy = yaml(&text);
+        for peer in &connections {
+            for request in &requests {
+                let expected = policy.decide(peer.id(), request);
+                let context = format!("round {round}, {}, {request:?}\n{text}", peer.id());
+                // The first decision selects the peer's rules, the second reuses them.
+                assert_eq!(policy.decide_peer(peer, request), expected, "{context}");
+                assert_eq!(policy.decide_peer(peer, request), expected, "{context}");
+                // The previous policy, on the same connection: a selection of its own
+                // again, never this one's.
+                if let Some((text, previous)) = &previous {
+                    assert_eq!(
+                        previous.decide_peer(peer, request),
+                        previous.decide(peer.id(), request),
+                        "previous policy, {context}\nprevious:\n{text}"
+                    );
+                }
+            }
+        }
+        previous = Some((text, policy));
+    }
+}
+
+#[test]
+fn a_peer_whose_from_matches_hundreds_of_rules_is_decided_as_the_index_decides() {
+    // 200 rules for every peer: more than a connection keeps selected.
+    let mut text = String::from("rules:\n");
+    for n in 0..200 {
+        text.push_str(&format!(
+            "  - name: any-{n}\n    action: allow\n    from: {{ any: true }}\n    to: {{ paths: [/p/{n}] }}\n"
+        ));
+    }
+    text.push_str(
+        "  - name: no-x\n    action: deny\n    from: { trust_domains: [a.org] }\n    to: { paths: [/p/199] }\n",
+    );
+    let policy = yaml(&text);
+    let peer = connection(&id("spiffe://a.org/x/p"));
+    for path in ["/p/0", "/p/150", "/p/199", "/p/200"] {
+        let request = get(path);
+        for _ in 0..2 {
+            assert_eq!(
+                policy.decide_peer(&peer, &request),
+                policy.decide(peer.id(), &request),
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(
+        policy.decide_peer(&peer, &get("/p/150")).rule(),
+        Some("any-150")
+    );
+    assert_eq!(
+        policy.decide_peer(&peer, &get("/p/199")).rule(),
+        Some("no-x")
+    );
 }

@@ -23,7 +23,7 @@ mod validation;
 mod when;
 
 use zt_core::policy::Location;
-use zt_core::{Format, Policy, PolicyError, Request, SpiffeId};
+use zt_core::{Format, PeerIdentity, PeerRole, Policy, PolicyError, Request, SpiffeId};
 
 #[track_caller]
 fn id(s: &str) -> SpiffeId {
@@ -45,6 +45,16 @@ fn invalid(text: &str, format: Format) -> (String, Option<Location>) {
         Err(other) => panic!("expected an invalid-policy error, got {other:?}"),
         Ok(policy) => panic!("expected an error, got {policy:?}"),
     }
+}
+
+/// The peer of one connection: `id`'s SVID, issued by a test CA of its trust
+/// domain, as a server's handshake hands it on.
+#[track_caller]
+fn connection(id: &SpiffeId) -> PeerIdentity {
+    let ca = zt_testkit::ca::TestCa::new(id.trust_domain().as_str());
+    let svid = ca.valid(id.as_str());
+    PeerIdentity::from_chain(svid.chain, PeerRole::Client)
+        .unwrap_or_else(|err| panic!("{id} should make a peer: {err}"))
 }
 
 fn get(path: &str) -> Request<'_> {

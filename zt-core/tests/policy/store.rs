@@ -186,3 +186,33 @@ fn tempdir_helper_cleans_up() {
     }
     assert!(!path.exists());
 }
+
+#[test]
+fn a_peers_rules_selected_under_one_store_are_never_used_by_another() {
+    // Each store's one rule is rule 0 and matches every request: only `from`
+    // tells them apart, so a selection lent across stores would change the
+    // outcome.
+    let a = PolicyStore::new(yaml(ALLOW_A));
+    let b = PolicyStore::new(yaml(ALLOW_B));
+    let peer = connection(&id("spiffe://example.org/a"));
+    let request = get("/x");
+    for _ in 0..2 {
+        assert_eq!(a.decide_peer(&peer, &request).rule(), Some("a"));
+        let decision = b.decide_peer(&peer, &request);
+        assert!(!decision.is_allowed(), "{decision}");
+        assert_eq!(decision.rule(), None);
+    }
+}
+
+#[test]
+fn a_stored_policy_decides_the_next_request_of_a_peer_that_was_decided_before() {
+    let store = PolicyStore::new(yaml(ALLOW_A));
+    let peer = connection(&id("spiffe://example.org/a"));
+    let request = get("/x");
+    assert!(store.decide_peer(&peer, &request).is_allowed());
+    // Rule 0 again, for another peer.
+    store.store(yaml(ALLOW_B));
+    assert!(!store.decide_peer(&peer, &request).is_allowed());
+    store.store(yaml(ALLOW_A));
+    assert_eq!(store.decide_peer(&peer, &request).rule(), Some("a"));
+}

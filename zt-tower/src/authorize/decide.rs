@@ -196,7 +196,7 @@ impl Shared {
                 view = view.with_jwt_subject(subject);
             }
             let decision = match &peer {
-                Principal::Verified(verified) => self.policy.decide(verified.id(), &view),
+                Principal::Verified(verified) => self.policy.decide_peer(verified, &view),
                 _ => self.policy.decide_anonymous(&view),
             };
             log::decision(&peer, jwt_subject, method, path, &decision);
