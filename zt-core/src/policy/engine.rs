@@ -298,6 +298,9 @@ fn rule_matches(rule: &Rule, peer: &SpiffeId, id_known: bool, request: &RequestV
         Tri::No => false,
         Tri::Unknown => rule.action != Action::Allow,
     };
+    if !rule.admits(request.request()) {
+        return false;
+    }
     if let Some(from) = &rule.from
         && !from.matches_peer(peer, id_known)
     {
