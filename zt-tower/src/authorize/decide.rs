@@ -12,6 +12,7 @@ use zt_core::{Decision, Identity, PeerIdentity, PolicyStore, Verdict};
 use super::shape::{HeaderView, Rewrite, Shape};
 use super::{DecisionHook, log};
 use crate::metrics::{self, AuthzMetrics, DecisionCounters, Outcome};
+use crate::server::{Approved, OwnedView, UpgradeTicket};
 
 /// Why [`Authorize`](super::Authorize) refused a request, for integrations that
 /// answer refusals in their own protocol (zt-tonic answers with a gRPC status).
@@ -32,7 +33,10 @@ pub enum Denial {
     /// `:authority` or the absolute-form target, or a malformed authority.
     Malformed,
     /// The request asks for a tunnel or a protocol switch (`CONNECT`,
-    /// `Upgrade`), which would escape per-request authorization.
+    /// `Upgrade`) that zt does not govern: any, unless zt-tower's server governs
+    /// WebSocket upgrades ([`ServerBuilder::websockets`](crate::ServerBuilder::websockets)),
+    /// and then any but a WebSocket upgrade. It would escape per-request
+    /// authorization.
     Unsupported,
 }
 
@@ -114,16 +118,16 @@ impl Shared {
             return Err(Denial::UntrustedPeer);
         }
 
-        let (verdict, rewrite, peer) = {
-            let method = request.method().as_str();
+        let (verdict, rewrite, peer, upgrade) = {
             let path = request.uri().path();
             let shape = match Shape::of(request) {
                 Ok(shape) => shape,
                 Err((denial, why)) => {
-                    log::shape_refused(&peer, method, path, why);
+                    log::shape_refused(&peer, request.method().as_str(), path, why);
                     return Err(denial);
                 }
             };
+            let method = shape.method;
             let headers = HeaderView(request.headers());
             // The canonical spelling, made only for an authority written otherwise.
             let canonical_authority = shape
@@ -135,6 +139,9 @@ impl Shared {
                 zt_core::Request::from_canonical(method, shape.path).with_headers(&headers);
             if let Some(authority) = shape.authority {
                 view = view.with_authority(authority);
+            }
+            if let Some(upgrade) = shape.upgrade {
+                view = view.with_upgrade(upgrade);
             }
             let decision = self.policy.decide(peer.id(), &view);
             log::decision(&peer, method, path, &decision);
@@ -153,7 +160,10 @@ impl Shared {
                 return Err(Denial::Policy);
             }
             let rewrite = Rewrite::of(request, &view, canonical_authority);
-            (verdict, rewrite, &decided.peer)
+            // An upgrade keeps what it was decided on, to be decided again for
+            // as long as its stream lives.
+            let upgrade = OwnedView::of(&view, request.headers());
+            (verdict, rewrite, &decided.peer, upgrade)
         };
         // The application routes and serves what the policy decided on.
         if let Some(rewrite) = rewrite
@@ -166,6 +176,16 @@ impl Shared {
         if let Err(refusal) = hook.check(peer, request) {
             log::hook_refused(peer, request, &refusal);
             return Err(Denial::Hook);
+        }
+        if let Some(view) = upgrade
+            && let Some(ticket) = request.extensions().get::<UpgradeTicket>()
+        {
+            ticket.approve(Approved {
+                peer: peer.clone(),
+                identity: self.identity.clone(),
+                policy: self.policy.clone(),
+                view,
+            });
         }
         Ok(if verdict == Verdict::Allow {
             Passed::Allowed

@@ -92,6 +92,7 @@ mod shape;
 pub use decide::Denial;
 pub use future::{Answer, HttpAnswer, ResponseFuture};
 pub use hook::{DecisionHook, NoHook, Refusal};
+pub(crate) use shape::HeaderView;
 
 /// Applies [`Authorize`] to a service; refusals are answered with `A`.
 pub struct AuthorizeLayer<H = NoHook, A = HttpAnswer> {
