@@ -177,7 +177,8 @@ pub struct AuthzCounts {
     /// Allowed by the policy, refused by the application's decision hook.
     pub hook_denied: u64,
     /// Refused before the policy for their shape: a malformed or conflicting
-    /// authority, a lower-case method, `CONNECT` or `Upgrade`.
+    /// authority, a lower-case method, a malformed upgrade, a `CONNECT` or
+    /// `Upgrade` zt does not govern.
     pub malformed: u64,
 }
 

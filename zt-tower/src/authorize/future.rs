@@ -26,8 +26,8 @@ pub trait Answer<B> {
 
 /// Answers refusals with HTTP statuses and a `text/plain` body naming the kind of
 /// refusal: `400 Bad Request` for a malformed request, `501 Not Implemented` for
-/// `CONNECT` and `Upgrade`, `403 Forbidden` with the body `forbidden` for
-/// everything else. gRPC clients read a 403 as `PERMISSION_DENIED`.
+/// `CONNECT` and `Upgrade` zt does not govern, `403 Forbidden` with the body
+/// `forbidden` for everything else. gRPC clients read a 403 as `PERMISSION_DENIED`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HttpAnswer;
 
