@@ -724,3 +724,78 @@ async fn policy_denying_the_upgrade_closes_every_stream_of_the_http2_connection(
             .is_err()
     );
 }
+
+/// The value of the counter `name` with exactly `labels` in one snapshot.
+#[cfg(feature = "metrics")]
+fn counter(
+    snapshot: &[(
+        metrics_util::CompositeKey,
+        metrics_util::debugging::DebugValue,
+    )],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> u64 {
+    snapshot
+        .iter()
+        .filter(|(key, _)| key.key().name() == name)
+        .filter(|(key, _)| {
+            let mut have: Vec<(&str, &str)> =
+                key.key().labels().map(|l| (l.key(), l.value())).collect();
+            have.sort_unstable();
+            let mut want = labels.to_vec();
+            want.sort_unstable();
+            have == want
+        })
+        .map(|(_, value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => *n,
+            other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+/// The test runs on a current-thread runtime, so the server's tasks record into
+/// the recorder installed for this thread.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn upgrade_and_its_governed_close_are_counted() {
+    use zt_tower::metrics::{SERVER_UPGRADES_CLOSED_TOTAL, SERVER_UPGRADES_TOTAL};
+
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let client = identity(&ca, CLIENT_ID);
+    let store = PolicyStore::new(policy(ALLOW_WS));
+    let running = serve_ws(&server, &store).await;
+
+    let mut ws = open_ws(running.addr, &client, Version::Http1)
+        .await
+        .unwrap();
+    assert_eq!(ws.echo("counted").await.unwrap(), "counted");
+    store.store(policy(DENY_WS_PATH));
+    assert!(ws.ends_within(CLOSE_BOUND).await);
+
+    let snapshot: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key, value))
+        .collect();
+    assert_eq!(
+        counter(
+            &snapshot,
+            SERVER_UPGRADES_TOTAL,
+            &[("upgrade", "websocket")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snapshot,
+            SERVER_UPGRADES_CLOSED_TOTAL,
+            &[("reason", "policy_denied")]
+        ),
+        1
+    );
+}

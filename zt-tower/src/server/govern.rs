@@ -83,13 +83,15 @@ pub(crate) struct OwnedView {
 
 impl OwnedView {
     /// The owned form of `view` with `headers`; `None` when it asks for no upgrade.
+    /// Copies nothing for a request without an upgrade, the common case.
     pub(crate) fn of(view: &zt_core::Request<'_>, headers: &HeaderMap) -> Option<Self> {
+        let upgrade = view.upgrade()?;
         Some(Self {
             method: view.method().to_owned(),
             path: view.path().map(str::to_owned),
             host: view.host().map(str::to_owned),
             headers: headers.clone(),
-            upgrade: view.upgrade()?,
+            upgrade,
         })
     }
 
