@@ -799,3 +799,43 @@ async fn upgrade_and_its_governed_close_are_counted() {
         1
     );
 }
+
+/// At the SVID's expiry the connection's watchdog starts draining it too; the
+/// governed close still ends it at once, and is counted.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn upgrade_closed_at_svid_expiry_is_counted_as_svid_expired() {
+    use zt_tower::metrics::SERVER_UPGRADES_CLOSED_TOTAL;
+
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let client = identity_with(
+        &ca,
+        SvidParams::new(id(CLIENT_ID)).ttl(Duration::from_secs(2)),
+        BundleSet::new().with(ca.bundle()),
+    );
+    let store = PolicyStore::new(policy(ALLOW_WS));
+    let running = serve_ws(&server, &store).await;
+
+    let mut ws = open_ws(running.addr, &client, Version::Http1)
+        .await
+        .unwrap();
+    assert!(ws.ends_within(Duration::from_secs(2) + CLOSE_BOUND).await);
+    let snapshot: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key, value))
+        .collect();
+    assert_eq!(
+        counter(
+            &snapshot,
+            SERVER_UPGRADES_CLOSED_TOTAL,
+            &[("reason", "svid_expired")]
+        ),
+        1
+    );
+}

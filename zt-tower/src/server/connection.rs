@@ -308,14 +308,22 @@ impl Signal {
         }
     }
 
+    /// Closes the connection now; says whether it was not closing already.
+    pub(super) fn close(&self) -> bool {
+        let before = self.state.fetch_max(CLOSE, Ordering::AcqRel);
+        self.waker.wake();
+        self.io_read.wake();
+        self.io_write.wake();
+        before < CLOSE
+    }
+
     /// Wakes the connection task.
     pub(super) fn wake_task(&self) {
         self.waker.wake();
     }
 
-    /// Records why the connection ends; the first reason stays. Says whether
-    /// this was the first.
-    pub(super) fn ended_by(&self, why: CloseReason) -> bool {
+    /// Records why the connection ends; the first reason stays.
+    pub(super) fn ended_by(&self, why: CloseReason) {
         let why = match why {
             CloseReason::SvidExpired => WHY_EXPIRED,
             CloseReason::MaxAge => WHY_MAX_AGE,
@@ -323,9 +331,9 @@ impl Signal {
             CloseReason::PolicyDenied => WHY_POLICY,
             _ => WHY_SHUTDOWN,
         };
-        self.why
-            .compare_exchange(WHY_NONE, why, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let _ = self
+            .why
+            .compare_exchange(WHY_NONE, why, Ordering::AcqRel, Ordering::Acquire);
     }
 
     fn why(&self) -> Option<CloseReason> {

@@ -265,7 +265,11 @@ fn close(
     reason: CloseReason,
     why: &dyn std::fmt::Display,
 ) {
-    if signal.ended_by(reason) {
+    // The connection may be draining already (the watchdog drains it at the
+    // SVID's expiry): the reason it records first stays, and this close is
+    // counted if it is the one that ends the connection.
+    signal.ended_by(reason);
+    if signal.close() {
         tracing::info!(
             target: "zt::authz",
             peer = %peer.id(),
@@ -276,7 +280,6 @@ fn close(
         );
         metrics::upgrade_closed(reason);
     }
-    signal.raise(CLOSE);
 }
 
 /// A served connection's IO on a server with governed upgrades: once the
