@@ -839,3 +839,40 @@ async fn upgrade_closed_at_svid_expiry_is_counted_as_svid_expired() {
         1
     );
 }
+
+async fn outer_layer_policy_change_closes_the_socket_of_a_nested_router(version: Version) {
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let client = identity(&ca, CLIENT_ID);
+    // Two Authorize layers, each with its own policy store: the route's and the
+    // whole app's. Both allow the upgrade; either may stop allowing it.
+    let inner = PolicyStore::new(policy(ALLOW_WS));
+    let outer = PolicyStore::new(policy(ALLOW_WS));
+    let app = authorized(
+        authorized(ws_router(), server.identity(), inner.clone()),
+        server.identity(),
+        outer.clone(),
+    );
+    let running = serve(Server::builder(server.identity()).websockets(), app).await;
+
+    let mut ws = open_ws(running.addr, &client, version).await.unwrap();
+    assert_eq!(ws.echo("both allow").await.unwrap(), "both allow");
+    // A change of the inner store that still allows it keeps it open.
+    inner.store(policy(ALLOW_WS_AND_BATCH));
+    assert!(!ws.ends_within(Duration::from_millis(300)).await);
+    outer.store(policy(DENY_WS_PATH));
+    assert!(
+        ws.ends_within(CLOSE_BOUND).await,
+        "the WebSocket outlived the outer layer's denial"
+    );
+}
+
+#[tokio::test]
+async fn outer_layer_policy_change_closes_the_socket_of_a_nested_router_over_http1() {
+    outer_layer_policy_change_closes_the_socket_of_a_nested_router(Version::Http1).await;
+}
+
+#[tokio::test]
+async fn outer_layer_policy_change_closes_the_socket_of_a_nested_router_over_http2() {
+    outer_layer_policy_change_closes_the_socket_of_a_nested_router(Version::Http2).await;
+}

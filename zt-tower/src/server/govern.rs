@@ -6,8 +6,9 @@
 //! 1. [`ConnService`](super::service::ConnService) gives each upgrade request a
 //!    [`UpgradeTicket`] (a request extension only zt-tower can make).
 //! 2. [`Authorize`](crate::Authorize) decides the request like any other; if it
-//!    allows it, it writes the canonical view it decided on, with the peer, the
-//!    identity and the policy store, into the ticket ([`Approved`]).
+//!    allows it, it adds the canonical view it decided on, with the peer, the
+//!    identity and the policy store, to the ticket ([`Approved`]). Nested
+//!    `Authorize` layers each add theirs, and each is watched.
 //! 3. When the response switches protocols (HTTP/1.1 `101`, HTTP/2 `2xx` to an
 //!    extended `CONNECT`), the connection's [`Governor`] commits the approval and
 //!    starts its watch; a switching response without an approval is replaced by
@@ -50,16 +51,19 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(10);
 /// [`Authorize`](crate::Authorize) records its approval in it. Only zt-tower can
 /// make one, so an upgrade request without it is not governed and is refused.
 #[derive(Clone, Default)]
-pub(crate) struct UpgradeTicket(Arc<Mutex<Option<Approved>>>);
+pub(crate) struct UpgradeTicket(Arc<Mutex<Vec<Approved>>>);
 
 impl UpgradeTicket {
-    /// Records that the request was allowed, as `approved` says.
+    /// Records that an `Authorize` layer allowed the request, as `approved` says.
     pub(crate) fn approve(&self, approved: Approved) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(approved);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(approved);
     }
 
-    fn take(&self) -> Option<Approved> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    fn take(&self) -> Vec<Approved> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -141,7 +145,19 @@ pub(super) struct Governor {
 
 struct Watched {
     view: Arc<OwnedView>,
+    identity: Identity,
+    policy: PolicyStore,
     _task: AbortOnDrop,
+}
+
+impl Watched {
+    /// Whether this watch decides `approved` already: the same view, under the
+    /// same identity and policy store (the peer is the connection's).
+    fn watches(&self, approved: &Approved) -> bool {
+        *self.view == approved.view
+            && self.identity.ptr_eq(&approved.identity)
+            && self.policy.ptr_eq(&approved.policy)
+    }
 }
 
 // === impl Governor ===
@@ -156,9 +172,10 @@ impl Governor {
     }
 
     /// Lets the switching response to the request of `ticket` through: watches
-    /// its approval from now on.
+    /// each approval of it from now on.
     pub(super) fn commit(&self, ticket: &UpgradeTicket) -> Result<(), NotCommitted> {
-        let Some(approved) = ticket.take() else {
+        let approvals = ticket.take();
+        let Some(upgrade) = approvals.first().map(|approved| approved.view.upgrade) else {
             tracing::warn!(
                 peer = %self.peer.id(),
                 "upgrade answered without an authorization decision; refused (is Authorize in front of the route?)"
@@ -166,12 +183,12 @@ impl Governor {
             return Err(NotCommitted::Unapproved);
         };
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
-        // The same request again is watched once.
-        if watched.iter().any(|w| *w.view == approved.view) {
-            metrics::upgrade_allowed(approved.view.upgrade);
-            return Ok(());
-        }
-        if watched.len() >= MAX_UPGRADES_PER_CONNECTION {
+        // The same request decided by the same layer again is watched once.
+        let new: Vec<Approved> = approvals
+            .into_iter()
+            .filter(|approved| !watched.iter().any(|w| w.watches(approved)))
+            .collect();
+        if watched.len().saturating_add(new.len()) > MAX_UPGRADES_PER_CONNECTION {
             tracing::info!(
                 peer = %self.peer.id(),
                 max = MAX_UPGRADES_PER_CONNECTION,
@@ -179,22 +196,26 @@ impl Governor {
             );
             return Err(NotCommitted::TooMany);
         }
-        metrics::upgrade_allowed(approved.view.upgrade);
+        metrics::upgrade_allowed(upgrade);
         // Set before the response goes out, so the IO registers its users'
         // wakers before any of them can wait on the upgraded stream.
         self.signal.upgraded.store(true, Ordering::Release);
-        let view = Arc::new(approved.view);
-        let task = tokio::spawn(watch(
-            approved.peer,
-            approved.identity,
-            approved.policy,
-            Arc::clone(&view),
-            Arc::clone(&self.signal),
-        ));
-        watched.push(Watched {
-            view,
-            _task: AbortOnDrop(task),
-        });
+        for approved in new {
+            let view = Arc::new(approved.view);
+            let task = tokio::spawn(watch(
+                approved.peer,
+                approved.identity.clone(),
+                approved.policy.clone(),
+                Arc::clone(&view),
+                Arc::clone(&self.signal),
+            ));
+            watched.push(Watched {
+                view,
+                identity: approved.identity,
+                policy: approved.policy,
+                _task: AbortOnDrop(task),
+            });
+        }
         Ok(())
     }
 
