@@ -298,7 +298,7 @@ fn rule_matches(rule: &Rule, peer: &SpiffeId, id_known: bool, request: &RequestV
         Tri::No => false,
         Tri::Unknown => rule.action != Action::Allow,
     };
-    if !rule.admits(request.request()) {
+    if !rule.admits(request.upgrade) {
         return false;
     }
     if let Some(from) = &rule.from

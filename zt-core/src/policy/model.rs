@@ -14,7 +14,7 @@ use super::pattern::{
     Domain, GrpcPattern, HeaderName, HostPattern, Id, IdPattern, Method, PathPattern, PatternIndex,
     RuleName, UpgradeName, ValuePattern, quoted,
 };
-use super::request::{RequestView, Tri};
+use super::request::{RequestView, Tri, Upgrade};
 use super::{Mode, PolicyError, Request};
 use crate::id::SpiffeId;
 
@@ -476,8 +476,9 @@ impl Rule {
     /// /ws`) never opens a tunnel. A `deny` or `audit` rule without `upgrades`
     /// matches upgrades like any request, so denying a path denies its
     /// upgrades too.
-    pub(crate) fn admits(&self, request: &Request<'_>) -> bool {
-        request.upgrade().is_none()
+    #[inline]
+    pub(crate) fn admits(&self, upgrade: Option<Upgrade>) -> bool {
+        upgrade.is_none()
             || self.action != Action::Allow
             || self.to.as_ref().is_some_and(|to| to.upgrades.is_some())
     }
@@ -488,6 +489,14 @@ impl To {
     /// every request, whatever its protocol or content type.
     pub(crate) fn matches(&self, request: &RequestView<'_>) -> Tri {
         let to = self;
+        // First: a request without an upgrade meets no `upgrades`.
+        if let Some(names) = &to.upgrades
+            && !request
+                .upgrade
+                .is_some_and(|upgrade| names.iter().any(|name| name.0 == upgrade))
+        {
+            return Tri::No;
+        }
         let req = request.request();
         let method = req.method();
         let methods = Tri::from_bool(field_holds(&to.methods, &to.not_methods, |m| {
@@ -524,13 +533,6 @@ impl To {
                     return Tri::No;
                 };
                 Tri::from_bool(field_holds(&to.grpc, &to.not_grpc, |p| p.matches(call)))
-            })
-            .and(|| match &to.upgrades {
-                None => Tri::Yes,
-                Some(names) => Tri::from_bool(
-                    req.upgrade()
-                        .is_some_and(|upgrade| names.iter().any(|name| name.0 == upgrade)),
-                ),
             })
     }
 }

@@ -328,6 +328,8 @@ pub(crate) fn grpc_call(path: &str) -> Option<(&str, &str)> {
 /// The request, with the parts only some rules need worked out on first use.
 pub(crate) struct RequestView<'a> {
     request: &'a Request<'a>,
+    /// The request's upgrade, read once for every rule.
+    pub(crate) upgrade: Option<Upgrade>,
     call: OnceCell<Option<(&'a str, &'a str)>>,
 }
 
@@ -335,6 +337,7 @@ impl<'a> RequestView<'a> {
     pub(crate) fn new(request: &'a Request<'a>) -> Self {
         Self {
             request,
+            upgrade: request.upgrade,
             call: OnceCell::new(),
         }
     }

@@ -128,6 +128,7 @@ impl Shared {
                 }
             };
             let method = shape.method;
+            let asks_upgrade = shape.upgrade.is_some();
             let headers = HeaderView(request.headers());
             // The canonical spelling, made only for an authority written otherwise.
             let canonical_authority = shape
@@ -162,7 +163,11 @@ impl Shared {
             let rewrite = Rewrite::of(request, &view, canonical_authority);
             // An upgrade keeps what it was decided on, to be decided again for
             // as long as its stream lives.
-            let upgrade = OwnedView::of(&view, request.headers());
+            let upgrade = if asks_upgrade {
+                OwnedView::of(&view, request.headers())
+            } else {
+                None
+            };
             (verdict, rewrite, &decided.peer, upgrade)
         };
         // The application routes and serves what the policy decided on.

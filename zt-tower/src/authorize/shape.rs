@@ -34,6 +34,7 @@ impl<'a> Shape<'a> {
     /// The request's shape, or why zt refuses to decide on it.
     pub(super) fn of<B>(request: &'a Request<B>) -> Result<Self, (Denial, &'static str)> {
         let method = request.method();
+        let method_str = method.as_str();
         let (decided_method, upgrade) =
             if method == Method::CONNECT || request.headers().contains_key(UPGRADE) {
                 // Only a server that governs the upgraded stream gives the request
@@ -47,9 +48,9 @@ impl<'a> Shape<'a> {
                 }
                 ("GET", Some(upgrade_of(request)?))
             } else {
-                (method.as_str(), None)
+                (method_str, None)
             };
-        if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        if method_str.bytes().any(|b| b.is_ascii_lowercase()) {
             return Err((Denial::Malformed, "method has lower-case letters"));
         }
         let malformed = |why| (Denial::Malformed, why);
