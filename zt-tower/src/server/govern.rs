@@ -240,6 +240,9 @@ async fn watch(
 ) {
     let mut identity_changes = identity.changes();
     let mut policy_changes = policy.changes();
+    // A source or store whose every writer is gone changes no more; the expiry
+    // still comes.
+    let (mut identity_open, mut policy_open) = (true, true);
     loop {
         // Checked first too: the policy or the snapshot may have changed since
         // the request was decided.
@@ -266,13 +269,8 @@ async fn watch(
             .checked_add(peer.time_left(now).saturating_add(EXPIRY_SLACK))
             .unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
-            alive = identity_changes.changed() => if !alive {
-                // No more snapshots: the expiry is the last change to come.
-                tokio::time::sleep_until(expiry).await;
-            },
-            alive = policy_changes.changed() => if !alive {
-                tokio::time::sleep_until(expiry).await;
-            },
+            alive = identity_changes.changed(), if identity_open => identity_open = alive,
+            alive = policy_changes.changed(), if policy_open => policy_open = alive,
             () = tokio::time::sleep_until(expiry) => {}
         }
     }
