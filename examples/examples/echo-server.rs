@@ -8,7 +8,7 @@
 //!     (--policy policy.yaml | --allow 'spiffe://example.org/frontend/**' ...) \
 //!     [--anonymous [--allow-anonymous /healthz ...]] \
 //!     [--jwt-bundle example.org=jwt_bundle.json ... --audience orders-api] \
-//!     [--admin 127.0.0.1:9090]
+//!     [--admin 127.0.0.1:9090] [--websockets]
 //! ```
 //!
 //! With `--workload-api` instead of the files, the SVID and every bundle,
@@ -42,11 +42,21 @@
 //! trust domain's, PEM or SPIFFE bundle JSON), and so is the `--policy` file; a bad
 //! file is logged and the last good state keeps serving. Prints `listening on ADDR`
 //! once it accepts connections; stops gracefully on Ctrl-C or SIGTERM.
+//!
+//! `GET /ws` is a WebSocket echo (every text message sent back unchanged), under
+//! the policy like every other route. It needs `--websockets`, which serves
+//! governed upgrades over HTTP/1.1 and HTTP/2 extended CONNECT, and a policy rule
+//! that names the upgrade (`to: {paths: [/ws], upgrades: [websocket]}`; the
+//! `--allow` shorthand admits none). An open socket is closed when the peer's
+//! SVID expires, when its CA is withdrawn, or when the policy file changes to deny
+//! it. Without `--websockets`, `/ws` answers `501`.
 
 use std::error::Error;
 use std::process::ExitCode;
 
-use axum::routing::get;
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::{any, get};
 use axum::{Extension, Json, Router};
 use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
@@ -73,6 +83,9 @@ struct Cli {
     jwt: JwtArgs,
     #[command(flatten)]
     admin: AdminArgs,
+    /// Serve governed WebSocket upgrades (`GET /ws`, the echo).
+    #[arg(long)]
+    websockets: bool,
 }
 
 #[tokio::main]
@@ -102,14 +115,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let app = Router::new()
         .route("/whoami", get(whoami))
         .route("/healthz", get(|| async { "ok" }))
+        // `any`: HTTP/2 extended CONNECT arrives as CONNECT.
+        .route("/ws", any(ws_echo))
         .layer(authorize);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("listening on {}", listener.local_addr()?);
 
-    cli.anonymous
-        .server(Server::builder(identity))
+    let mut server = cli.anonymous.server(Server::builder(identity));
+    if cli.websockets {
+        server = server.websockets();
+    }
+    server
         .build()?
         .serve(listener, app)
         .with_graceful_shutdown(cli::shutdown_signal())
@@ -125,4 +143,17 @@ async fn whoami(Peer(peer): Peer, jwt: Option<Extension<JwtPeer>>) -> Json<serde
         body.insert("jwt_spiffe_id".into(), jwt.id().as_str().into());
     }
     Json(body.into())
+}
+
+/// Sends every text message back unchanged.
+async fn ws_echo(ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            if let Message::Text(_) = message
+                && socket.send(message).await.is_err()
+            {
+                break;
+            }
+        }
+    })
 }

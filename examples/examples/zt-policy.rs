@@ -3,13 +3,14 @@
 //! ```text
 //! cargo run --example zt-policy -- check POLICY (--peer SPIFFE_ID | --anonymous) \
 //!     (--method METHOD --path PATH | --grpc pkg.Service/Method) [--host HOST] \
-//!     [--header NAME=VALUE ...] [--jwt-sub SPIFFE_ID]
+//!     [--header NAME=VALUE ...] [--upgrade websocket] [--jwt-sub SPIFFE_ID]
 //! cargo run --example zt-policy -- lint POLICY
 //! ```
 //!
 //! `check` decides the request's canonical view, as zt-tower and zt-tonic do
 //! (the path percent-normalised, the host lower case without port or trailing
-//! dot; `--host`, or a `host` header, sets it), and prints that view, the verdict, the deciding rule and the reason, the audit rules
+//! dot; `--host`, or a `host` header, sets it; `--upgrade websocket` makes it a
+//! WebSocket upgrade, which is decided as a `GET`), and prints that view, the verdict, the deciding rule and the reason, the audit rules
 //! that matched, and a note when the policy is in dry-run mode. The verdict is the
 //! policy's, also in dry-run mode, so a check keeps its meaning when the policy is
 //! switched to `enforce`.
@@ -37,7 +38,7 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use zt_core::{Mode, Policy, Request, SpiffeId, Verdict};
+use zt_core::{Mode, Policy, Request, SpiffeId, Upgrade, Verdict};
 use zt_examples::cli::UsageError;
 
 /// Asks a zt policy file what it decides, and lints it: for people and for CI.
@@ -79,6 +80,9 @@ enum Command {
         /// A request header, NAME=VALUE; repeatable.
         #[arg(long, value_name = "NAME=VALUE")]
         header: Vec<String>,
+        /// The protocol the request asks to switch to: websocket (with --method GET).
+        #[arg(long, value_name = "PROTOCOL")]
+        upgrade: Option<String>,
         /// The subject of a validated JWT-SVID the request carries.
         #[arg(long, value_name = "SPIFFE_ID")]
         jwt_sub: Option<SpiffeId>,
@@ -126,12 +130,14 @@ fn run(cli: Cli) -> Result<Outcome, Box<dyn Error>> {
             host,
             header,
             jwt_sub,
+            upgrade,
         } => check(
             &policy,
             (peer.as_ref(), jwt_sub.as_ref()),
             (method.as_deref(), path.as_deref(), grpc.as_deref()),
             host.as_deref(),
             &header,
+            upgrade.as_deref(),
         ),
     }
 }
@@ -142,6 +148,7 @@ fn check(
     (method, request_path, grpc): (Option<&str>, Option<&str>, Option<&str>),
     host: Option<&str>,
     header: &[String],
+    upgrade: Option<&str>,
 ) -> Result<Outcome, Box<dyn Error>> {
     let headers = header
         .iter()
@@ -175,6 +182,22 @@ fn check(
     if let Some(host) = host {
         request = request.with_host(host);
     }
+    if let Some(protocol) = upgrade {
+        let upgrade = Upgrade::from_token(protocol).ok_or_else(|| {
+            UsageError(format!(
+                "--upgrade {protocol:?}: the only upgrade zt governs is websocket"
+            ))
+        })?;
+        if request.method() != "GET" {
+            return Err(UsageError(
+                "--upgrade: an upgrade is decided as a GET request (HTTP/2 extended CONNECT \
+                 too): use --method GET"
+                    .to_owned(),
+            )
+            .into());
+        }
+        request = request.with_upgrade(upgrade);
+    }
     if let Some(subject) = jwt_sub {
         request = request.with_jwt_subject(subject);
     }
@@ -202,6 +225,9 @@ fn check(
     }
     if let Some(host) = request.host() {
         println!("  host     {host}");
+    }
+    if let Some(upgrade) = request.upgrade() {
+        println!("  upgrade  {upgrade}");
     }
     for audit in decision.audit_rules() {
         println!("  audit    matched audit rule {audit}");

@@ -485,3 +485,76 @@ rules:
     let (code, _, output) = zt_policy(&base).await;
     assert_eq!(code, Some(1), "without a token: {}", describe(&output));
 }
+
+const WS_POLICY: &str = r#"
+rules:
+  - name: web-chat
+    action: allow
+    from: { ids: ["spiffe://example.org/frontend/web"] }
+    to: { paths: ["/chat"], upgrades: [websocket] }
+  - name: web-reads
+    action: allow
+    from: { ids: ["spiffe://example.org/frontend/web"] }
+    to: { methods: [GET], paths: ["/**"] }
+"#;
+
+#[tokio::test]
+async fn check_of_websocket_upgrade_needs_a_rule_naming_the_upgrade() {
+    let dir = TempDir::new("policy-upgrade");
+    let policy = policy_file(&dir, "policy.yaml", WS_POLICY);
+    let ask = |path: &'static str| {
+        let policy = policy.clone();
+        async move {
+            zt_policy(&[
+                "check",
+                &policy,
+                "--peer",
+                WEB,
+                "--method",
+                "GET",
+                "--path",
+                path,
+                "--upgrade",
+                "websocket",
+            ])
+            .await
+        }
+    };
+    let (code, stdout, output) = ask("/chat").await;
+    assert_eq!(code, Some(0), "{}", describe(&output));
+    assert!(
+        stdout.starts_with("allow: allowed by rule web-chat\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("upgrade  websocket"), "{stdout}");
+    // web-reads allows GET on every path, but names no upgrade.
+    let (code, stdout, output) = ask("/orders").await;
+    assert_eq!(code, Some(1), "{}", describe(&output));
+    assert!(stdout.starts_with("deny: "), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_with_unknown_upgrade_exits_2_with_usage() {
+    let dir = TempDir::new("policy-upgrade-usage");
+    let policy = policy_file(&dir, "policy.yaml", WS_POLICY);
+    let (code, _, output) = zt_policy(&[
+        "check",
+        &policy,
+        "--peer",
+        WEB,
+        "--method",
+        "GET",
+        "--path",
+        "/chat",
+        "--upgrade",
+        "h2c",
+    ])
+    .await;
+    assert_eq!(code, Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("the only upgrade zt governs is websocket"),
+        "{}",
+        describe(&output)
+    );
+}

@@ -275,6 +275,12 @@ impl Identity {
         self.shared.status.borrow().clone()
     }
 
+    /// Whether `self` and `other` are handles on the same identity.
+    #[must_use]
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// A subscription to changes: publications, rejected candidates, withdrawals.
     pub fn changes(&self) -> Changes {
         let mut rx = self.shared.status.clone();

@@ -97,7 +97,7 @@ pub use identity::{Changes, Identity, IdentityPublisher, IdentitySource, Snapsho
 pub use matcher::{IdMatcher, PatternError};
 pub use peer::{AnonymousPeer, PeerIdentity, Principal};
 pub use policy::{
-    Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Request, Verdict,
+    Decision, Format, Headers, Mode, Policy, PolicyError, PolicyStore, Request, Upgrade, Verdict,
 };
 #[cfg(feature = "files")]
 pub use policy_watch::PolicyWatch;

@@ -6,7 +6,9 @@
 //!   X.509-SVID in a handshake task of its own, serves HTTP/1.1 and HTTP/2 to any
 //!   tower service (an `axum::Router` too) with the peer's [`PeerIdentity`] in every
 //!   request, closes connections when the peer's SVID expires and shuts down
-//!   gracefully. [`Server::incoming`] hands the authenticated connections to
+//!   gracefully. With [`ServerBuilder::websockets`] it serves governed WebSocket
+//!   upgrades (HTTP/1.1 and HTTP/2 extended CONNECT): decided like any request,
+//!   closed once the peer or the policy no longer allows them. [`Server::incoming`] hands the authenticated connections to
 //!   another HTTP stack instead (zt-tonic feeds them to tonic).
 //! - [`AuthorizeLayer`] / [`Authorize`]: re-verifies the peer and decides every
 //!   request with the [`Policy`] in force; refusals are `403 Forbidden`. A

@@ -33,6 +33,8 @@
 //! | [`SERVER_HANDSHAKES_IN_FLIGHT`] | gauge | |
 //! | [`SERVER_HANDSHAKE_DURATION_SECONDS`] | histogram | |
 //! | [`SERVER_CONNECTIONS_CLOSED_TOTAL`] | counter | `reason` |
+//! | [`SERVER_UPGRADES_TOTAL`] | counter | `upgrade` |
+//! | [`SERVER_UPGRADES_CLOSED_TOTAL`] | counter | `reason` |
 //!
 //! ```
 //! let metrics = zt_tower::AuthzMetrics::default();
@@ -67,8 +69,16 @@ pub const SERVER_HANDSHAKES_IN_FLIGHT: &str = "zt_server_handshakes_in_flight";
 /// Histogram: how long successful server handshakes took, in seconds.
 pub const SERVER_HANDSHAKE_DURATION_SECONDS: &str = "zt_server_handshake_duration_seconds";
 /// Counter: connections the server closed after their handshake; label `reason`
-/// (`svid_expired`, `max_age`, `shutdown`, `peer_closed`, `error`).
+/// (`svid_expired`, `max_age`, `shutdown`, `peer_closed`, `error`,
+/// `untrusted_peer`, `policy_denied`).
 pub const SERVER_CONNECTIONS_CLOSED_TOTAL: &str = "zt_server_connections_closed_total";
+/// Counter: governed upgrades the server let through (the response switched
+/// protocols); label `upgrade` (`websocket`).
+pub const SERVER_UPGRADES_TOTAL: &str = "zt_server_upgrades_total";
+/// Counter: connections carrying governed upgrades that the server closed
+/// because an upgrade was no longer allowed; label `reason` (`svid_expired`,
+/// `untrusted_peer`, `policy_denied`).
+pub const SERVER_UPGRADES_CLOSED_TOTAL: &str = "zt_server_upgrades_closed_total";
 
 /// Every metric zt-tower records (zt-core's are in `zt_core::metrics::NAMES`).
 pub const NAMES: &[&str] = &[
@@ -79,6 +89,8 @@ pub const NAMES: &[&str] = &[
     SERVER_HANDSHAKES_IN_FLIGHT,
     SERVER_HANDSHAKE_DURATION_SECONDS,
     SERVER_CONNECTIONS_CLOSED_TOTAL,
+    SERVER_UPGRADES_TOTAL,
+    SERVER_UPGRADES_CLOSED_TOTAL,
 ];
 
 /// Describes zt-tower's and zt-core's metrics (help text and unit) to the
@@ -113,6 +125,14 @@ pub fn describe() {
     describe_counter!(
         SERVER_CONNECTIONS_CLOSED_TOTAL,
         "Server connections closed, by reason"
+    );
+    describe_counter!(
+        SERVER_UPGRADES_TOTAL,
+        "Governed protocol upgrades let through, by upgrade"
+    );
+    describe_counter!(
+        SERVER_UPGRADES_CLOSED_TOTAL,
+        "Connections closed because an upgrade they carry is no longer allowed, by reason"
     );
 }
 
@@ -161,7 +181,8 @@ pub struct AuthzCounts {
     /// Allowed by the policy, refused by the application's decision hook.
     pub hook_denied: u64,
     /// Refused before the policy for their shape: a malformed or conflicting
-    /// authority, a lower-case method, `CONNECT` or `Upgrade`.
+    /// authority, a lower-case method, a malformed upgrade, a `CONNECT` or
+    /// `Upgrade` zt does not govern.
     pub malformed: u64,
     /// Refused before the policy because their JWT-SVID does not validate.
     pub invalid_token: u64,
@@ -513,20 +534,45 @@ pub(crate) enum CloseReason {
     Shutdown,
     PeerClosed,
     Error,
+    /// Governance: the peer no longer verifies against today's bundle.
+    UntrustedPeer,
+    /// Governance: the policy in force denies an upgrade the connection carries.
+    PolicyDenied,
+}
+
+impl CloseReason {
+    /// The `reason` label.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn label(self) -> &'static str {
+        match self {
+            Self::SvidExpired => "svid_expired",
+            Self::MaxAge => "max_age",
+            Self::Shutdown => "shutdown",
+            Self::PeerClosed => "peer_closed",
+            Self::Error => "error",
+            Self::UntrustedPeer => "untrusted_peer",
+            Self::PolicyDenied => "policy_denied",
+        }
+    }
 }
 
 /// A connection that completed its handshake was closed.
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn connection_closed(reason: CloseReason) {
     #[cfg(feature = "metrics")]
-    {
-        let reason = match reason {
-            CloseReason::SvidExpired => "svid_expired",
-            CloseReason::MaxAge => "max_age",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::PeerClosed => "peer_closed",
-            CloseReason::Error => "error",
-        };
-        counter!(SERVER_CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(1);
-    }
+    counter!(SERVER_CONNECTIONS_CLOSED_TOTAL, "reason" => reason.label()).increment(1);
+}
+
+/// A governed upgrade was let through.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn upgrade_allowed(upgrade: zt_core::Upgrade) {
+    #[cfg(feature = "metrics")]
+    counter!(SERVER_UPGRADES_TOTAL, "upgrade" => upgrade.as_str()).increment(1);
+}
+
+/// A connection was closed because an upgrade it carries is no longer allowed.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn upgrade_closed(reason: CloseReason) {
+    #[cfg(feature = "metrics")]
+    counter!(SERVER_UPGRADES_CLOSED_TOTAL, "reason" => reason.label()).increment(1);
 }

@@ -427,6 +427,9 @@ fn request_matches(rule: &Rule, request: &RequestView<'_>) -> bool {
         Tri::No => false,
         Tri::Unknown => rule.action != Action::Allow,
     };
+    if !rule.admits(request.upgrade) {
+        return false;
+    }
     if let Some(from) = &rule.from
         && !from.jwt_matches(rule.action, request.request().jwt_subject())
     {

@@ -68,7 +68,7 @@ mod validate;
 pub use canonical::{AmbiguousPath, Authority, MalformedAuthority, canonical_path};
 pub use decision::{Decision, Reason, Verdict};
 pub use lint::{LintFinding, LintKind};
-pub use request::{Headers, Request};
+pub use request::{Headers, Request, Upgrade};
 pub use store::{PolicyChanges, PolicyGuard, PolicyStatus, PolicyStore};
 
 use crate::id::SpiffeId;

@@ -12,9 +12,9 @@ use serde::{Deserialize, Deserializer};
 
 use super::pattern::{
     Domain, GrpcPattern, HeaderName, HostPattern, Id, IdPattern, Method, PathPattern, PatternIndex,
-    RuleName, ValuePattern, quoted,
+    RuleName, UpgradeName, ValuePattern, quoted,
 };
-use super::request::{RequestView, Tri};
+use super::request::{RequestView, Tri, Upgrade};
 use super::{Mode, PolicyError, Request};
 use crate::id::SpiffeId;
 
@@ -100,6 +100,8 @@ pub(crate) struct From {
 /// Which requests a rule applies to. Present fields are ANDed; the values of one
 /// field are ORed. Every field applies to every request, whatever its protocol:
 /// `grpc` matches by the path's shape, `paths` matches gRPC calls as well.
+/// `upgrades` matches only requests that ask for one of the named upgrades; an
+/// `allow` rule without it never admits an upgrade (see [`Rule::admits`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct To {
@@ -119,6 +121,8 @@ pub(crate) struct To {
     pub(crate) not_paths: Option<NonEmpty<PathPattern>>,
     #[serde(default, deserialize_with = "present")]
     pub(crate) not_grpc: Option<NonEmpty<GrpcPattern>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) upgrades: Option<NonEmpty<UpgradeName>>,
 }
 
 /// A condition on one request header.
@@ -359,6 +363,7 @@ impl To {
             && self.not_grpc.is_none()
             && self.hosts.is_none()
             && self.not_hosts.is_none()
+            && self.upgrades.is_none()
     }
 
     pub(crate) fn has_grpc(&self) -> bool {
@@ -520,11 +525,34 @@ fn method_covers(named: &Method, method: &str) -> bool {
     *named.0 == *method || (method == "HEAD" && &*named.0 == "GET")
 }
 
+impl Rule {
+    /// Whether the rule can match `request` at all as far as its upgrade goes:
+    /// an upgrade is admitted only by an `allow` rule that names it in
+    /// `to.upgrades`, so that an allow rule written for plain requests (`GET
+    /// /ws`) never opens a tunnel. A `deny` or `audit` rule without `upgrades`
+    /// matches upgrades like any request, so denying a path denies its
+    /// upgrades too.
+    #[inline]
+    pub(crate) fn admits(&self, upgrade: Option<Upgrade>) -> bool {
+        upgrade.is_none()
+            || self.action != Action::Allow
+            || self.to.as_ref().is_some_and(|to| to.upgrades.is_some())
+    }
+}
+
 impl To {
     /// Whether the fields of `to` that are present hold; every field applies to
     /// every request, whatever its protocol or content type.
     pub(crate) fn matches(&self, request: &RequestView<'_>) -> Tri {
         let to = self;
+        // First: a request without an upgrade meets no `upgrades`.
+        if let Some(names) = &to.upgrades
+            && !request
+                .upgrade
+                .is_some_and(|upgrade| names.iter().any(|name| name.0 == upgrade))
+        {
+            return Tri::No;
+        }
         let req = request.request();
         let method = req.method();
         let methods = Tri::from_bool(field_holds(&to.methods, &to.not_methods, |m| {

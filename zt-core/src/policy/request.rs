@@ -142,6 +142,12 @@ impl Headers for Vec<(String, String)> {
 /// - The host is the canonical host of the request's authority
 ///   ([`Authority`]); `hosts` conditions and `when` conditions on `host` match
 ///   it. A request without one is ambiguous for them.
+/// - The upgrade ([`Upgrade`]) is the protocol the request asks to switch its
+///   stream to: an HTTP/1.1 `GET` with `Upgrade: websocket` and an HTTP/2
+///   `CONNECT` with `:protocol websocket` (RFC 8441) are both the method `GET`
+///   with the upgrade [`Upgrade::WebSocket`], so the HTTP version a client picks
+///   changes nothing. Only an `allow` rule whose `to.upgrades` names it admits an
+///   upgrade; `deny` and `audit` rules without `upgrades` match upgrades too.
 ///
 /// Nothing else of the request — in particular not its content type — changes
 /// which rules can match it.
@@ -150,8 +156,50 @@ pub struct Request<'a> {
     method: &'a str,
     path: Result<Cow<'a, str>, AmbiguousPath>,
     host: Host<'a>,
+    upgrade: Option<Upgrade>,
     headers: &'a dyn Headers,
     jwt_subject: Option<&'a SpiffeId>,
+}
+
+/// A protocol a request asks to switch its stream to, in the one form the policy
+/// decides on whatever the HTTP version carried it (see [`Request`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Upgrade {
+    /// WebSocket: HTTP/1.1 `Upgrade: websocket` (RFC 6455) or HTTP/2 extended
+    /// `CONNECT` with `:protocol websocket` (RFC 8441).
+    WebSocket,
+}
+
+// === impl Upgrade ===
+
+impl Upgrade {
+    /// Every upgrade zt governs.
+    pub(crate) const ALL: [Self; 1] = [Self::WebSocket];
+
+    /// The upgrade a protocol token names (`Upgrade` header, HTTP/2
+    /// `:protocol`), compared case-insensitively; `None` for any protocol zt
+    /// does not govern.
+    #[must_use]
+    pub fn from_token(token: &str) -> Option<Self> {
+        token
+            .eq_ignore_ascii_case("websocket")
+            .then_some(Self::WebSocket)
+    }
+
+    /// The name policies use for it: `websocket`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
+impl fmt::Display for Upgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -180,6 +228,7 @@ impl<'a> Request<'a> {
             method,
             path,
             host: Host::Absent,
+            upgrade: None,
             headers: &(),
             jwt_subject: None,
         }
@@ -234,6 +283,21 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The same request asking to switch its stream to `upgrade`.
+    #[must_use]
+    pub fn with_upgrade(self, upgrade: Upgrade) -> Self {
+        Self {
+            upgrade: Some(upgrade),
+            ..self
+        }
+    }
+
+    /// The protocol the request asks to switch to, if any.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<Upgrade> {
+        self.upgrade
+    }
+
     /// The request method.
     #[must_use]
     pub fn method(&self) -> &'a str {
@@ -283,6 +347,8 @@ pub(crate) fn grpc_call(path: &str) -> Option<(&str, &str)> {
 /// The request, with the parts only some rules need worked out on first use.
 pub(crate) struct RequestView<'a> {
     request: &'a Request<'a>,
+    /// The request's upgrade, read once for every rule.
+    pub(crate) upgrade: Option<Upgrade>,
     call: OnceCell<Option<(&'a str, &'a str)>>,
 }
 
@@ -290,6 +356,7 @@ impl<'a> RequestView<'a> {
     pub(crate) fn new(request: &'a Request<'a>) -> Self {
         Self {
             request,
+            upgrade: request.upgrade,
             call: OnceCell::new(),
         }
     }
@@ -346,6 +413,7 @@ impl fmt::Debug for Request<'_> {
             .field("method", &self.method)
             .field("path", &self.path)
             .field("host", &self.host)
+            .field("upgrade", &self.upgrade)
             .finish_non_exhaustive()
     }
 }
@@ -369,5 +437,17 @@ mod tests {
         assert_eq!(request.grpc_call(), Some(("pkg.Svc", "Get")));
         assert_eq!(request.host(), Some("api.example.org"));
         assert_eq!(Request::new("GET", "/a").with_host("a@b").host(), None);
+    }
+
+    #[test]
+    fn only_the_websocket_token_names_an_upgrade() {
+        assert_eq!(Upgrade::from_token("websocket"), Some(Upgrade::WebSocket));
+        assert_eq!(Upgrade::from_token("WebSocket"), Some(Upgrade::WebSocket));
+        for other in ["h2c", "websocket/13", " websocket", "", "connect-udp"] {
+            assert_eq!(Upgrade::from_token(other), None, "{other:?}");
+        }
+        let request = Request::new("GET", "/ws").with_upgrade(Upgrade::WebSocket);
+        assert_eq!(request.upgrade(), Some(Upgrade::WebSocket));
+        assert_eq!(Request::new("GET", "/ws").upgrade(), None);
     }
 }

@@ -180,6 +180,12 @@ impl PolicyStore {
     pub fn status(&self) -> PolicyStatus {
         self.shared.status.borrow().clone()
     }
+
+    /// Whether `self` and `other` are handles on the same store.
+    #[must_use]
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
 }
 
 impl fmt::Debug for PolicyStore {

@@ -8,7 +8,7 @@ use std::hash::Hash;
 
 use super::model::{Condition, From, NonEmpty, Rule, To};
 use super::pattern::{
-    Domain, GrpcPattern, HostPattern, Id, IdPattern, PathPattern, ValuePattern, quoted,
+    Domain, GrpcPattern, HostPattern, Id, IdPattern, Method, PathPattern, ValuePattern, quoted,
 };
 use crate::id::SpiffeId;
 
@@ -249,6 +249,27 @@ impl To {
                     "path {} can never match: not_paths excludes it with {}",
                     path.raw, excluding.raw
                 ));
+            }
+        }
+        // Upgrades are decided as the GET that asks for them, whichever HTTP
+        // version carried it.
+        if self.upgrades.is_some() {
+            let names_get = |list: &Option<NonEmpty<Method>>| {
+                list.iter().flat_map(|l| l.iter()).any(|m| &*m.0 == "GET")
+            };
+            if self.methods.is_some() && !names_get(&self.methods) {
+                return Err(
+                    "upgrades can never match: an upgrade is decided as a GET request and \
+                     methods does not name GET"
+                        .to_owned(),
+                );
+            }
+            if names_get(&self.not_methods) {
+                return Err(
+                    "upgrades can never match: an upgrade is decided as a GET request and \
+                     not_methods excludes GET"
+                        .to_owned(),
+                );
             }
         }
         let raw_grpc = |list: &Option<NonEmpty<GrpcPattern>>| -> Vec<String> {

@@ -19,6 +19,7 @@ mod outcomes;
 mod scale;
 mod store;
 mod to;
+mod upgrades;
 mod validation;
 mod when;
 

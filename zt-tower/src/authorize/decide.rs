@@ -12,6 +12,7 @@ use zt_core::{AnonymousPeer, Decision, Identity, PeerIdentity, PolicyStore, Prin
 use super::shape::{HeaderView, Rewrite, Shape};
 use super::{DecisionHook, log};
 use crate::metrics::{self, AuthzMetrics, DecisionCounters, Outcome};
+use crate::server::{Approved, OwnedView, UpgradeTicket};
 
 /// Why [`Authorize`](super::Authorize) refused a request, for integrations that
 /// answer refusals in their own protocol (zt-tonic answers with a gRPC status).
@@ -37,7 +38,10 @@ pub enum Denial {
     /// repeated token header (see [`AuthorizeLayer::jwt`](super::AuthorizeLayer::jwt)).
     InvalidToken,
     /// The request asks for a tunnel or a protocol switch (`CONNECT`,
-    /// `Upgrade`), which would escape per-request authorization.
+    /// `Upgrade`) that zt does not govern: any, unless zt-tower's server governs
+    /// WebSocket upgrades ([`ServerBuilder::websockets`](crate::ServerBuilder::websockets)),
+    /// and then any but a WebSocket upgrade. It would escape per-request
+    /// authorization.
     Unsupported,
 }
 
@@ -170,16 +174,17 @@ impl Shared {
         #[cfg(not(feature = "jwt"))]
         let jwt_subject = None;
 
-        let (verdict, rewrite, peer) = {
-            let method = request.method().as_str();
+        let (verdict, rewrite, peer, upgrade) = {
             let path = request.uri().path();
             let shape = match Shape::of(request) {
                 Ok(shape) => shape,
                 Err((denial, why)) => {
-                    log::shape_refused(&peer, method, path, why);
+                    log::shape_refused(&peer, request.method().as_str(), path, why);
                     return Err(denial);
                 }
             };
+            let method = shape.method;
+            let asks_upgrade = shape.upgrade.is_some();
             let headers = HeaderView(request.headers());
             // The canonical spelling, made only for an authority written otherwise.
             let canonical_authority = shape
@@ -191,6 +196,9 @@ impl Shared {
                 zt_core::Request::from_canonical(method, shape.path).with_headers(&headers);
             if let Some(authority) = shape.authority {
                 view = view.with_authority(authority);
+            }
+            if let Some(upgrade) = shape.upgrade {
+                view = view.with_upgrade(upgrade);
             }
             if let Some(subject) = jwt_subject {
                 view = view.with_jwt_subject(subject);
@@ -215,7 +223,14 @@ impl Shared {
                 return Err(Denial::Policy);
             }
             let rewrite = Rewrite::of(request, &view, canonical_authority);
-            (verdict, rewrite, &decided.peer)
+            // An upgrade keeps what it was decided on, to be decided again for
+            // as long as its stream lives.
+            let upgrade = if asks_upgrade {
+                OwnedView::of(&view, request.headers())
+            } else {
+                None
+            };
+            (verdict, rewrite, &decided.peer, upgrade)
         };
         // The application routes and serves what the policy decided on.
         if let Some(rewrite) = rewrite
@@ -228,10 +243,33 @@ impl Shared {
         if let Some(decided) = decided.as_ref() {
             request.extensions_mut().insert(decided.decision.clone());
         }
+        // An upgrade admitted on a token lives no longer than the token.
+        #[cfg(feature = "jwt")]
+        let upgrade = match (upgrade, &jwt_peer) {
+            (Some(view), Some(jwt)) => Some(view.with_jwt(jwt.id().clone(), jwt.expiry())),
+            (upgrade, _) => upgrade,
+        };
         // For the handler: on whose behalf the request came, when a token said so.
         #[cfg(feature = "jwt")]
         if let Some(jwt) = jwt_peer {
             request.extensions_mut().insert(jwt);
+        }
+        // Only a verified peer's upgrade is governed: an anonymous peer has no
+        // SVID whose expiry or trust a watch could follow, so its switching
+        // response finds no approval and is refused.
+        if let Some(view) = upgrade
+            && let Some(Decided {
+                peer: Principal::Verified(verified),
+                ..
+            }) = decided.as_ref()
+            && let Some(ticket) = request.extensions().get::<UpgradeTicket>()
+        {
+            ticket.approve(Approved {
+                peer: verified.clone(),
+                identity: self.identity.clone(),
+                policy: self.policy.clone(),
+                view,
+            });
         }
         Ok(if verdict == Verdict::Allow {
             Passed::Allowed

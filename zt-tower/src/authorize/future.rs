@@ -26,10 +26,10 @@ pub trait Answer<B> {
 
 /// Answers refusals with HTTP statuses and a `text/plain` body naming the kind of
 /// refusal: `400 Bad Request` for a malformed request, `501 Not Implemented` for
-/// `CONNECT` and `Upgrade`, `401 Unauthorized` with `WWW-Authenticate: Bearer
-/// error="invalid_token"` (RFC 6750 §3) for a JWT-SVID that does not validate,
-/// `403 Forbidden` with the body `forbidden` for everything else. gRPC clients
-/// read a 403 as `PERMISSION_DENIED`.
+/// `CONNECT` and `Upgrade` zt does not govern, `401 Unauthorized` with
+/// `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3) for a JWT-SVID
+/// that does not validate, `403 Forbidden` with the body `forbidden` for
+/// everything else. gRPC clients read a 403 as `PERMISSION_DENIED`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HttpAnswer;
 

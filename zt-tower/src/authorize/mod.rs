@@ -41,6 +41,17 @@
 //! requests asking to switch protocols (`Upgrade`), whose tunnels would escape
 //! per-request authorization.
 //!
+//! On a [`Server`](crate::Server) built with
+//! [`websockets`](crate::ServerBuilder::websockets), a WebSocket upgrade is
+//! decided instead: HTTP/1.1 `GET` with `Upgrade: websocket` and HTTP/2 extended
+//! `CONNECT` with `:protocol websocket` are the same request to the policy, the
+//! method `GET` with the upgrade `websocket`, and only an `allow` rule whose
+//! `to.upgrades` names it admits it. A malformed upgrade (several protocols or
+//! `Upgrade` headers, no `Connection: upgrade`, a method other than `GET`,
+//! HTTP/1.0) is `400`; other protocols and plain `CONNECT` stay `501`. The server
+//! then governs the upgraded stream: it closes it once the peer or the policy
+//! would no longer allow the request (docs/security.md).
+//!
 //! A policy refusal is `403 Forbidden` with the body `forbidden` and nothing
 //! else: the reason goes to the log, never to the peer. gRPC clients read a 403 as
 //! `PERMISSION_DENIED`. In a dry-run policy a request the policy would deny is let
@@ -111,6 +122,7 @@ pub use async_hook::{AsyncAuthorize, AsyncAuthorizeLayer, AsyncDecisionHook, Asy
 pub use decide::Denial;
 pub use future::{Answer, HttpAnswer, ResponseFuture};
 pub use hook::{DecisionHook, NoHook, Refusal};
+pub(crate) use shape::HeaderView;
 
 /// Applies [`Authorize`] to a service; refusals are answered with `A`.
 pub struct AuthorizeLayer<H = NoHook, A = HttpAnswer> {

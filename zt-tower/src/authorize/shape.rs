@@ -5,17 +5,23 @@
 
 use std::borrow::Cow;
 
-use http::header::{HOST, UPGRADE};
+use http::header::{CONNECTION, HOST, UPGRADE};
 use http::uri::{Authority as UriAuthority, PathAndQuery};
-use http::{HeaderMap, HeaderValue, Method, Request, Uri};
-use zt_core::Headers;
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use zt_core::policy::{AmbiguousPath, Authority, canonical_path};
+use zt_core::{Headers, Upgrade};
 
 use super::Denial;
+use crate::server::UpgradeTicket;
 
-/// What the policy needs of a request beyond its method and headers, in
-/// canonical form.
+/// What the policy needs of a request beyond its headers, in canonical form.
 pub(super) struct Shape<'a> {
+    /// The method the policy decides on: `GET` for a WebSocket upgrade, whichever
+    /// HTTP version asked for it.
+    pub(super) method: &'a str,
+    /// The protocol the request asks to switch to, on a server that governs
+    /// upgrades.
+    pub(super) upgrade: Option<Upgrade>,
     pub(super) path: Result<Cow<'a, str>, AmbiguousPath>,
     pub(super) authority: Option<Authority<'a>>,
     /// The target's authority or the `Host` header is not written canonically.
@@ -28,13 +34,23 @@ impl<'a> Shape<'a> {
     /// The request's shape, or why zt refuses to decide on it.
     pub(super) fn of<B>(request: &'a Request<B>) -> Result<Self, (Denial, &'static str)> {
         let method = request.method();
-        if method == Method::CONNECT {
-            return Err((Denial::Unsupported, "CONNECT tunnels are not served"));
-        }
-        if request.headers().contains_key(UPGRADE) {
-            return Err((Denial::Unsupported, "protocol upgrades are not served"));
-        }
-        if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        let method_str = method.as_str();
+        let (decided_method, upgrade) =
+            if method == Method::CONNECT || request.headers().contains_key(UPGRADE) {
+                // Only a server that governs the upgraded stream gives the request
+                // a ticket (zt-tower's `Server` with `websockets`).
+                if request.extensions().get::<UpgradeTicket>().is_none() {
+                    return Err(if method == Method::CONNECT {
+                        (Denial::Unsupported, "CONNECT tunnels are not served")
+                    } else {
+                        (Denial::Unsupported, "protocol upgrades are not served")
+                    });
+                }
+                ("GET", Some(upgrade_of(request)?))
+            } else {
+                (method_str, None)
+            };
+        if method_str.bytes().any(|b| b.is_ascii_lowercase()) {
             return Err((Denial::Malformed, "method has lower-case letters"));
         }
         let malformed = |why| (Denial::Malformed, why);
@@ -70,11 +86,64 @@ impl<'a> Shape<'a> {
             (None, None) => None,
         };
         Ok(Self {
+            method: decided_method,
+            upgrade,
             path: canonical_path(request.uri().path()),
             authority,
             rewrite_authority,
         })
     }
+}
+
+/// The upgrade a request asks for, in the one form the policy decides on:
+/// HTTP/1.1 `GET` with `Upgrade: websocket` and `Connection: upgrade`, or
+/// HTTP/2 `CONNECT` with `:protocol websocket`. Plain `CONNECT` and other
+/// protocols are not served; shapes a server and an application could read
+/// differently are malformed.
+fn upgrade_of<B>(request: &Request<B>) -> Result<Upgrade, (Denial, &'static str)> {
+    let malformed = |why| (Denial::Malformed, why);
+    let unsupported = (Denial::Unsupported, "only websocket upgrades are served");
+    let headers = request.headers();
+    if request.method() == Method::CONNECT {
+        // hyper puts the HTTP/2 `:protocol` here, only on CONNECT requests.
+        let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() else {
+            return Err((Denial::Unsupported, "CONNECT tunnels are not served"));
+        };
+        if headers.contains_key(UPGRADE) {
+            return Err(malformed("Upgrade header on an extended CONNECT"));
+        }
+        return Upgrade::from_token(protocol.as_str()).ok_or(unsupported);
+    }
+    if request.version() != Version::HTTP_11 {
+        return Err(malformed("Upgrade header outside HTTP/1.1"));
+    }
+    let mut fields = headers.get_all(UPGRADE).iter();
+    let (Some(field), None) = (fields.next(), fields.next()) else {
+        return Err(malformed("repeated Upgrade header"));
+    };
+    let value = field
+        .to_str()
+        .map_err(|_| malformed("malformed Upgrade header"))?;
+    if value.contains(',') {
+        return Err(malformed("Upgrade header names several protocols"));
+    }
+    let upgrade = Upgrade::from_token(value.trim_matches([' ', '\t'])).ok_or(unsupported)?;
+    if request.method() != Method::GET {
+        return Err(malformed("websocket upgrade with a method other than GET"));
+    }
+    let asks_upgrade = headers.get_all(CONNECTION).iter().any(|field| {
+        field.to_str().is_ok_and(|value| {
+            value.split(',').any(|option| {
+                option
+                    .trim_matches([' ', '\t'])
+                    .eq_ignore_ascii_case("upgrade")
+            })
+        })
+    });
+    if !asks_upgrade {
+        return Err(malformed("Upgrade header without Connection: upgrade"));
+    }
+    Ok(upgrade)
 }
 
 /// The changes that bring an allowed request into the canonical form it was
@@ -137,7 +206,7 @@ impl Rewrite {
 }
 
 /// The request's headers as the policy reads them.
-pub(super) struct HeaderView<'a>(pub(super) &'a HeaderMap);
+pub(crate) struct HeaderView<'a>(pub(crate) &'a HeaderMap);
 
 impl Headers for HeaderView<'_> {
     fn get(&self, name: &str) -> Option<&str> {

@@ -48,6 +48,8 @@ pub(super) struct Inner {
     /// deadline: hyper-util's detection waits for them without one.
     pub(super) http1: auto::Builder<TokioExecutor>,
     pub(super) http2: auto::Builder<TokioExecutor>,
+    /// Governed WebSocket upgrades are served (`ServerBuilder::websockets`).
+    pub(super) websockets: bool,
 }
 
 /// What the accept loop tells the connections it spawned.

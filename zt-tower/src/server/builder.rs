@@ -47,6 +47,7 @@ pub struct ServerBuilder {
     max_header_list_size: u32,
     h2_keep_alive: Option<Duration>,
     anonymous: bool,
+    websockets: bool,
 }
 
 // === impl ServerBuilder ===
@@ -66,6 +67,7 @@ impl ServerBuilder {
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             h2_keep_alive: Some(DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL),
             anonymous: false,
+            websockets: false,
         }
     }
 
@@ -182,6 +184,34 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves governed WebSocket upgrades: HTTP/1.1 `Upgrade: websocket` and
+    /// HTTP/2 extended `CONNECT` with `:protocol websocket` (RFC 8441, which
+    /// this also advertises in `SETTINGS_ENABLE_CONNECT_PROTOCOL`).
+    ///
+    /// By default every `CONNECT` and every `Upgrade` is refused with `501 Not
+    /// Implemented` before the application sees it, because the stream it would
+    /// open carries traffic no per-request check sees. With this setting:
+    ///
+    /// - [`Authorize`](crate::Authorize) decides an upgrade request like any
+    ///   other, as the `GET` that asks for the upgrade whichever HTTP version
+    ///   carried it, and only an `allow` rule whose `to.upgrades` names
+    ///   `websocket` admits it (docs/policy.md). Any other protocol and plain
+    ///   `CONNECT` are still refused (`501`); a malformed upgrade (several
+    ///   protocols, `Upgrade` without `Connection: upgrade`, a method other than
+    ///   `GET`) is `400`.
+    /// - A response that switches protocols goes out only if `Authorize`
+    ///   allowed the request: any other switching response is replaced by `501`.
+    /// - The upgraded stream is governed: the peer is re-verified and the request
+    ///   decided again whenever the identity's snapshot or the policy changes,
+    ///   and at the peer's SVID expiry. The first failure closes the connection
+    ///   at once — on HTTP/2, with every stream of that peer on it
+    ///   (docs/security.md).
+    #[must_use]
+    pub fn websockets(mut self) -> Self {
+        self.websockets = true;
+        self
+    }
+
     /// The application protocols offered by ALPN, most preferred first (default
     /// `h2`, then `http/1.1`). A client that offers ALPN but none of these fails the
     /// handshake. [`Server::serve`] speaks only these two; a server that only feeds
@@ -217,6 +247,9 @@ impl ServerBuilder {
         if let Some(interval) = self.h2_keep_alive {
             h2.keep_alive_timeout(interval);
         }
+        if self.websockets {
+            h2.enable_connect_protocol();
+        }
         Ok(Server {
             inner: Arc::new(Inner {
                 acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -229,6 +262,7 @@ impl ServerBuilder {
                 header_read_timeout: self.header_read_timeout,
                 http1: http.clone().http1_only(),
                 http2: http.http2_only(),
+                websockets: self.websockets,
             }),
         })
     }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +30,7 @@ use zt_core::Principal;
 
 use super::accept::{Inner, Phase};
 use super::detect::{HttpVersion, detect_version};
+use super::govern::{GovernedIo, Governor};
 use super::service::{ConnService, Exchanges};
 use crate::BoxError;
 use crate::metrics::{self, CloseReason, GaugeGuard};
@@ -202,24 +203,56 @@ where
             peer.clone(),
         ));
         let _watchdog = AbortOnDrop(watchdog);
+        // Governed upgrades: the connection's record of the upgrades it carries,
+        // and an IO that a close reaches even once hyper handed it over to an
+        // upgraded HTTP/1 stream.
+        // Only a verified peer's upgrades are governed (an anonymous peer's are
+        // refused: no SVID to follow).
+        let governor = peer
+            .verified()
+            .filter(|_| inner.websockets)
+            .map(|verified| Arc::new(Governor::new(Arc::clone(&signal), verified.clone())));
         let service = ConnService {
             inner: self.service,
             peer: peer.clone(),
             exchanges,
+            governor: governor.clone(),
         };
         let ended_by = Arc::clone(&signal);
         let http = match version {
             HttpVersion::Http1 => &inner.http1,
             HttpVersion::Http2 => &inner.http2,
         };
-        let conn = http.serve_connection(TokioIo::new(io), service);
-        let ended = Driven {
-            conn,
-            signal,
-            registered: None,
-            draining: false,
+        let ended = if governor.is_some() {
+            let io = GovernedIo::new(io, Arc::clone(&signal));
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let ended = Driven {
+                conn,
+                signal,
+                registered: None,
+                draining: false,
+            }
+            .await;
+            // HTTP/1: hyper ends the connection once it hands the IO over to an
+            // upgraded stream, which lives on in the application's task; the
+            // connection, its watchdog and its governance last as long as it.
+            if matches!(ended, Ended::Done(Ok(()))) && ended_by.upgraded.load(Ordering::Acquire) {
+                ended_by.upgraded_stream_ends().await;
+            }
+            ended
+        } else {
+            let conn = http.serve_connection(TokioIo::new(io), service);
+            Driven {
+                conn,
+                signal,
+                registered: None,
+                draining: false,
+            }
+            .await
+        };
+        if let Some(governor) = governor {
+            governor.stop();
         }
-        .await;
         let closed = match ended {
             Ended::Done(Ok(())) => CloseReason::PeerClosed,
             Ended::Done(Err(err)) => {
@@ -253,33 +286,65 @@ fn tls_version(version: rustls::ProtocolVersion) -> &'static str {
 /// one atomic load per poll, so serving requests costs nothing for deadlines and
 /// shutdown that almost never come.
 #[derive(Default)]
-struct Signal {
-    state: AtomicU8,
+pub(super) struct Signal {
+    pub(super) state: AtomicU8,
+    /// The connection task's waker.
     waker: AtomicWaker,
     /// Why the watchdog raised the state: one of the `WHY_*` values.
     why: AtomicU8,
+    /// Set once the connection carries a governed upgrade: from then on its IO
+    /// registers the wakers of whoever reads and writes it (HTTP/1: the
+    /// application's task, which owns the upgraded stream), so that a close
+    /// reaches them.
+    pub(super) upgraded: AtomicBool,
+    pub(super) io_read: AtomicWaker,
+    pub(super) io_write: AtomicWaker,
+    /// The connection's IO was dropped: an HTTP/1 upgraded stream ended.
+    pub(super) io_gone: AtomicBool,
 }
 
 const WHY_NONE: u8 = 0;
 const WHY_EXPIRED: u8 = 1;
 const WHY_MAX_AGE: u8 = 2;
 const WHY_SHUTDOWN: u8 = 3;
+const WHY_UNTRUSTED: u8 = 4;
+const WHY_POLICY: u8 = 5;
 
 const SERVE: u8 = 0;
 const DRAIN: u8 = 1;
-const CLOSE: u8 = 2;
+pub(super) const CLOSE: u8 = 2;
 
 impl Signal {
-    fn raise(&self, state: u8) {
+    pub(super) fn raise(&self, state: u8) {
         self.state.fetch_max(state, Ordering::AcqRel);
+        self.waker.wake();
+        if state == CLOSE {
+            self.io_read.wake();
+            self.io_write.wake();
+        }
+    }
+
+    /// Closes the connection now; says whether it was not closing already.
+    pub(super) fn close(&self) -> bool {
+        let before = self.state.fetch_max(CLOSE, Ordering::AcqRel);
+        self.waker.wake();
+        self.io_read.wake();
+        self.io_write.wake();
+        before < CLOSE
+    }
+
+    /// Wakes the connection task.
+    pub(super) fn wake_task(&self) {
         self.waker.wake();
     }
 
     /// Records why the connection ends; the first reason stays.
-    fn ended_by(&self, why: CloseReason) {
+    pub(super) fn ended_by(&self, why: CloseReason) {
         let why = match why {
             CloseReason::SvidExpired => WHY_EXPIRED,
             CloseReason::MaxAge => WHY_MAX_AGE,
+            CloseReason::UntrustedPeer => WHY_UNTRUSTED,
+            CloseReason::PolicyDenied => WHY_POLICY,
             _ => WHY_SHUTDOWN,
         };
         let _ = self
@@ -292,8 +357,24 @@ impl Signal {
             WHY_EXPIRED => Some(CloseReason::SvidExpired),
             WHY_MAX_AGE => Some(CloseReason::MaxAge),
             WHY_SHUTDOWN => Some(CloseReason::Shutdown),
+            WHY_UNTRUSTED => Some(CloseReason::UntrustedPeer),
+            WHY_POLICY => Some(CloseReason::PolicyDenied),
             _ => None,
         }
+    }
+
+    /// The connection task's wait, once hyper handed an HTTP/1 connection's IO
+    /// over to an upgraded stream: until the stream is dropped, or the
+    /// watchdog or governance closes it.
+    fn upgraded_stream_ends(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            if self.io_gone.load(Ordering::Acquire) || self.state.load(Ordering::Acquire) == CLOSE {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
@@ -324,7 +405,7 @@ async fn watchdog(
         idle,
     } = deadlines;
     tokio::select! {
-        () = head_overdue(idle.as_ref()) => {
+        () = head_overdue(idle.as_ref(), &signal.upgraded) => {
             tracing::debug!(
                 peer = %peer,
                 timeout = ?idle.as_ref().map(|(_, timeout)| *timeout),
@@ -361,9 +442,10 @@ async fn watchdog(
 
 /// Returns once an HTTP/1 connection has waited longer than the timeout for a
 /// request head: since it was served, or since its last exchange ended, with no
-/// request in flight. Never returns for HTTP/2 (`None`). Wakes at most once per
-/// timeout while requests come in time.
-async fn head_overdue(idle: Option<&(Arc<Exchanges>, Duration)>) {
+/// request in flight. Never returns for HTTP/2 (`None`), nor once the
+/// connection was upgraded (`upgraded`): it reads no more request heads. Wakes
+/// at most once per timeout while requests come in time.
+async fn head_overdue(idle: Option<&(Arc<Exchanges>, Duration)>, upgraded: &AtomicBool) {
     let Some((exchanges, timeout)) = idle else {
         return std::future::pending().await;
     };
@@ -373,6 +455,9 @@ async fn head_overdue(idle: Option<&(Arc<Exchanges>, Duration)>) {
     };
     loop {
         tokio::time::sleep_until(check_at).await;
+        if upgraded.load(Ordering::Acquire) {
+            return std::future::pending().await;
+        }
         let now = Instant::now();
         let next = match exchanges.idle_since() {
             Some(since) => since.checked_add(*timeout),
@@ -388,7 +473,7 @@ async fn head_overdue(idle: Option<&(Arc<Exchanges>, Duration)>) {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -419,7 +504,12 @@ pin_project! {
     }
 }
 
-impl<I, S, B> Future for Driven<auto::Connection<'_, I, S, TokioExecutor>>
+/// A hyper connection the watchdog can drain: served with or without upgrades.
+trait Drain: Future<Output = Result<(), BoxError>> {
+    fn drain(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Drain for auto::Connection<'_, I, S, TokioExecutor>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
     S::Future: Send + 'static,
@@ -429,6 +519,27 @@ where
     B::Error: Into<BoxError>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Drain for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<C: Drain> Future for Driven<C> {
     type Output = Ended<BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -454,7 +565,7 @@ where
             DRAIN => {
                 if !*this.draining {
                     *this.draining = true;
-                    this.conn.as_mut().graceful_shutdown();
+                    this.conn.as_mut().drain();
                 }
             }
             _ => return Poll::Ready(Ended::Closed),

@@ -75,6 +75,7 @@ mod accept;
 mod builder;
 mod connection;
 mod detect;
+mod govern;
 mod incoming;
 mod listener;
 mod service;
@@ -95,6 +96,7 @@ pub use builder::{
     DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL, DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_CONCURRENT_HANDSHAKES, DEFAULT_MAX_HEADER_LIST_SIZE, ServerBuilder,
 };
+pub(crate) use govern::{Approved, OwnedView, UpgradeTicket};
 pub use incoming::{Accepted, TlsIncoming};
 pub use listener::Listener;
 

@@ -1,6 +1,9 @@
 //! The per-connection hyper service around the user's tower service: it puts the
 //! peer's identity into every request and refuses tunnels and protocol upgrades
-//! before the application sees them.
+//! before the application sees them, unless the server governs upgrades: then
+//! an upgrade request carries an [`UpgradeTicket`] to the authorization, and a
+//! response that switches protocols goes out only if the authorization approved
+//! it (see `govern.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +21,8 @@ use tokio::time::Instant;
 use tower_service::Service;
 use zt_core::Principal;
 
+use super::govern::{Governor, UpgradeTicket, switches};
+
 /// The per-connection hyper service: puts the peer into each request, then calls a
 /// clone of the user's tower service.
 pub(super) struct ConnService<S> {
@@ -25,6 +30,15 @@ pub(super) struct ConnService<S> {
     pub(super) peer: Principal,
     /// HTTP/1: the exchanges, for the header-read deadline.
     pub(super) exchanges: Option<Arc<Exchanges>>,
+    /// The connection's governed upgrades, on a server that allows them.
+    pub(super) governor: Option<Arc<Governor>>,
+}
+
+/// An upgrade request on its way: what its response is checked against.
+pub(super) struct PendingUpgrade {
+    ticket: UpgradeTicket,
+    governor: Arc<Governor>,
+    connect: bool,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -39,20 +53,25 @@ where
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let exchange = self.exchanges.as_ref().map(Exchange::start);
         // A tunnel or a switched protocol would carry traffic no request-level
-        // check sees: refused here, whatever the application does with it.
-        if request.method() == http::Method::CONNECT
-            || request.headers().contains_key(http::header::UPGRADE)
-        {
-            tracing::debug!(peer = %self.peer, method = request.method().as_str(), "tunnel or upgrade refused");
-            crate::metrics::refusal("unsupported");
-            let mut response = Response::new(Tracked {
-                body: Either::Right(Empty::new()),
-                exchange,
-            });
-            *response.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
-            return ConnFuture::Refused {
-                response: Some(response),
+        // check sees: refused here, whatever the application does with it,
+        // unless the server governs upgrades.
+        let mut upgrade = None;
+        let connect = request.method() == http::Method::CONNECT;
+        if connect || request.headers().contains_key(http::header::UPGRADE) {
+            let Some(governor) = &self.governor else {
+                tracing::debug!(peer = %self.peer, method = request.method().as_str(), "tunnel or upgrade refused");
+                crate::metrics::refusal("unsupported");
+                return ConnFuture::Refused {
+                    response: Some(not_implemented(exchange)),
+                };
             };
+            let ticket = UpgradeTicket::default();
+            request.extensions_mut().insert(ticket.clone());
+            upgrade = Some(Box::new(PendingUpgrade {
+                ticket,
+                governor: Arc::clone(governor),
+                connect,
+            }));
         }
         // The request's span, a child of the connection's; the authorization
         // records the deciding rule on it (`security_rule.name`).
@@ -77,9 +96,22 @@ where
         ConnFuture::Served {
             span,
             exchange,
+            upgrade,
             future: Oneshot::new(self.inner.clone(), request),
         }
     }
+}
+
+/// `501 Not Implemented`, the answer to tunnels and upgrades zt does not serve.
+fn not_implemented<B: http_body::Body>(
+    exchange: Option<Exchange>,
+) -> Response<Tracked<Either<B, Empty<B::Data>>>> {
+    let mut response = Response::new(Tracked {
+        body: Either::Right(Empty::new()),
+        exchange,
+    });
+    *response.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
+    response
 }
 
 pin_project! {
@@ -93,6 +125,9 @@ pin_project! {
         Served {
             span: tracing::Span,
             exchange: Option<Exchange>,
+            // Boxed: only upgrade requests have one, and every request's
+            // future holds the field.
+            upgrade: Option<Box<PendingUpgrade>>,
             #[pin]
             future: Oneshot<S, Request<Incoming>>,
         },
@@ -112,17 +147,26 @@ where
             ConnFutureProj::Served {
                 span,
                 exchange,
+                upgrade,
                 future,
             } => {
                 let _entered = span.enter();
-                future.poll(cx).map(|result| {
-                    result.map(|response| {
-                        response.map(|body| Tracked {
-                            body: Either::Left(body),
-                            exchange: exchange.take(),
-                        })
-                    })
-                })
+                let response = match std::task::ready!(future.poll(cx)) {
+                    Ok(response) => response,
+                    Err(err) => return Poll::Ready(Err(err)),
+                };
+                if let Some(pending) = upgrade.take()
+                    && switches(response.status(), pending.connect)
+                    && let Err(why) = pending.governor.commit(&pending.ticket)
+                {
+                    tracing::debug!(?why, "switching response refused");
+                    crate::metrics::refusal("unsupported");
+                    return Poll::Ready(Ok(not_implemented(exchange.take())));
+                }
+                Poll::Ready(Ok(response.map(|body| Tracked {
+                    body: Either::Left(body),
+                    exchange: exchange.take(),
+                })))
             }
             ConnFutureProj::Refused { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),

@@ -10,6 +10,7 @@ use super::shapes::{Call, ValueShape};
 use crate::id::{SpiffeId, TrustDomain};
 use crate::policy::model::{Action, Condition, NonEmpty, Rule, To};
 use crate::policy::pattern::{Domain, GrpcPattern, Id, ValuePattern};
+use crate::policy::request::Upgrade;
 use crate::segments::Segments;
 
 /// Whether `cover` matches every request `rule` matches, from every verified
@@ -21,7 +22,26 @@ pub(super) fn covers(cover: &Rule, rule: &Rule) -> bool {
     (!rule.matches_anonymous() || cover.matches_anonymous())
         && from_covers(cover.from.as_ref(), rule.from.as_ref())
         && to_covers(cover.to.as_ref(), rule.to.as_ref(), strict)
+        && upgrades_cover(cover, rule)
         && when_covers(&cover.when, &rule.when)
+}
+
+/// Whether `cover` matches every upgrade `rule` matches, and plain requests if
+/// `rule` matches them (see `Rule::admits`).
+fn upgrades_cover(cover: &Rule, rule: &Rule) -> bool {
+    let (cover_plain, cover_upgrades) = upgrades_matched(cover);
+    let (plain, upgrades) = upgrades_matched(rule);
+    (cover_plain || !plain) && upgrades.iter().all(|u| cover_upgrades.contains(u))
+}
+
+/// Whether a rule matches requests without an upgrade, and which upgrades it
+/// matches.
+fn upgrades_matched(rule: &Rule) -> (bool, Vec<Upgrade>) {
+    match rule.to.as_ref().and_then(|to| to.upgrades.as_deref()) {
+        Some(names) => (false, names.iter().map(|name| name.0).collect()),
+        None if rule.action == Action::Allow => (true, Vec::new()),
+        None => (true, Upgrade::ALL.to_vec()),
+    }
 }
 
 pub(super) fn has_path_conditions(to: &To) -> bool {

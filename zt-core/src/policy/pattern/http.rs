@@ -6,7 +6,34 @@ use std::str::FromStr;
 
 use super::{MAX_NAME_LEN, MAX_VALUE_LEN, StrVisitor, quoted};
 use crate::policy::canonical::{AmbiguousPath, Authority, canonical_segment};
+use crate::policy::request::Upgrade;
 use crate::segments::{Segments, SyntaxError};
+
+// === UpgradeName ===
+
+/// A protocol named in `to.upgrades`: `websocket`, the one upgrade zt governs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct UpgradeName(pub(crate) Upgrade);
+
+impl FromStr for UpgradeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match Upgrade::from_token(s) {
+            Some(upgrade) if upgrade.as_str() == s => Ok(Self(upgrade)),
+            Some(upgrade) => Err(format!(
+                "upgrade names are lower case: write {upgrade}, not {}",
+                quoted(s)
+            )),
+            None => Err(format!(
+                "{} is not an upgrade zt governs: the only one is websocket",
+                quoted(s)
+            )),
+        }
+    }
+}
+
+deserialize_from_str!(UpgradeName, "an upgrade protocol: websocket");
 
 // === Method ===
 

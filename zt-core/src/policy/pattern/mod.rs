@@ -262,7 +262,9 @@ deserialize_from_str!(
 
 mod http;
 
-pub(crate) use http::{GrpcPattern, HeaderName, HostPattern, Method, PathPattern, ValuePattern};
+pub(crate) use http::{
+    GrpcPattern, HeaderName, HostPattern, Method, PathPattern, UpgradeName, ValuePattern,
+};
 
 #[cfg(test)]
 mod tests {
