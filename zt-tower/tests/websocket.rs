@@ -876,3 +876,115 @@ async fn outer_layer_policy_change_closes_the_socket_of_a_nested_router_over_htt
 async fn outer_layer_policy_change_closes_the_socket_of_a_nested_router_over_http2() {
     outer_layer_policy_change_closes_the_socket_of_a_nested_router(Version::Http2).await;
 }
+
+/// An anonymous peer has no SVID whose expiry or trust a watch could follow: a
+/// server that governs upgrades and allows anonymous clients answers its
+/// upgrade `501`, even when a policy rule would admit it.
+#[tokio::test]
+async fn anonymous_peer_gets_no_upgrade_even_when_a_rule_admits_it() {
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let store = PolicyStore::new(policy(
+        r#"
+rules:
+  - name: anonymous-ws
+    action: allow
+    from: { unauthenticated: true }
+    to: { paths: [/ws], upgrades: [websocket] }
+"#,
+    ));
+    let running = serve(
+        Server::builder(server.identity())
+            .websockets()
+            .allow_anonymous(),
+        authorized(ws_router(), server.identity(), store),
+    )
+    .await;
+    let tls = tls_connect(
+        running.addr,
+        anonymous_client_config(&server, SERVER_ID, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    match within(
+        "WebSocket handshake",
+        tokio_tungstenite::client_async("wss://localhost/ws", tls),
+    )
+    .await
+    {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+        }
+        Ok(_) => panic!("an anonymous peer's WebSocket was opened"),
+        Err(other) => panic!("WebSocket handshake failed otherwise: {other}"),
+    }
+}
+
+/// A WebSocket admitted on a JWT-SVID (the gateway on behalf of the frontend)
+/// lives no longer than the token: its connection is closed at the token's
+/// `exp`, though the peer's SVID and the policy still allow it.
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn socket_admitted_on_a_jwt_svid_is_closed_when_the_token_expires() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use zt_core::jwt::{JwtBundles, JwtSvid, JwtValidator};
+    use zt_testkit::jwt::MintedJwts;
+
+    let minted = MintedJwts::mint("orders-api");
+    let ca = new_ca();
+    let server = identity(&ca, SERVER_ID);
+    let client = identity(&ca, CLIENT_ID);
+    let bundles = JwtBundles::default();
+    bundles
+        .load_files(&[(
+            "example.org".parse().unwrap(),
+            minted.bundle("example.org").to_owned(),
+        )])
+        .unwrap();
+    let validator = JwtValidator::new(bundles, "orders-api").unwrap();
+    let store = PolicyStore::new(policy(&format!(
+        r#"
+rules:
+  - name: ws-for-frontend
+    action: allow
+    from: {{ ids: ["{CLIENT_ID}"], jwt: {{ ids: [spiffe://example.org/frontend] }} }}
+    to: {{ paths: [/ws], upgrades: [websocket] }}
+"#
+    )));
+    let running = serve(
+        Server::builder(server.identity()).websockets(),
+        ws_router().layer(zt_tower::AuthorizeLayer::new(server.identity(), store).jwt(validator)),
+    )
+    .await;
+
+    let token = minted.token("short_lived");
+    let expiry = JwtSvid::parse(token).unwrap().expiry();
+    let tls = tls_connect(
+        running.addr,
+        client_config(&client, SERVER_ID, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let mut request = "wss://localhost/ws".into_client_request().unwrap();
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let (ws, _) = within(
+        "WebSocket handshake",
+        tokio_tungstenite::client_async(request, tls),
+    )
+    .await
+    .unwrap();
+    let mut ws = Ws::H1(Box::new(ws));
+    assert_eq!(ws.echo("on behalf of").await.unwrap(), "on behalf of");
+    let left = expiry.duration_since(SystemTime::now()).unwrap_or_default();
+    assert!(
+        ws.ends_within(left + CLOSE_BOUND).await,
+        "the WebSocket outlived the token it was admitted on"
+    );
+    assert!(
+        SystemTime::now() >= expiry,
+        "closed before the token expired"
+    );
+}
