@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::validate::{Audience, JwtError, MAX_JWT_BYTES, json_part};
+use super::validate::{Audience, JwtError, MAX_JWT_BYTES, compact_parts, json_part};
 use crate::id::SpiffeId;
 
 /// A JWT-SVID to present: the token and what it says of itself.
@@ -40,27 +40,19 @@ impl JwtSvid {
                 limit: MAX_JWT_BYTES,
             });
         }
-        let mut parts = token.split('.');
-        let (Some(_header), Some(claims), Some(_signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtError::Malformed("not three dot-separated parts"));
-        };
+        let [_header, claims, _signature] = compact_parts(token)?;
         let claims: Claims = json_part(claims, "claims")?;
         let id: SpiffeId = claims
             .sub
             .ok_or(JwtError::MissingClaim("sub"))?
             .parse()
             .map_err(JwtError::Subject)?;
-        let audience = match claims.aud.ok_or(JwtError::MissingClaim("aud"))? {
-            Audience::One(one) => vec![one],
-            Audience::Many(many) => many.into_iter().collect(),
-        };
+        let audience = claims.aud.ok_or(JwtError::MissingClaim("aud"))?.into_list();
         let exp = claims.exp.ok_or(JwtError::MissingClaim("exp"))?;
         Ok(Self {
             token: token.into(),
             id,
-            audience: audience.into(),
+            audience,
             expiry: UNIX_EPOCH + Duration::from_secs(exp),
         })
     }

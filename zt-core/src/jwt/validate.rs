@@ -288,12 +288,7 @@ impl JwtValidator {
 
     /// The whole validation: shape, key, signature and claims.
     fn verify(&self, token: &str, bundles: &JwtBundleSet) -> Result<Verified, JwtError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(claims), Some(_signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtError::Malformed("not three dot-separated parts"));
-        };
+        let [header, claims, _signature] = compact_parts(token)?;
         let header: Header = json_part(header, "header")?;
         if header.crit.is_some() {
             return Err(JwtError::CriticalHeader);
@@ -333,16 +328,16 @@ impl JwtValidator {
         validation.sub = Some(sub);
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|err| self.error(err.kind()))?;
-        let audience = match data.claims.aud {
-            Some(Audience::One(one)) => vec![one],
-            Some(Audience::Many(many)) => many.into_iter().collect(),
-            None => return Err(JwtError::MissingClaim("aud")),
-        };
+        let audience = data
+            .claims
+            .aud
+            .ok_or(JwtError::MissingClaim("aud"))?
+            .into_list();
         let exp = data.claims.exp.ok_or(JwtError::MissingClaim("exp"))?;
         Ok(Verified {
             peer: JwtPeer {
                 id,
-                audience: audience.into(),
+                audience,
                 expiry: UNIX_EPOCH + Duration::from_secs(exp),
             },
             not_before: data.claims.nbf,
@@ -436,6 +431,25 @@ struct Claims {
 pub(super) enum Audience {
     One(String),
     Many(HashSet<String>),
+}
+
+impl Audience {
+    /// The audiences, as a list.
+    pub(super) fn into_list(self) -> Arc<[String]> {
+        match self {
+            Self::One(one) => Arc::new([one]),
+            Self::Many(many) => many.into_iter().collect(),
+        }
+    }
+}
+
+/// The header, claims and signature of a compact JWS.
+pub(super) fn compact_parts(token: &str) -> Result<[&str; 3], JwtError> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(header), Some(claims), Some(signature), None) => Ok([header, claims, signature]),
+        _ => Err(JwtError::Malformed("not three dot-separated parts")),
+    }
 }
 
 /// One base64url part of the token, read as the JSON object `T`.
