@@ -18,12 +18,12 @@
 //!    decides nothing — tonic serves a method's path whatever the content type
 //!    says. The call is passed on with its canonical path
 //!    (`/pkg.Svc/%47et` is routed as `/pkg.Svc/Get`, the method it was decided as);
-//! 4. puts the [`Decision`](zt_core::Decision) that let the call through into its
+//! 4. puts the [`Decision`] that let the call through into its
 //!    extensions, where a handler reads it ([`decision`](crate::decision())) for
 //!    resource-level checks;
 //! 5. runs the application's [`DecisionHook`], if any, on calls the policy
 //!    allowed — or, for checks that wait for I/O, its
-//!    [`AsyncDecisionHook`](zt_tower::AsyncDecisionHook) with a deadline
+//!    [`AsyncDecisionHook`] with a deadline
 //!    ([`AuthorizeLayer::async_hook`]); no answer in time, or a panic, refuses the
 //!    call.
 //!
@@ -151,7 +151,7 @@ impl AuthorizeLayer<NoHook> {
     /// Runs `hook` on every call the policy allowed, and refuses the call with
     /// `PERMISSION_DENIED` when the hook refuses it, does not answer within
     /// `deadline`, or panics; see
-    /// [`AsyncDecisionHook`](zt_tower::AsyncDecisionHook).
+    /// [`AsyncDecisionHook`].
     pub fn async_hook<H>(self, hook: H, deadline: Duration) -> AsyncAuthorizeLayer<H> {
         AsyncAuthorizeLayer {
             inner: self.inner.async_hook(hook, deadline),
@@ -302,7 +302,7 @@ where
 }
 
 /// The [`Decision`] that let `request` through, put into its extensions by
-/// [`AuthorizeLayer`](crate::AuthorizeLayer): which rule allowed the call, which
+/// [`AuthorizeLayer`]: which rule allowed the call, which
 /// audit rules matched, whether a dry-run policy let a denial through. `None`
 /// when no authorization layer is in front of the service.
 pub fn decision<T>(request: &tonic::Request<T>) -> Option<&Decision> {
@@ -362,7 +362,7 @@ impl<H: fmt::Debug> fmt::Debug for AsyncAuthorizeLayer<H> {
     }
 }
 
-/// [`Authorize`] with an [`AsyncDecisionHook`](zt_tower::AsyncDecisionHook) run
+/// [`Authorize`] with an [`AsyncDecisionHook`] run
 /// after the policy allowed a call; see [`AuthorizeLayer::async_hook`].
 #[derive(Clone)]
 pub struct AsyncAuthorize<S, H> {

@@ -92,7 +92,7 @@
 //! - `metrics` (default): metrics through the `metrics` facade (see
 //!   `zt_tower::metrics`); a no-op until the application installs a recorder.
 //! - `jwt`: JWT-SVIDs — validated per call with the mTLS peer, and presented by
-//!   clients ([`bearer_interceptor`]).
+//!   clients (`bearer_interceptor`).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(

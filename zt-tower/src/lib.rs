@@ -72,7 +72,7 @@
 //! - `axum` (default): the `Peer` extractor. It needs only `axum-core`, whose few
 //!   dependencies hyper mostly brings already, so it is on by default.
 //! - `jwt`: JWT-SVIDs — validated per request with the mTLS peer, and presented by
-//!   clients ([`bearer`]).
+//!   clients (`bearer::BearerLayer`).
 //! - `admin`: the status and admin endpoint (`admin::Admin`); adds serde_json.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

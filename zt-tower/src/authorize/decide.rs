@@ -35,7 +35,7 @@ pub enum Denial {
     Malformed,
     /// The request carried a JWT-SVID that does not validate: a bad signature,
     /// an unknown key, another audience, an expired token, a malformed or
-    /// repeated token header (see [`AuthorizeLayer::jwt`](super::AuthorizeLayer::jwt)).
+    /// repeated token header (see `AuthorizeLayer::jwt`, feature `jwt`).
     InvalidToken,
     /// The request asks for a tunnel or a protocol switch (`CONNECT`,
     /// `Upgrade`) that zt does not govern: any, unless zt-tower's server governs

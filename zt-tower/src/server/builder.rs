@@ -85,7 +85,7 @@ impl ServerBuilder {
     ///
     /// A client that presents no certificate is served as an anonymous peer: its
     /// requests carry an [`AnonymousPeer`](crate::AnonymousPeer) instead of a
-    /// [`PeerIdentity`](crate::PeerIdentity), the [`Peer`](crate::Peer)
+    /// [`PeerIdentity`](crate::PeerIdentity), the `Peer` (feature `axum`)
     /// extractor refuses them, and [`Authorize`](crate::Authorize) lets one
     /// through only when a policy rule with `from: {unauthenticated: true}`
     /// allows it (see `docs/policy.md`); a policy without such a rule refuses
