@@ -14,7 +14,7 @@ use tonic::Code;
 use tracing::Instrument as _;
 
 use super::worker::Backoff;
-use super::{CONNECT_TIMEOUT, WorkloadApiError, endpoint_from_env};
+use super::{CONNECT_TIMEOUT, WorkloadApiError, resolve_endpoint};
 use crate::id::TrustDomain;
 use crate::jwt::{JwtBundle, JwtBundleSet, JwtBundles, JwtSvid, JwtSvidSource};
 use crate::source::workload_proto;
@@ -25,18 +25,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A token is fetched again once half of its remaining lifetime has passed, and
 /// at least this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
-
-fn endpoint(address: Option<String>) -> Result<(String, Endpoint), WorkloadApiError> {
-    let address = match address {
-        Some(address) => address,
-        None => endpoint_from_env()?,
-    };
-    let endpoint = Endpoint::parse(&address).map_err(|err| WorkloadApiError::InvalidEndpoint {
-        endpoint: address.clone(),
-        reason: err.to_string(),
-    })?;
-    Ok((address, endpoint))
-}
 
 async fn connect(endpoint: &Endpoint) -> Result<tonic::transport::Channel, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, spiffe::transport::connect(endpoint)).await {
@@ -75,7 +63,7 @@ impl WorkloadJwtBundles {
     pub fn start(endpoint: Option<String>, bundles: JwtBundles) -> Result<Self, WorkloadApiError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| WorkloadApiError::NoRuntime)?;
-        let (address, endpoint) = self::endpoint(endpoint)?;
+        let (address, endpoint) = resolve_endpoint(endpoint)?;
         let span = tracing::info_span!("workload_api_jwt_bundles", endpoint = %address);
         let task = runtime.spawn(stream_bundles(endpoint, bundles).instrument(span));
         Ok(Self {
@@ -209,7 +197,7 @@ impl WorkloadJwtSvid {
     ) -> Result<Self, WorkloadApiError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| WorkloadApiError::NoRuntime)?;
-        let (address, endpoint) = self::endpoint(endpoint)?;
+        let (address, endpoint) = resolve_endpoint(endpoint)?;
         let audience = audience.into();
         let current = Arc::new(ArcSwapOption::empty());
         let span =

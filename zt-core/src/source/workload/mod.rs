@@ -284,15 +284,7 @@ impl WorkloadApiSourceBuilder {
     pub fn start(self) -> Result<WorkloadApiSource, WorkloadApiError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| WorkloadApiError::NoRuntime)?;
-        let address = match self.endpoint {
-            Some(address) => address,
-            None => endpoint_from_env()?,
-        };
-        let endpoint =
-            Endpoint::parse(&address).map_err(|err| WorkloadApiError::InvalidEndpoint {
-                endpoint: address.clone(),
-                reason: err.to_string(),
-            })?;
+        let (address, endpoint) = resolve_endpoint(self.endpoint)?;
         if self.initial_backoff.is_zero() || self.initial_backoff > self.max_backoff {
             return Err(WorkloadApiError::InvalidBackoff {
                 initial: self.initial_backoff,
@@ -326,6 +318,20 @@ impl WorkloadApiSourceBuilder {
             task,
         })
     }
+}
+
+/// The endpoint address — `address`, or `SPIFFE_ENDPOINT_SOCKET` without one —
+/// and its parsed form.
+fn resolve_endpoint(address: Option<String>) -> Result<(String, Endpoint), WorkloadApiError> {
+    let address = match address {
+        Some(address) => address,
+        None => endpoint_from_env()?,
+    };
+    let endpoint = Endpoint::parse(&address).map_err(|err| WorkloadApiError::InvalidEndpoint {
+        endpoint: address.clone(),
+        reason: err.to_string(),
+    })?;
+    Ok((address, endpoint))
 }
 
 fn endpoint_from_env() -> Result<String, WorkloadApiError> {
